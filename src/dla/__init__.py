@@ -1,0 +1,3 @@
+"""dla: the Deep Learning Applications labs as reproducible experiments."""
+
+__version__ = "0.1.0"

@@ -1,0 +1,140 @@
+"""The `dla` command line. It parses arguments and calls the library; the lab logic lives elsewhere.
+
+A user mistake (`DlaError`) is printed on one line and exits 2; anything else is a bug and keeps its
+traceback.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+
+from dla.errors import DlaError, RunDirError
+
+
+class _Parser(argparse.ArgumentParser):
+    def error(self, message: str) -> None:  # one line instead of usage + message
+        raise DlaError(f"{message} (see `{self.prog} --help`)")
+
+
+def _common(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--out", default="runs", help="folder that holds <experiment>/<run>/ (default: runs)")
+    p.add_argument("--data-root", default=None, help="dataset folder (default: $DLA_DATA, else ./data)")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = _Parser(prog="dla", description="Deep Learning Applications labs as reproducible experiments.")
+    sub = parser.add_subparsers(dest="command", required=True, parser_class=_Parser)
+
+    p = sub.add_parser("list", help="the experiment catalogue, one line each")
+    p.add_argument("--models", action="store_true", help="list registered models instead")
+    p.add_argument("--datasets", action="store_true", help="list registered datasets instead")
+
+    p = sub.add_parser("run", help="train and test one experiment")
+    p.add_argument("experiment", help="name from `dla list`, or a path to a .yaml file")
+    p.add_argument("overrides", nargs="*", help="config overrides, e.g. optim.lr=0.01 train.epochs=5")
+    _common(p)
+
+    p = sub.add_parser("sweep", help="a grid of runs with mean ± std over seeds")
+    p.add_argument("experiment")
+    p.add_argument("overrides", nargs="*", help="key=v1,v2 adds an axis; key=v fixes a value for every run")
+    p.add_argument("--name", default="", help="sweep folder name; reuse it to continue an interrupted sweep")
+    _common(p)
+
+    p = sub.add_parser("show", help="print a run's or a sweep's summary table")
+    p.add_argument("run_dir")
+
+    p = sub.add_parser("config", help="print the resolved config of an experiment (nothing is run)")
+    p.add_argument("experiment")
+    p.add_argument("overrides", nargs="*")
+    p.add_argument("--keys", action="store_true", help="list every key with its default and help")
+    return parser
+
+
+def cmd_list(args: argparse.Namespace) -> None:
+    if args.models:
+        from dla.models.registry import model_names, model_spec
+
+        for name in model_names():
+            print(f"{name:<20} {model_spec(name).description}")
+        return
+    if args.datasets:
+        from dla.data import dataset_names, get_dataset
+
+        for name in dataset_names():
+            print(f"{name:<20} {get_dataset(name).description}")
+        return
+    from dla.config import experiment_names, read_experiment
+
+    for name in experiment_names():
+        raw = read_experiment(name)
+        kind = "sweep" if raw.get("sweep") else "run"
+        print(f"{name:<20} {kind:<6} {raw.get('description', '')}")
+
+
+def cmd_run(args: argparse.Namespace) -> None:
+    from dla.config import load_config
+    from dla.data import resolve_data_root
+    from dla.train import run_experiment
+
+    cfg = load_config(args.experiment, args.overrides)
+    run = run_experiment(cfg, Path(args.out) / cfg.experiment, resolve_data_root(args.data_root))
+    print()
+    print(run.summary.read_text())
+    print(f"run folder: {run.path}")
+
+
+def cmd_sweep(args: argparse.Namespace) -> None:
+    from dla.data import resolve_data_root
+    from dla.sweep import run_sweep
+
+    sweep_dir = run_sweep(args.experiment, args.overrides, Path(args.out), resolve_data_root(args.data_root),
+                          args.name)
+    print()
+    print((sweep_dir / "summary.md").read_text())
+    print(f"sweep folder: {sweep_dir}")
+
+
+def cmd_show(args: argparse.Namespace) -> None:
+    from dla.runs import RunDir
+
+    path = Path(args.run_dir)
+    if not path.is_dir():
+        raise RunDirError(f"{path} is not a folder; pass a run or sweep folder such as runs/mnist_mlp/<run>")
+    summary = path / "summary.md"
+    if not summary.is_file():
+        RunDir(path).read_results()  # raises the 'incomplete run' message when that is the reason
+        raise RunDirError(f"{path} has no summary.md; is it a run or sweep folder written by dla?")
+    print(summary.read_text(), end="")
+
+
+def cmd_config(args: argparse.Namespace) -> None:
+    from dla.config import ExperimentConfig, dump_yaml, help_lines, load_config
+    from dla.models.registry import model_config_class
+
+    cfg = load_config(args.experiment, args.overrides)
+    if not args.keys:
+        print(dump_yaml(cfg), end="")
+        return
+    lines = help_lines(ExperimentConfig) + help_lines(model_config_class(cfg.model.name), "model.")
+    for key, default, text in lines:
+        print(f"{key:<34} {default!s:<14} {text}")
+
+
+COMMANDS = {"list": cmd_list, "run": cmd_run, "sweep": cmd_sweep, "show": cmd_show, "config": cmd_config}
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    try:
+        args = build_parser().parse_args(argv)
+        COMMANDS[args.command](args)
+    except DlaError as exc:
+        print(f"dla: error: {' '.join(str(exc).split())}", file=sys.stderr)
+        return 2
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,414 @@
+"""Experiment configs: YAML (safe loader) into typed dataclasses, with dotted overrides.
+
+Every field carries its help text and its allowed range in `dataclasses.field(metadata=...)`, like PEFT's
+`LoraConfig`: the same text serves validation messages, `dla explain-config` style help and the docs.
+Validation is strict: an unknown key, a wrong type or an out-of-range value raises `ConfigError` naming
+the dotted key, what was given and what is allowed.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import difflib
+import re
+import types
+import typing
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass, field
+from importlib import resources
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+
+from dla.errors import ConfigError
+
+_MISSING = dataclasses.MISSING
+
+
+def opt(
+    default: Any = _MISSING,
+    help: str = "",
+    *,
+    ge: float | None = None,
+    gt: float | None = None,
+    le: float | None = None,
+    lt: float | None = None,
+    choices: Iterable[str] | Callable[[], Iterable[str]] | None = None,
+    default_factory: Callable[[], Any] | None = None,
+) -> Any:
+    """A dataclass field with help text and an allowed range, checked by `from_dict`."""
+    meta = {"help": help, "ge": ge, "gt": gt, "le": le, "lt": lt, "choices": choices}
+    if default_factory is not None:
+        return field(default_factory=default_factory, metadata=meta)
+    return field(default=default, metadata=meta)
+
+
+# --------------------------------------------------------------------------------------------------
+# The experiment schema
+
+
+@dataclass
+class AugmentConfig:
+    flip: bool = opt(False, "random horizontal flip (batched tensor code, on the training device)")
+    crop_padding: int = opt(0, "pad by this many pixels and crop back at a random offset; 0 = off", ge=0, le=16)
+
+
+@dataclass
+class DataConfig:
+    name: str = opt("mnist", "dataset from the registry (`dla list --datasets`)", choices=lambda: _datasets())
+    path: str = opt("", "folder under the data root (or absolute) for file-based datasets (imagefolder)")
+    image_size: int = opt(0, "resize file-based images / noise size; 0 = native (noise: 32)", ge=0, le=4096)
+    channels: int = opt(0, "1 = grey, 3 = colour for file-based images and noise; 0 = default (3)", ge=0, le=3)
+    val_size: int = opt(5000, "training examples held out for validation (seeded, deterministic)", ge=0)
+    batch_size: int = opt(128, "training batch size", ge=1)
+    eval_batch_size: int = opt(1000, "batch size for validation and test", ge=1)
+    limit_train: int = opt(0, "use only the first N training examples (0 = all); for quick checks", ge=0)
+    limit_test: int = opt(0, "use only the first N test examples (0 = all); for quick checks", ge=0)
+    workers: int = opt(2, "DataLoader workers for file-based datasets (ImageFolder)", ge=0)
+    augment: AugmentConfig = opt(default_factory=AugmentConfig, help="training-time augmentation")
+
+
+@dataclass
+class OptimConfig:
+    name: Literal["sgd", "adamw"] = opt("adamw", "optimizer")
+    lr: float = opt(1e-3, "peak learning rate", gt=0)
+    weight_decay: float = opt(0.0, "decoupled (AdamW) or L2 (SGD) weight decay; not applied to biases/norms", ge=0)
+    momentum: float = opt(0.9, "SGD momentum", ge=0, lt=1)
+    nesterov: bool = opt(False, "Nesterov momentum for SGD")
+    beta1: float = opt(0.9, "AdamW beta1", ge=0, lt=1)
+    beta2: float = opt(0.999, "AdamW beta2", ge=0, lt=1)
+
+
+@dataclass
+class ScheduleConfig:
+    name: Literal["constant", "cosine", "onecycle", "step"] = opt("cosine", "learning-rate schedule, per step")
+    warmup_epochs: float = opt(0.0, "linear warmup from 0 over this many epochs (fractions allowed)", ge=0)
+    min_lr_ratio: float = opt(0.0, "cosine/onecycle floor as a fraction of the peak lr", ge=0, le=1)
+    step_epochs: int = opt(10, "step schedule: multiply the lr by gamma every this many epochs", ge=1)
+    gamma: float = opt(0.1, "step schedule: decay factor", gt=0, le=1)
+
+
+@dataclass
+class EarlyStoppingConfig:
+    metric: str = opt("val/accuracy", "metric watched for the best checkpoint and early stopping",
+                      choices=lambda: [f"val/{m}" for m in ("loss", "accuracy", "precision", "recall", "f1")])
+    mode: Literal["max", "min"] = opt("max", "whether larger or smaller values of the metric are better")
+    patience: int = opt(5, "epochs without improvement before stopping; 0 = never stop early", ge=0)
+    min_delta: float = opt(0.0, "an improvement must exceed this to reset patience", ge=0)
+
+
+@dataclass
+class TrainConfig:
+    epochs: int = opt(20, "maximum number of epochs", ge=1)
+    label_smoothing: float = opt(0.0, "cross-entropy label smoothing", ge=0, lt=1)
+    grad_clip: float = opt(0.0, "clip the global gradient norm to this value; 0 = off", ge=0)
+    early_stopping: EarlyStoppingConfig = opt(default_factory=EarlyStoppingConfig, help="best checkpoint + stop")
+    amp: bool = opt(True, "bf16 autocast on CUDA (ignored on CPU)")
+    compile: bool = opt(False, "wrap the model in torch.compile (opt-in)")
+
+
+@dataclass
+class TrackingConfig:
+    tensorboard: bool = opt(True, "write TensorBoard events under the run's tb/")
+    wandb: bool = opt(False, "also log to Weights & Biases (needs `pip install dla[wandb]`)")
+    wandb_project: str = opt("dla", "W&B project name")
+    progress: Literal["auto", "on", "off"] = opt("auto", "progress bars: auto = only when stderr is a terminal")
+
+
+@dataclass
+class ModelConfig:
+    """Base of every model's config; the registry maps `name` to a subclass with its hyperparameters."""
+
+    name: str = opt("mlp", "model from the registry (`dla list --models`)", choices=lambda: _models())
+
+
+@dataclass
+class ExperimentConfig:
+    experiment: str = opt("", "experiment name (the YAML file's stem); names the runs/<experiment>/ folder")
+    description: str = opt("", "one line for `dla list`")
+    seed: int = opt(0, "seeds Python, NumPy and torch; data order and splits derive from it", ge=0)
+    device: str = opt("auto", "auto (cuda, then mps, then cpu), cpu, cuda, cuda:N or mps")
+    run_name: str = opt("", "run folder name; empty = derived from the time and seed")
+    resume: bool = opt(False, "continue the run named by run_name (or the newest unfinished one) exactly")
+    data: DataConfig = opt(default_factory=DataConfig, help="dataset, split, batching, augmentation")
+    model: ModelConfig = opt(default_factory=ModelConfig, help="model name and hyperparameters")
+    optim: OptimConfig = opt(default_factory=OptimConfig, help="optimizer")
+    schedule: ScheduleConfig = opt(default_factory=ScheduleConfig, help="learning-rate schedule")
+    train: TrainConfig = opt(default_factory=TrainConfig, help="training loop")
+    tracking: TrackingConfig = opt(default_factory=TrackingConfig, help="logging")
+    sweep: dict[str, list[Any]] = opt(default_factory=dict, help="grid for `dla sweep`: dotted key -> values")
+
+
+def _datasets() -> list[str]:
+    from dla.data.registry import dataset_names
+
+    return dataset_names()
+
+
+def _models() -> list[str]:
+    from dla.models.registry import model_names
+
+    return model_names()
+
+
+def _model_config_class(name: str) -> type[ModelConfig]:
+    from dla.models.registry import model_config_class
+
+    return model_config_class(name)
+
+
+# --------------------------------------------------------------------------------------------------
+# Parsing and validation
+
+
+_DEVICE_RE = re.compile(r"^(auto|cpu|mps|cuda(:\d+)?)$")
+_RUN_NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._,=+-]*$")
+
+
+def _fmt(value: Any) -> str:
+    return repr(value) if isinstance(value, str) else str(value)
+
+
+def _unknown_key(key: str, allowed: Iterable[str]) -> ConfigError:
+    allowed = sorted(allowed)
+    leaf = key.rsplit(".", 1)[-1]
+    close = difflib.get_close_matches(leaf, allowed, n=1)
+    hint = f" (did you mean '{close[0]}'?)" if close else ""
+    return ConfigError(f"unknown config key '{key}'{hint}; allowed here: {', '.join(allowed)}")
+
+
+def _coerce(key: str, value: Any, tp: Any, meta: dict[str, Any]) -> Any:
+    """Check `value` against the annotation `tp`, converting only where it is lossless and obvious."""
+    origin = typing.get_origin(tp)
+    if origin in (typing.Union, types.UnionType):
+        args = [a for a in typing.get_args(tp) if a is not type(None)]
+        if value is None:
+            return None
+        return _coerce(key, value, args[0], meta)
+    if origin is Literal:
+        allowed = typing.get_args(tp)
+        if value not in allowed:
+            raise ConfigError(f"config key '{key}' must be one of {', '.join(map(str, allowed))}; got {_fmt(value)}")
+        return value
+    if dataclasses.is_dataclass(tp):
+        if not isinstance(value, dict):
+            raise ConfigError(f"config key '{key}' must be a mapping of sub-keys; got {_fmt(value)}")
+        return from_dict(tp, value, prefix=key + ".")
+    if origin is list:
+        if not isinstance(value, list):
+            raise ConfigError(f"config key '{key}' must be a list; got {_fmt(value)}")
+        (item,) = typing.get_args(tp)
+        return [_coerce(f"{key}[{i}]", v, item, {}) for i, v in enumerate(value)]
+    if origin is dict:
+        if not isinstance(value, dict):
+            raise ConfigError(f"config key '{key}' must be a mapping; got {_fmt(value)}")
+        _, val_tp = typing.get_args(tp)
+        return {str(k): _coerce(f"{key}.{k}", v, val_tp, {}) for k, v in value.items()}
+    if tp is Any:
+        return value
+    if tp is bool:
+        if not isinstance(value, bool):
+            raise ConfigError(f"config key '{key}' must be true or false; got {_fmt(value)}")
+        return value
+    if tp is int:
+        if isinstance(value, bool) or not isinstance(value, int):
+            raise ConfigError(f"config key '{key}' must be an integer; got {_fmt(value)}")
+        return _check_range(key, value, meta)
+    if tp is float:
+        if isinstance(value, str):
+            value = _parse_float(key, value)
+        if isinstance(value, bool) or not isinstance(value, int | float):
+            raise ConfigError(f"config key '{key}' must be a number; got {_fmt(value)}")
+        value = float(value)
+        if value != value or value in (float("inf"), float("-inf")):
+            raise ConfigError(f"config key '{key}' must be a finite number; got {value}")
+        return _check_range(key, value, meta)
+    if tp is str:
+        if not isinstance(value, str):
+            raise ConfigError(f"config key '{key}' must be a string; got {_fmt(value)}")
+        choices = meta.get("choices")
+        if choices is not None:
+            allowed = list(choices() if callable(choices) else choices)
+            if value not in allowed:
+                close = difflib.get_close_matches(value, allowed, n=1)
+                hint = f" (did you mean '{close[0]}'?)" if close else ""
+                raise ConfigError(f"config key '{key}' = {_fmt(value)} is not known{hint}; "
+                                  f"choose one of: {', '.join(allowed)}")
+        return value
+    raise TypeError(f"unsupported config annotation {tp!r} for {key}")  # a bug in a schema, not user input
+
+
+def _parse_float(key: str, text: str) -> float:
+    """Accept '1e-3' (which YAML 1.1 leaves as a string) and fractions such as '8/255'."""
+    text = text.strip()
+    try:
+        if "/" in text:
+            num, den = text.split("/", 1)
+            return float(num) / float(den)
+        return float(text)
+    except (ValueError, ZeroDivisionError):
+        raise ConfigError(f"config key '{key}' must be a number; got {text!r}") from None
+
+
+def _check_range(key: str, value: float, meta: dict[str, Any]) -> Any:
+    checks = [("ge", lambda a, b: a >= b, ">="), ("gt", lambda a, b: a > b, ">"),
+              ("le", lambda a, b: a <= b, "<="), ("lt", lambda a, b: a < b, "<")]
+    for name, ok, sym in checks:
+        bound = meta.get(name)
+        if bound is not None and not ok(value, bound):
+            raise ConfigError(f"config key '{key}' must be {sym} {bound}; got {value}")
+    return value
+
+
+def from_dict(cls: type, data: dict[str, Any], prefix: str = "") -> Any:
+    """Build dataclass `cls` from a plain mapping, rejecting unknown keys and bad values."""
+    if not isinstance(data, dict):
+        raise ConfigError(f"config section '{prefix.rstrip('.') or '<top>'}' must be a mapping; got {_fmt(data)}")
+    fields = {f.name: f for f in dataclasses.fields(cls)}
+    hints = typing.get_type_hints(cls)
+    for key in data:
+        if key not in fields:
+            raise _unknown_key(prefix + str(key), fields)
+    kwargs: dict[str, Any] = {}
+    for name, f in fields.items():
+        if name not in data:
+            continue
+        key = prefix + name
+        tp = hints[name]
+        if tp is ModelConfig:
+            kwargs[name] = _parse_model(key, data[name])
+        else:
+            kwargs[name] = _coerce(key, data[name], tp, dict(f.metadata))
+    return cls(**kwargs)
+
+
+def _parse_model(key: str, value: Any) -> ModelConfig:
+    if not isinstance(value, dict):
+        raise ConfigError(f"config key '{key}' must be a mapping with a 'name'; got {_fmt(value)}")
+    name = value.get("name", ModelConfig.name)
+    base_meta = dict(next(f for f in dataclasses.fields(ModelConfig) if f.name == "name").metadata)
+    name = _coerce(f"{key}.name", name, str, base_meta)
+    return from_dict(_model_config_class(name), {**value, "name": name}, prefix=key + ".")
+
+
+def to_dict(cfg: Any) -> dict[str, Any]:
+    """Plain, YAML-safe mapping of a config (the inverse of `from_dict`)."""
+    return dataclasses.asdict(cfg)
+
+
+def help_lines(cls: type, prefix: str = "") -> list[tuple[str, Any, str]]:
+    """(dotted key, default, help) for every field: the source of `dla run NAME --help-config`."""
+    out: list[tuple[str, Any, str]] = []
+    hints = typing.get_type_hints(cls)
+    for f in dataclasses.fields(cls):
+        tp = hints[f.name]
+        if dataclasses.is_dataclass(tp) and tp is not ModelConfig:
+            out.extend(help_lines(tp, prefix + f.name + "."))
+            continue
+        default = f.default if f.default is not _MISSING else (
+            f.default_factory() if f.default_factory is not _MISSING else None)
+        out.append((prefix + f.name, default, f.metadata.get("help", "")))
+    return out
+
+
+# --------------------------------------------------------------------------------------------------
+# YAML files, overrides and the experiment catalogue
+
+
+def _safe_load(text: str, source: str) -> Any:
+    try:
+        return yaml.safe_load(text)
+    except yaml.constructor.ConstructorError as exc:
+        # Python object tags and the like: refused, never constructed.
+        raise ConfigError(f"{source}: refused a YAML tag the safe loader does not allow "
+                          f"({exc.problem}); configs hold plain values only") from None
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None)
+        where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark else ""
+        problem = getattr(exc, "problem", None) or str(exc).splitlines()[0]
+        raise ConfigError(f"{source}: malformed YAML{where}: {problem}") from None
+
+
+def parse_override(text: str) -> tuple[str, Any]:
+    """'optim.lr=0.01' -> ('optim.lr', 0.01). Values are parsed as YAML scalars/lists."""
+    if "=" not in text:
+        raise ConfigError(f"override {text!r} is not of the form key=value (e.g. optim.lr=0.01)")
+    key, raw = text.split("=", 1)
+    key = key.strip()
+    if not key or not all(part.isidentifier() for part in key.split(".")):
+        raise ConfigError(f"override {text!r} has a malformed key; use dotted names such as train.epochs=5")
+    return key, _safe_load(raw, f"override {key}") if raw.strip() else ""
+
+
+def set_dotted(data: dict[str, Any], key: str, value: Any) -> None:
+    node = data
+    parts = key.split(".")
+    for i, part in enumerate(parts[:-1]):
+        child = node.get(part)
+        if child is None:
+            child = node[part] = {}
+        if not isinstance(child, dict):
+            raise ConfigError(f"override '{key}': '{'.'.join(parts[: i + 1])}' is a value, not a section")
+        node = child
+    node[parts[-1]] = value
+
+
+def experiments_dir() -> Path:
+    return Path(str(resources.files("dla") / "experiments"))
+
+
+def experiment_names() -> list[str]:
+    return sorted(p.stem for p in experiments_dir().glob("*.yaml"))
+
+
+def read_experiment(name_or_path: str) -> dict[str, Any]:
+    """The raw mapping of a packaged experiment (by name) or of a YAML file (by path)."""
+    path = Path(name_or_path)
+    if path.suffix in (".yaml", ".yml") and path.is_file():
+        stem = path.stem
+    else:
+        path = experiments_dir() / f"{name_or_path}.yaml"
+        stem = name_or_path
+        if not path.is_file():
+            names = experiment_names()
+            close = difflib.get_close_matches(name_or_path, names, n=1)
+            hint = f" (did you mean '{close[0]}'?)" if close else ""
+            raise ConfigError(f"unknown experiment {name_or_path!r}{hint}; `dla list` shows the catalogue "
+                              "(or pass a path to a .yaml file)")
+    try:
+        text = path.read_text(encoding="utf-8")
+    except (OSError, UnicodeDecodeError) as exc:
+        raise ConfigError(f"cannot read experiment file {path}: {exc}") from None
+    data = _safe_load(text, str(path))
+    if data is None:
+        data = {}
+    if not isinstance(data, dict):
+        raise ConfigError(f"{path}: the top level must be a mapping of config keys; got {type(data).__name__}")
+    data.setdefault("experiment", stem)
+    return data
+
+
+def load_config(name_or_path: str, overrides: Iterable[str] = ()) -> ExperimentConfig:
+    """Experiment YAML + `a.b=value` overrides -> a validated `ExperimentConfig`."""
+    data = read_experiment(name_or_path)
+    for text in overrides:
+        key, value = parse_override(text)
+        set_dotted(data, key, value)
+    return validate(from_dict(ExperimentConfig, data))
+
+
+def validate(cfg: ExperimentConfig) -> ExperimentConfig:
+    """Cross-field checks that a single field's range cannot express."""
+    if not _DEVICE_RE.match(cfg.device):
+        raise ConfigError(f"config key 'device' = {cfg.device!r} is not a device; use auto, cpu, cuda, cuda:N or mps")
+    if cfg.run_name and not _RUN_NAME_RE.match(cfg.run_name):
+        raise ConfigError(f"config key 'run_name' = {cfg.run_name!r} must be a plain folder name "
+                          "(letters, digits, . _ , = + -; no slashes)")
+    if not _RUN_NAME_RE.match(cfg.experiment):
+        raise ConfigError(f"experiment name {cfg.experiment!r} must be a plain folder name")
+    return cfg
+
+
+def dump_yaml(cfg: Any) -> str:
+    return yaml.safe_dump(to_dict(cfg), sort_keys=False, allow_unicode=True)

@@ -1,0 +1,129 @@
+"""Checksums over decompressed content, atomic writes and resumable downloads.
+
+Checksums are taken over the *decompressed* bytes, so a re-compressed copy of the same data (Debian's
+Fashion-MNIST package rewrites the gzip headers) still verifies. Downloads go to `<name>.part`, resume with
+an HTTP Range request, are verified, and only then renamed into place: no half-downloaded file is ever
+left under a name a loader would read.
+"""
+
+from __future__ import annotations
+
+import gzip
+import hashlib
+import os
+import tempfile
+import urllib.error
+import urllib.request
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+from typing import IO
+
+from dla.errors import DataError
+
+_CHUNK = 1 << 20
+
+
+@dataclass(frozen=True)
+class Checksum:
+    """`algo` over the decompressed content of a file (gzip is undone first)."""
+
+    algo: str  # "sha256" or "md5" (the published CIFAR/SVHN values are MD5)
+    hexdigest: str
+
+
+def read_bytes(path: Path, gz: bool | None = None) -> bytes:
+    """The file's content, gunzipped when it ends in .gz (or when `gz` says so)."""
+    try:
+        if path.suffix == ".gz" if gz is None else gz:
+            with gzip.open(path, "rb") as f:
+                return f.read()
+        return path.read_bytes()
+    except (OSError, EOFError, gzip.BadGzipFile) as exc:
+        raise DataError(f"cannot read {path}: {exc}; delete it and download again") from None
+
+
+def digest(data: bytes, algo: str) -> str:
+    return hashlib.new(algo, data).hexdigest()
+
+
+def verify(path: Path, data: bytes, checksum: Checksum | None) -> None:
+    if checksum is None:
+        return
+    got = digest(data, checksum.algo)
+    if got != checksum.hexdigest:
+        raise DataError(
+            f"{path} failed its {checksum.algo} check (decompressed content {got[:12]}..., expected "
+            f"{checksum.hexdigest[:12]}...): the file is corrupt or truncated; delete it and download again"
+        )
+
+
+def file_digest(path: Path, algo: str) -> str:
+    h = hashlib.new(algo)
+    with open(path, "rb") as f:
+        while chunk := f.read(_CHUNK):
+            h.update(chunk)
+    return h.hexdigest()
+
+
+@contextmanager
+def atomic_write(path: Path, mode: str = "wb") -> Iterator[IO]:
+    """Write to a temp file in the same folder, fsync, then rename over `path` (all or nothing)."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    try:
+        with os.fdopen(fd, mode) as f:
+            yield f
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+    _fsync_dir(path.parent)
+
+
+def _fsync_dir(folder: Path) -> None:
+    try:
+        fd = os.open(folder, os.O_RDONLY)
+    except OSError:
+        return
+    try:
+        os.fsync(fd)
+    except OSError:
+        pass
+    finally:
+        os.close(fd)
+
+
+def download(url: str, dest: Path, checksum: Checksum | None = None, timeout: float = 30.0) -> None:
+    """Fetch `url` to `dest` via `dest.part`, resuming a partial download, verifying before the rename.
+
+    Nothing is created on disk until the server has answered, so an offline attempt leaves no trace.
+    """
+    part = dest.with_name(dest.name + ".part")
+    have = part.stat().st_size if part.exists() else 0
+    request = urllib.request.Request(url, headers={"User-Agent": "dla"})
+    if have:
+        request.add_header("Range", f"bytes={have}-")
+    try:
+        with urllib.request.urlopen(request, timeout=timeout) as response:
+            # A server that ignores Range answers 200 with the whole file: start over.
+            append = have > 0 and response.status == 206
+            dest.parent.mkdir(parents=True, exist_ok=True)
+            with open(part, "ab" if append else "wb") as f:
+                while chunk := response.read(_CHUNK):
+                    f.write(chunk)
+    except (urllib.error.URLError, OSError, TimeoutError) as exc:
+        kept = f"; the partial file {part} is kept and the next attempt resumes it" if part.exists() else ""
+        reason = getattr(exc, "reason", None) or exc
+        raise DataError(f"download of {url} failed ({reason}){kept}") from None
+    try:
+        if checksum is not None:
+            verify(dest, read_bytes(part, gz=dest.suffix == ".gz"), checksum)
+    except DataError:
+        part.unlink(missing_ok=True)
+        raise
+    os.replace(part, dest)
+    _fsync_dir(dest.parent)

@@ -1,0 +1,88 @@
+"""ImageFolder layout: `<path>/train/<class>/*.png` and `<path>/test/` (or `val/`) beside it.
+
+Images are decoded once by a DataLoader with workers and kept as uint8 tensors, like the other datasets.
+A folder without test/ or val/ gets a seeded 20% test split carved from train (see `splits.py`).
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import torch
+from torch.utils.data import DataLoader, Dataset
+
+from dla.data.files import DataError
+from dla.data.registry import ImageSet, LoadContext, register_dataset
+
+IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".bmp", ".gif", ".webp", ".ppm"}
+TEST_FRACTION = 0.2
+
+
+class _Decode(Dataset):
+    def __init__(self, files: list[Path], size: int, channels: int) -> None:
+        self.files, self.size, self.mode = files, size, "L" if channels == 1 else "RGB"
+
+    def __len__(self) -> int:
+        return len(self.files)
+
+    def __getitem__(self, i: int) -> torch.Tensor:
+        from PIL import Image
+
+        try:
+            with Image.open(self.files[i]) as img:
+                img = img.convert(self.mode)
+                if self.size:
+                    img = img.resize((self.size, self.size), Image.BILINEAR)
+                arr = np.asarray(img, dtype=np.uint8)
+        except OSError as exc:
+            raise DataError(f"cannot decode image {self.files[i]}: {exc}") from None
+        arr = arr[:, :, None] if arr.ndim == 2 else arr
+        return torch.from_numpy(arr.copy()).permute(2, 0, 1)  # (C, H, W)
+
+
+def folder_root(ctx: LoadContext) -> Path:
+    if not ctx.path:
+        raise DataError("dataset 'imagefolder' needs data.path (a folder with train/<class>/ images)")
+    path = Path(ctx.path)
+    return path if path.is_absolute() else ctx.root / path
+
+
+def scan(split_dir: Path, classes: list[str] | None = None) -> tuple[list[Path], list[int], list[str]]:
+    if classes is None:
+        classes = sorted(d.name for d in split_dir.iterdir() if d.is_dir())
+    files, labels = [], []
+    for label, cls in enumerate(classes):
+        folder = split_dir / cls
+        for f in sorted(folder.rglob("*")) if folder.is_dir() else []:
+            if f.suffix.lower() in IMAGE_SUFFIXES:
+                files.append(f)
+                labels.append(label)
+    if not files:
+        raise DataError(f"no images found under {split_dir} (expected {split_dir}/<class>/<image>.png)")
+    return files, labels, classes
+
+
+def has_test_split(ctx: LoadContext) -> bool:
+    root = folder_root(ctx)
+    return (root / "test").is_dir() or (root / "val").is_dir()
+
+
+@register_dataset("imagefolder", description="any ImageFolder tree under the data root (data.path)")
+def load_imagefolder(ctx: LoadContext, train: bool) -> ImageSet:
+    root = folder_root(ctx)
+    train_dir = root / "train"
+    if not train_dir.is_dir():
+        raise DataError(f"ImageFolder {root} has no train/ folder; expected {root}/train/<class>/<image>")
+    _, _, classes = scan(train_dir)
+    split_dir = train_dir if train else next(root / s for s in ("test", "val") if (root / s).is_dir())
+    files, labels, _ = scan(split_dir, classes)
+    channels = ctx.channels or 3
+    loader = DataLoader(_Decode(files, ctx.image_size, channels), batch_size=256,
+                        num_workers=ctx.workers)
+    try:
+        x = torch.cat(list(loader))
+    except RuntimeError as exc:  # torch.stack over images of different sizes
+        raise DataError(f"images under {split_dir} differ in size ({exc.args[0].splitlines()[0]}); "
+                        "set data.image_size to resize them") from None
+    return ImageSet(x, torch.tensor(labels, dtype=torch.int64), classes)

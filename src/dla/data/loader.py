@@ -1,0 +1,82 @@
+"""Batches of uint8 images held on the training device, with batched augmentation.
+
+The whole dataset lives as one uint8 tensor on the device; an epoch is a seeded permutation sliced into
+batches, and augmentation is tensor code over the batch. No per-sample Python runs in the hot loop, which
+is where the textbook `Dataset` + `DataLoader` loop spends its time on small images (see BENCHMARKS.md).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+
+import torch
+import torch.nn.functional as F
+
+from dla.config import AugmentConfig
+
+
+class TensorLoader:
+    """Iterate (x uint8 (B, C, H, W), y int64 (B,)) batches; the order depends on (seed, epoch) only."""
+
+    def __init__(
+        self,
+        x: torch.Tensor,
+        y: torch.Tensor,
+        batch_size: int,
+        *,
+        shuffle: bool = False,
+        drop_last: bool = False,
+        seed: int = 0,
+        device: torch.device | str = "cpu",
+    ) -> None:
+        self.x, self.y = x.to(device), y.to(device)
+        self.batch_size, self.shuffle, self.seed = batch_size, shuffle, seed
+        # Dropping a ragged last batch only makes sense when there is more than one batch.
+        self.drop_last = drop_last and len(self.y) > batch_size
+        self.epoch = 0
+
+    def set_epoch(self, epoch: int) -> None:
+        self.epoch = epoch
+
+    def __len__(self) -> int:
+        n = len(self.y)
+        return n // self.batch_size if self.drop_last else -(-n // self.batch_size)
+
+    def generator(self) -> torch.Generator:
+        """The epoch's RNG: shuffling and augmentation both draw from it, so resume is exact."""
+        return torch.Generator().manual_seed(self.seed * 1_000_003 + self.epoch)
+
+    def __iter__(self) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
+        n = len(self.y)
+        if self.shuffle:
+            order = torch.randperm(n, generator=self.generator()).to(self.x.device)
+        else:
+            order = None
+        for b in range(len(self)):
+            if order is None:
+                sl = slice(b * self.batch_size, (b + 1) * self.batch_size)
+                yield self.x[sl], self.y[sl]
+            else:
+                idx = order[b * self.batch_size: (b + 1) * self.batch_size]
+                yield self.x[idx], self.y[idx]
+
+
+def augment(x: torch.Tensor, cfg: AugmentConfig, g: torch.Generator) -> torch.Tensor:
+    """Random flip and padded random crop over a (B, C, H, W) batch; random draws come from `g` (CPU)."""
+    if not (cfg.flip or cfg.crop_padding):
+        return x
+    b, _, h, w = x.shape
+    if cfg.flip:
+        flip = (torch.rand(b, generator=g) < 0.5).to(x.device)
+        x = torch.where(flip[:, None, None, None], x.flip(3), x)
+    if cfg.crop_padding:
+        p = cfg.crop_padding
+        padded = F.pad(x, (p, p, p, p))  # (B, C, H + 2p, W + 2p), zeros outside
+        dy = torch.randint(0, 2 * p + 1, (b,), generator=g).to(x.device)
+        dx = torch.randint(0, 2 * p + 1, (b,), generator=g).to(x.device)
+        rows = (dy[:, None] + torch.arange(h, device=x.device))[:, None, :, None]  # (B, 1, H, 1)
+        cols = (dx[:, None] + torch.arange(w, device=x.device))[:, None, None, :]  # (B, 1, 1, W)
+        batch = torch.arange(b, device=x.device)[:, None, None, None]
+        chans = torch.arange(x.shape[1], device=x.device)[None, :, None, None]
+        x = padded[batch, chans, rows, cols]  # (B, C, H, W)
+    return x

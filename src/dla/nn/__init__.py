@@ -1,0 +1,5 @@
+"""Building blocks shared by the models."""
+
+from dla.nn.normalize import Normalize
+
+__all__ = ["Normalize"]

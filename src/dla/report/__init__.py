@@ -1,0 +1,1 @@
+"""Plots (matplotlib, Agg) and Markdown tables built from run folders."""

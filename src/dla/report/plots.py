@@ -1,0 +1,85 @@
+"""Training curves, confusion matrices and sweep overlays as PNG (matplotlib, Agg backend)."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import matplotlib
+
+matplotlib.use("Agg")  # no display anywhere we run: CI, servers, GPU machines
+import matplotlib.pyplot as plt
+import numpy as np
+
+from dla.data.files import atomic_write
+
+
+def _save(fig: Any, path: Path) -> None:
+    with atomic_write(path) as f:
+        fig.savefig(f, format="png", dpi=120, bbox_inches="tight")
+    plt.close(fig)
+
+
+def _series(rows: Sequence[dict[str, Any]], split: str, metric: str) -> tuple[list[int], list[float]]:
+    pts = [(r["epoch"], r[metric]) for r in rows if r["split"] == split and r.get(metric) is not None]
+    return [p[0] for p in pts], [p[1] for p in pts]
+
+
+def plot_curves(rows: Sequence[dict[str, Any]], path: Path, title: str = "") -> None:
+    """Loss and accuracy per epoch, train vs val."""
+    fig, axes = plt.subplots(1, 2, figsize=(10, 3.8))
+    for ax, metric in zip(axes, ("loss", "accuracy"), strict=True):
+        for split, style in (("train", "-"), ("val", "--")):
+            x, y = _series(rows, split, metric)
+            if x:
+                ax.plot(x, y, style, marker="o", ms=3, label=split)
+        ax.set_xlabel("epoch")
+        ax.set_ylabel(metric)
+        ax.grid(alpha=0.3)
+        ax.legend()
+    fig.suptitle(title)
+    _save(fig, path)
+
+
+def plot_confusion(cm: np.ndarray, classes: Sequence[str], path: Path, title: str = "") -> None:
+    """Row-normalised confusion matrix with counts."""
+    cm = np.asarray(cm)
+    k = len(classes)
+    fig, ax = plt.subplots(figsize=(1.0 + 0.5 * k, 0.8 + 0.5 * k))
+    norm = cm / np.maximum(cm.sum(1, keepdims=True), 1)
+    ax.imshow(norm, cmap="Blues", vmin=0, vmax=1)
+    if k <= 20:
+        for i in range(k):
+            for j in range(k):
+                ax.text(j, i, str(cm[i, j]), ha="center", va="center", fontsize=7,
+                        color="white" if norm[i, j] > 0.5 else "black")
+        ax.set_xticks(range(k), classes, rotation=45, ha="right", fontsize=8)
+        ax.set_yticks(range(k), classes, fontsize=8)
+    ax.set_xlabel("predicted")
+    ax.set_ylabel("true")
+    ax.set_title(title)
+    _save(fig, path)
+
+
+def plot_overlay(groups: Sequence[tuple[str, Sequence[Sequence[dict[str, Any]]]]], split: str, metric: str,
+                 path: Path, title: str = "") -> None:
+    """One line per config (mean over its seeds, band = ± std) of `split/metric` per epoch."""
+    fig, ax = plt.subplots(figsize=(7, 4.2))
+    cmap = plt.get_cmap("viridis" if len(groups) > 10 else "tab10")
+    for i, (label, runs) in enumerate(groups):
+        series = [dict(zip(*_series(rows, split, metric), strict=True)) for rows in runs]
+        epochs = sorted(set().union(*series))
+        if not epochs:
+            continue
+        mean = np.array([np.mean([s[e] for s in series if e in s]) for e in epochs])
+        std = np.array([np.std([s[e] for s in series if e in s]) for e in epochs])
+        color = cmap(i / max(len(groups) - 1, 1)) if len(groups) > 10 else cmap(i % 10)
+        ax.plot(epochs, mean, label=label, color=color, lw=1.5)
+        ax.fill_between(epochs, mean - std, mean + std, color=color, alpha=0.15)
+    ax.set_xlabel("epoch")
+    ax.set_ylabel(f"{split} {metric}")
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=7, ncol=2 if len(groups) > 8 else 1)
+    ax.set_title(title)
+    _save(fig, path)

@@ -1,0 +1,163 @@
+"""The run directory: `<out>/<experiment>/<run-name>/`, created only when a run can really start.
+
+A run is complete when `results.json` exists; it is written last and atomically, so an interrupted or
+failed run never looks complete. Run names are plain folder names (checked in config.validate), so no
+config value can place files outside the chosen output directory.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import platform
+import subprocess
+import sys
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from dla import __version__
+from dla.config import ExperimentConfig, dump_yaml
+from dla.data.files import atomic_write
+from dla.errors import RunDirError
+
+
+@dataclass
+class RunDir:
+    path: Path
+
+    @property
+    def config(self) -> Path:
+        return self.path / "config.yaml"
+
+    @property
+    def env(self) -> Path:
+        return self.path / "env.json"
+
+    @property
+    def metrics(self) -> Path:
+        return self.path / "metrics.csv"
+
+    @property
+    def results(self) -> Path:
+        return self.path / "results.json"
+
+    @property
+    def summary(self) -> Path:
+        return self.path / "summary.md"
+
+    @property
+    def checkpoints(self) -> Path:
+        return self.path / "checkpoints"
+
+    @property
+    def last(self) -> Path:
+        return self.checkpoints / "last.pt"
+
+    @property
+    def best(self) -> Path:
+        return self.checkpoints / "best.pt"
+
+    @property
+    def plots(self) -> Path:
+        return self.path / "plots"
+
+    @property
+    def tb(self) -> Path:
+        return self.path / "tb"
+
+    @property
+    def complete(self) -> bool:
+        return self.results.is_file()
+
+    def read_results(self) -> dict[str, Any]:
+        try:
+            return json.loads(self.results.read_text())
+        except FileNotFoundError:
+            raise RunDirError(f"run {self.path} is incomplete (no results.json): it was interrupted or failed; "
+                              "resume it with `dla run EXPERIMENT resume=true run_name=NAME`") from None
+        except (OSError, json.JSONDecodeError) as exc:
+            raise RunDirError(f"cannot read {self.results}: {exc}") from None
+
+
+def ensure_writable(folder: Path) -> None:
+    """Fail early, with one line, if runs cannot be written under `folder`."""
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+        probe = folder / f".dla-write-probe-{os.getpid()}"
+        probe.write_bytes(b"")
+        probe.unlink()
+    except OSError as exc:
+        raise RunDirError(f"cannot write to output directory {folder}: {exc.strerror or exc}; "
+                          "pass --out to a writable folder") from None
+
+
+def prepare_run_dir(base: Path, cfg: ExperimentConfig) -> RunDir:
+    """The run's folder under `base` (`<out>/<experiment>` or a sweep's folder): a new one, or
+    (resume=true) the unfinished one to continue."""
+    if cfg.resume:
+        return RunDir(_find_resumable(base, cfg.run_name))
+    name = cfg.run_name or f"{time.strftime('%Y%m%d-%H%M%S')}-s{cfg.seed}"
+    path = base / name
+    if path.exists() and any(path.iterdir()):
+        raise RunDirError(f"run folder {path} already exists; choose another run_name=..., "
+                          "or resume=true to continue it")
+    ensure_writable(path)
+    return RunDir(path)
+
+
+def _find_resumable(base: Path, run_name: str) -> Path:
+    if run_name:
+        path = base / run_name
+        if not (path / "checkpoints" / "last.pt").is_file():
+            raise RunDirError(f"cannot resume {path}: it has no checkpoints/last.pt")
+        return path
+    candidates = [p for p in base.glob("*/checkpoints/last.pt") if not (p.parents[1] / "results.json").exists()]
+    if not candidates:
+        raise RunDirError(f"resume=true but no unfinished run with checkpoints/last.pt under {base}; "
+                          "name one with run_name=...")
+    return max(candidates, key=lambda p: p.stat().st_mtime).parents[1]
+
+
+def write_json(path: Path, obj: Any) -> None:
+    with atomic_write(path, "w") as f:
+        json.dump(obj, f, indent=2, sort_keys=False)
+        f.write("\n")
+
+
+def write_config(run: RunDir, cfg: ExperimentConfig) -> None:
+    with atomic_write(run.config, "w") as f:
+        f.write(dump_yaml(cfg))
+
+
+def env_info(device: torch.device, seed: int) -> dict[str, Any]:
+    """Versions, hardware, commit and seed: what someone needs to reproduce or compare a number."""
+    info: dict[str, Any] = {
+        "dla": __version__,
+        "python": sys.version.split()[0],
+        "torch": torch.__version__,
+        "platform": platform.platform(),
+        "processor": platform.processor() or platform.machine(),
+        "cpu_count": os.cpu_count(),
+        "torch_threads": torch.get_num_threads(),
+        "device": str(device),
+        "seed": seed,
+        "started": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
+        "argv": sys.argv,
+        "git_commit": _git_commit(),
+    }
+    if device.type == "cuda":
+        info["gpu"] = torch.cuda.get_device_name(device)
+    return info
+
+
+def _git_commit() -> str | None:
+    try:
+        out = subprocess.run(["git", "rev-parse", "HEAD"], capture_output=True, text=True, timeout=5,
+                             cwd=Path(__file__).resolve().parent)
+        return out.stdout.strip() or None if out.returncode == 0 else None
+    except (OSError, subprocess.SubprocessError):
+        return None

@@ -1,0 +1,115 @@
+"""Tracking: metrics.csv always, TensorBoard by default, W&B on request; progress bars for terminals."""
+
+from __future__ import annotations
+
+import csv
+import sys
+from collections.abc import Iterable, Iterator
+from pathlib import Path
+from typing import Any, TypeVar
+
+from dla.config import TrackingConfig
+from dla.errors import ConfigError
+
+T = TypeVar("T")
+
+COLUMNS = ["epoch", "split", "loss", "accuracy", "precision", "recall", "f1", "top5", "lr", "time"]
+
+
+def read_metrics(path: Path) -> list[dict[str, Any]]:
+    """metrics.csv as a list of rows with numbers parsed (empty cells become None)."""
+    if not path.is_file():
+        return []
+    with open(path, newline="") as f:
+        rows = list(csv.DictReader(f))
+    out = []
+    for row in rows:
+        parsed: dict[str, Any] = {}
+        for k, v in row.items():
+            if k == "split":
+                parsed[k] = v
+            elif k == "epoch":
+                parsed[k] = int(v)
+            else:
+                parsed[k] = float(v) if v not in ("", None) else None
+        out.append(parsed)
+    return out
+
+
+class Tracker:
+    def __init__(self, run_dir: Path, cfg: TrackingConfig, config: dict[str, Any], start_epoch: int = 0,
+                 run_name: str = "") -> None:
+        self.cfg = cfg
+        self.csv_path = run_dir / "metrics.csv"
+        self._truncate_after(start_epoch)
+        self.tb = None
+        if cfg.tensorboard:
+            from torch.utils.tensorboard import SummaryWriter
+
+            # purge_step drops events a previous attempt wrote after the checkpoint we resume from.
+            self.tb = SummaryWriter(str(run_dir / "tb"), purge_step=start_epoch + 1 if start_epoch else None)
+        self.wandb = None
+        if cfg.wandb:
+            try:
+                import wandb
+            except ImportError:
+                raise ConfigError("tracking.wandb=true needs the wandb package: pip install 'dla[wandb]'") from None
+            self.wandb = wandb.init(project=cfg.wandb_project, name=run_name, config=config, dir=str(run_dir),
+                                    resume="allow")
+
+    def _truncate_after(self, start_epoch: int) -> None:
+        """On resume, keep only the rows of epochs the checkpoint already covers."""
+        rows = [r for r in _raw_rows(self.csv_path) if int(r["epoch"]) <= start_epoch]
+        with open(self.csv_path, "w", newline="") as f:
+            w = csv.DictWriter(f, fieldnames=COLUMNS)
+            w.writeheader()
+            w.writerows(rows)
+
+    def log(self, epoch: int, split: str, metrics: dict[str, float], lr: float | None = None,
+            seconds: float | None = None) -> None:
+        row = {"epoch": epoch, "split": split, "lr": lr, "time": seconds,
+               **{k: metrics.get(k) for k in COLUMNS[2:8]}}
+        with open(self.csv_path, "a", newline="") as f:
+            csv.DictWriter(f, fieldnames=COLUMNS).writerow({k: _cell(row.get(k)) for k in COLUMNS})
+        scalars = {f"{split}/{k}": v for k, v in metrics.items() if v is not None}
+        if lr is not None and split == "train":
+            scalars["train/lr"] = lr
+        if self.tb is not None:
+            for k, v in scalars.items():
+                self.tb.add_scalar(k, v, epoch)
+            self.tb.flush()
+        if self.wandb is not None:
+            self.wandb.log({**scalars, "epoch": epoch})
+
+    def close(self) -> None:
+        if self.tb is not None:
+            self.tb.close()
+        if self.wandb is not None:
+            self.wandb.finish()
+
+
+def _raw_rows(path: Path) -> list[dict[str, str]]:
+    if not path.is_file():
+        return []
+    with open(path, newline="") as f:
+        return list(csv.DictReader(f))
+
+
+def _cell(v: Any) -> str:
+    if v is None:
+        return ""
+    if isinstance(v, float):
+        return f"{v:.6g}"
+    return str(v)
+
+
+def progress(iterable: Iterable[T], *, total: int | None = None, desc: str = "", mode: str = "auto",
+             leave: bool = False) -> Iterator[T]:
+    """A tqdm bar with ETA in a terminal; silent when stderr is not one (CI logs) unless mode='on'."""
+    disable = mode == "off" or (mode == "auto" and not sys.stderr.isatty())
+    if disable:
+        yield from iterable
+        return
+    from tqdm.auto import tqdm
+
+    yield from tqdm(iterable, total=total, desc=desc, leave=leave, dynamic_ncols=True)

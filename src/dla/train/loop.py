@@ -1,0 +1,244 @@
+"""The training loop: data -> model -> (train, validate, checkpoint) per epoch -> test the best weights.
+
+Read `Trainer.fit` top to bottom: it is the algorithm. Everything it needs is built in `__init__`, and
+everything a run leaves behind (plots, tables, results.json last of all) is written by `run_experiment`.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import math
+import time
+from pathlib import Path
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from dla.config import ExperimentConfig, to_dict
+from dla.data import Splits, load_splits
+from dla.data.loader import TensorLoader, augment
+from dla.errors import DlaError
+from dla.models import ModelInputs, build_model
+from dla.report.plots import plot_confusion, plot_curves
+from dla.report.tables import runs_table
+from dla.runs import RunDir, env_info, prepare_run_dir, write_config, write_json
+from dla.runtime import pick_device, seed_everything
+from dla.tracking import Tracker, progress, read_metrics
+from dla.train.checkpoint import load_checkpoint, rng_state, save_checkpoint, set_rng_state
+from dla.train.early_stopping import EarlyStopping
+from dla.train.metrics import MetricAccumulator
+from dla.train.optim import build_optimizer, build_scheduler
+
+
+class TrainingDiverged(DlaError):
+    """The loss became NaN or infinite."""
+
+
+class Trainer:
+    def __init__(self, cfg: ExperimentConfig, model: nn.Module, splits: Splits, device: torch.device,
+                 run: RunDir) -> None:
+        self.cfg, self.model, self.splits, self.device, self.run = cfg, model, splits, device, run
+        d = cfg.data
+        self.train_loader = TensorLoader(splits.train.x, splits.train.y, d.batch_size, shuffle=True,
+                                         drop_last=True, seed=cfg.seed, device=device)
+        self.val_loader = TensorLoader(splits.val.x, splits.val.y, d.eval_batch_size, device=device)
+        self.num_classes = len(splits.classes)
+        self.optimizer = build_optimizer(model, cfg.optim)
+        self.scheduler = build_scheduler(self.optimizer, cfg.schedule, len(self.train_loader), cfg.train.epochs)
+        self.stopper = EarlyStopping(cfg.train.early_stopping)
+        self.forward = torch.compile(model) if cfg.train.compile else model
+        self.start_epoch = 0
+        if cfg.resume:
+            self.start_epoch = self.restore(run.last)
+        self.tracker = Tracker(run.path, cfg.tracking, to_dict(cfg), self.start_epoch, run.path.name)
+
+    # ---------------------------------------------------------------------------------------------
+    def fit(self) -> None:
+        cfg = self.cfg.train
+        metric = cfg.early_stopping.metric.split("/", 1)[1]
+        for epoch in range(self.start_epoch + 1, cfg.epochs + 1):  # epochs count from 1
+            t0 = time.perf_counter()
+            lr = self.optimizer.param_groups[0]["lr"]
+            train = self.train_one_epoch(epoch)
+            val = self.evaluate(self.val_loader)
+            seconds = time.perf_counter() - t0
+            improved = self.stopper.step(val[metric], epoch)
+
+            self.tracker.log(epoch, "train", train, lr=lr, seconds=seconds)
+            self.tracker.log(epoch, "val", val)
+            self.save(self.run.last, epoch)
+            if improved:
+                self.save(self.run.best, epoch)
+            self._print_epoch(epoch, train, val, seconds, improved)
+            if self.stopper.should_stop:
+                print(f"early stop: no {cfg.early_stopping.metric} improvement for "
+                      f"{cfg.early_stopping.patience} epochs (best {self.stopper.best:.4f} at epoch "
+                      f"{self.stopper.best_epoch})", flush=True)
+                break
+
+    def train_one_epoch(self, epoch: int) -> dict[str, float]:
+        self.model.train()
+        self.train_loader.set_epoch(epoch)
+        aug_rng = torch.Generator().manual_seed(self.cfg.seed * 1_000_003 + epoch + 500_009)
+        acc = MetricAccumulator(self.num_classes)
+        bar = progress(self.train_loader, total=len(self.train_loader), desc=f"epoch {epoch}",
+                       mode=self.cfg.tracking.progress)
+        for x, y in bar:
+            x = augment(x, self.cfg.data.augment, aug_rng).float().div_(255)  # uint8 -> [0, 1], (B, C, H, W)
+            with self.autocast():
+                logits = self.forward(x)  # (B, K)
+                loss = F.cross_entropy(logits.float(), y, label_smoothing=self.cfg.train.label_smoothing)
+            self.optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+            if self.cfg.train.grad_clip > 0:
+                nn.utils.clip_grad_norm_(self.model.parameters(), self.cfg.train.grad_clip)
+            self.optimizer.step()
+            self.scheduler.step()
+            acc.update(loss, logits, y)
+        stats = acc.compute()
+        if not math.isfinite(stats["loss"]):
+            raise TrainingDiverged(
+                f"training loss became {stats['loss']} in epoch {epoch}; the last good checkpoint is "
+                f"{self.run.last if epoch > 1 else 'none'}; lower optim.lr or set train.grad_clip")
+        return stats
+
+    @torch.no_grad()
+    def evaluate(self, loader: TensorLoader) -> dict[str, float]:
+        self.model.eval()
+        acc = MetricAccumulator(self.num_classes)
+        for x, y in loader:
+            with self.autocast():
+                logits = self.forward(x.float().div_(255))
+            acc.update(F.cross_entropy(logits.float(), y), logits, y)
+        stats = acc.compute()
+        self.last_confusion = acc.confusion
+        return stats
+
+    def test(self) -> dict[str, float]:
+        """Metrics of the best checkpoint on the test set: the only time the test set is touched."""
+        self.model.load_state_dict(load_checkpoint(self.run.best)["model"])
+        test = self.splits.test
+        loader = TensorLoader(test.x, test.y, self.cfg.data.eval_batch_size, device=self.device)
+        return self.evaluate(loader)
+
+    # ---------------------------------------------------------------------------------------------
+    def autocast(self) -> contextlib.AbstractContextManager:
+        if self.device.type == "cuda" and self.cfg.train.amp:
+            return torch.autocast("cuda", dtype=torch.bfloat16)
+        return contextlib.nullcontext()
+
+    def save(self, path: Path, epoch: int) -> None:
+        save_checkpoint(path, {
+            "epoch": epoch,
+            "experiment": self.cfg.experiment,
+            "model_name": self.cfg.model.name,
+            "model": self.model.state_dict(),
+            "optimizer": self.optimizer.state_dict(),
+            "scheduler": self.scheduler.state_dict(),
+            "early_stopping": self.stopper.state_dict(),
+            "rng": rng_state(),
+        })
+
+    def restore(self, path: Path) -> int:
+        state = load_checkpoint(path)
+        if state.get("experiment") != self.cfg.experiment or state.get("model_name") != self.cfg.model.name:
+            raise DlaError(f"cannot resume from {path}: it belongs to experiment {state.get('experiment')!r} "
+                           f"with model {state.get('model_name')!r}")
+        self.model.load_state_dict(state["model"])
+        self.optimizer.load_state_dict(state["optimizer"])
+        self.scheduler.load_state_dict(state["scheduler"])
+        self.stopper.load_state_dict(state["early_stopping"])
+        set_rng_state(state["rng"])
+        print(f"resuming {self.run.path} after epoch {state['epoch']}", flush=True)
+        return int(state["epoch"])
+
+    def _print_epoch(self, epoch: int, train: dict[str, float], val: dict[str, float], seconds: float,
+                     improved: bool) -> None:
+        print(f"epoch {epoch:3d}/{self.cfg.train.epochs}  train loss {train['loss']:.4f} "
+              f"acc {100 * train['accuracy']:.2f}%  val loss {val['loss']:.4f} acc {100 * val['accuracy']:.2f}%  "
+              f"{seconds:.1f}s{'  *' if improved else ''}", flush=True)
+
+
+def _check_resume_config(run: RunDir, cfg: ExperimentConfig) -> None:
+    """A resumed run must train the same thing; only `resume` itself may differ."""
+    import yaml
+
+    saved = yaml.safe_load(run.config.read_text()) if run.config.is_file() else None
+    now = to_dict(cfg)
+    if saved is None:
+        return
+    diffs = [k for k in now if k not in ("resume", "run_name") and saved.get(k) != now[k]]
+    if diffs:
+        raise DlaError(f"cannot resume {run.path}: config differs from the saved one in {', '.join(diffs)}; "
+                       "resume with the same overrides, or start a new run")
+
+
+def run_experiment(cfg: ExperimentConfig, parent: Path, data_root: Path) -> RunDir:
+    """`dla run`: train, test, write the run folder under `parent` (`<out>/<experiment>` or a sweep's folder).
+
+    Everything that can fail on bad input (config, data, model) fails before the run folder is created.
+    """
+    device = pick_device(cfg.device)
+    seed_everything(cfg.seed)
+    splits = load_splits(cfg.data, data_root, cfg.seed)
+    inputs = ModelInputs(splits.input_shape, len(splits.classes), splits.mean, splits.std)
+    model = build_model(cfg.model, inputs).to(device)
+    run = prepare_run_dir(parent, cfg)
+    if cfg.resume:
+        _check_resume_config(run, cfg)
+    else:
+        write_config(run, cfg)
+        write_json(run.env, env_info(device, cfg.seed))
+    n_params = sum(p.numel() for p in model.parameters())
+    print(f"{cfg.experiment}: {cfg.model.name} ({n_params:,} parameters) on {cfg.data.name} "
+          f"({len(splits.train)}/{len(splits.val)}/{len(splits.test)} train/val/test), device {device}, "
+          f"run {run.path}", flush=True)
+
+    t0 = time.perf_counter()
+    trainer = Trainer(cfg, model, splits, device, run)
+    try:
+        trainer.fit()
+    except KeyboardInterrupt:
+        trainer.tracker.close()
+        raise DlaError(f"interrupted; {run.last} holds the last finished epoch; continue with "
+                       f"`dla run {cfg.experiment} resume=true run_name={run.path.name}`") from None
+    train_seconds = time.perf_counter() - t0
+    trainer.tracker.close()
+    test = trainer.test()
+    finish_run(run, cfg, splits, trainer, test, n_params, train_seconds, device)
+    return run
+
+
+def finish_run(run: RunDir, cfg: ExperimentConfig, splits: Splits, trainer: Trainer, test: dict[str, float],
+               n_params: int, train_seconds: float, device: torch.device) -> None:
+    rows = read_metrics(run.metrics)
+    run.plots.mkdir(exist_ok=True)
+    plot_curves(rows, run.plots / "curves.png", title=f"{cfg.experiment} / {run.path.name}")
+    plot_confusion(trainer.last_confusion.numpy(), splits.classes, run.plots / "confusion_test.png",
+                   title=f"test confusion ({100 * test['accuracy']:.2f}% accuracy)")
+    best_val = next((r for r in rows if r["split"] == "val" and r["epoch"] == trainer.stopper.best_epoch), {})
+    results: dict[str, Any] = {
+        "experiment": cfg.experiment,
+        "run": run.path.name,
+        "model": cfg.model.name,
+        "dataset": cfg.data.name,
+        "seed": cfg.seed,
+        "parameters": n_params,
+        "best_epoch": trainer.stopper.best_epoch,
+        "epochs_run": max((r["epoch"] for r in rows), default=0),
+        "train_seconds": round(train_seconds, 2),
+        "device": str(device),
+        "val": {k: v for k, v in best_val.items() if k not in ("epoch", "split", "lr", "time") and v is not None},
+        "test": test,
+        "confusion_matrix": trainer.last_confusion.tolist(),
+        "classes": splits.classes,
+    }
+    summary = (f"# {cfg.experiment} / {run.path.name}\n\n"
+               f"{cfg.model.name}, {n_params:,} parameters, {cfg.data.name}; best epoch "
+               f"{results['best_epoch']} of {results['epochs_run']}; {train_seconds:.1f} s on {device}.\n\n"
+               "Test set, best checkpoint:\n\n" + runs_table([(run.path.name, test)]))
+    with open(run.summary, "w") as f:
+        f.write(summary)
+    write_json(run.results, results)  # last: its presence marks the run complete

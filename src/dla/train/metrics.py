@@ -1,0 +1,74 @@
+"""Classification metrics from a confusion matrix: accuracy, macro precision / recall / F1, top-k.
+
+Macro averages follow scikit-learn's `average="macro", zero_division=0`: the mean over the classes that
+occur in the labels or the predictions, a class never predicted scoring 0 precision. Tests compare every
+number with scikit-learn's.
+"""
+
+from __future__ import annotations
+
+import torch
+
+
+def confusion_matrix(y_true: torch.Tensor, y_pred: torch.Tensor, num_classes: int) -> torch.Tensor:
+    """(K, K) int64 counts; row = true class, column = predicted class."""
+    idx = y_true.long().flatten() * num_classes + y_pred.long().flatten()
+    return torch.bincount(idx, minlength=num_classes * num_classes).view(num_classes, num_classes).cpu()
+
+
+def classification_metrics(cm: torch.Tensor) -> dict[str, float]:
+    cm = cm.double()
+    tp = cm.diag()
+    support = cm.sum(1)  # per true class
+    predicted = cm.sum(0)  # per predicted class
+    present = (support + predicted) > 0
+    precision = torch.where(predicted > 0, tp / predicted.clamp_min(1), torch.zeros_like(tp))
+    recall = torch.where(support > 0, tp / support.clamp_min(1), torch.zeros_like(tp))
+    denom = precision + recall
+    f1 = torch.where(denom > 0, 2 * precision * recall / denom.clamp_min(1e-300), torch.zeros_like(tp))
+    total = cm.sum()
+    return {
+        "accuracy": float(tp.sum() / total) if total > 0 else 0.0,
+        "precision": float(precision[present].mean()) if present.any() else 0.0,
+        "recall": float(recall[present].mean()) if present.any() else 0.0,
+        "f1": float(f1[present].mean()) if present.any() else 0.0,
+    }
+
+
+def topk_correct(logits: torch.Tensor, y: torch.Tensor, k: int) -> int:
+    """How many rows have the true label among the k largest logits."""
+    k = min(k, logits.shape[1])
+    return int((logits.topk(k, dim=1).indices == y[:, None]).any(dim=1).sum())
+
+
+class MetricAccumulator:
+    """Accumulates loss, confusion matrix and top-5 over the batches of one split."""
+
+    def __init__(self, num_classes: int) -> None:
+        self.num_classes = num_classes
+        # Device tensors, synced once per split rather than once per batch (a sync stalls a GPU's queue).
+        self._loss: list[torch.Tensor] = []  # summed loss of each batch
+        self._pred: list[torch.Tensor] = []
+        self._true: list[torch.Tensor] = []
+        self._top5: list[torch.Tensor] = []
+
+    @torch.no_grad()
+    def update(self, loss: torch.Tensor, logits: torch.Tensor, y: torch.Tensor) -> None:
+        """`loss` is the batch mean; `logits` (B, K); `y` (B,)."""
+        k = min(5, logits.shape[1])
+        self._loss.append(loss.detach().float() * y.shape[0])
+        self._pred.append(logits.argmax(1))
+        self._true.append(y)
+        self._top5.append((logits.topk(k, dim=1).indices == y[:, None]).any(dim=1).sum())
+
+    def compute(self) -> dict[str, float]:
+        y = torch.cat(self._true) if self._true else torch.zeros(0, dtype=torch.int64)
+        n = max(int(y.shape[0]), 1)
+        cm = confusion_matrix(y, torch.cat(self._pred), self.num_classes) if self._true else \
+            torch.zeros(self.num_classes, self.num_classes, dtype=torch.int64)
+        out = {"loss": float(torch.stack(self._loss).sum()) / n if self._loss else 0.0,
+               **classification_metrics(cm)}
+        if self.num_classes > 10:
+            out["top5"] = float(torch.stack(self._top5).sum()) / n
+        self.confusion = cm
+        return out
