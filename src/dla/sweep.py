@@ -29,7 +29,7 @@ def split_args(args: Sequence[str]) -> tuple[dict[str, list[Any]], list[str]]:
     axes: dict[str, list[Any]] = {}
     fixed: list[str] = []
     for arg in args:
-        key, value = parse_override(arg)
+        key, _value = parse_override(arg)
         raw = arg.split("=", 1)[1].strip()
         if "," in raw and not raw.startswith(("[", "{")):
             axes[key] = [parse_override(f"{key}={v}")[1] for v in raw.split(",")]
@@ -70,7 +70,7 @@ def run_sweep(name: str, args: Sequence[str], out_root: Path, data_root: Path, s
           f"-> {sweep_dir}", flush=True)
 
     status: dict[str, str] = {}
-    for i, (point, cfg) in enumerate(zip(points, configs, strict=True), 1):
+    for i, (_point, cfg) in enumerate(zip(points, configs, strict=True), 1):
         run = RunDir(sweep_dir / cfg.run_name)
         print(f"[{i}/{len(points)}] {cfg.run_name}", flush=True)
         if run.complete:

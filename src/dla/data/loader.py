@@ -48,10 +48,7 @@ class TensorLoader:
 
     def __iter__(self) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
         n = len(self.y)
-        if self.shuffle:
-            order = torch.randperm(n, generator=self.generator()).to(self.x.device)
-        else:
-            order = None
+        order = torch.randperm(n, generator=self.generator()).to(self.x.device) if self.shuffle else None
         for b in range(len(self)):
             if order is None:
                 sl = slice(b * self.batch_size, (b + 1) * self.batch_size)

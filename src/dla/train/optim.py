@@ -29,7 +29,7 @@ def build_optimizer(model: nn.Module, cfg: OptimConfig) -> torch.optim.Optimizer
 def lr_factor(step: int, cfg: ScheduleConfig, steps_per_epoch: int, epochs: int) -> float:
     """Multiplier of the peak lr at optimizer step `step` (0-based)."""
     total = max(steps_per_epoch * epochs, 1)
-    warmup = int(round(cfg.warmup_epochs * steps_per_epoch))
+    warmup = round(cfg.warmup_epochs * steps_per_epoch)
     if cfg.name == "onecycle" and warmup == 0:
         warmup = int(0.3 * total)  # one-cycle's customary 30% ramp
     if step < warmup:
