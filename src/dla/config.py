@@ -188,6 +188,10 @@ def _coerce(key: str, value: Any, tp: Any, meta: dict[str, Any]) -> Any:
         return _coerce(key, value, args[0], meta)
     if origin is Literal:
         allowed = typing.get_args(tp)
+        if isinstance(value, bool) and all(isinstance(a, str) for a in allowed):
+            # YAML 1.1 reads on/off/yes/no as booleans; give them back their spelling.
+            value = next((a for a in allowed if a in (("on", "yes", "true") if value else ("off", "no", "false"))),
+                         value)
         if value not in allowed:
             raise ConfigError(f"config key '{key}' must be one of {', '.join(map(str, allowed))}; got {_fmt(value)}")
         return value

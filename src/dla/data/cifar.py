@@ -49,6 +49,11 @@ class _SafeUnpickler(pickle.Unpickler):
         ("numpy._core.multiarray", "_reconstruct"),
         ("numpy", "ndarray"),
         ("numpy", "dtype"),
+        # Re-saved copies (Python 3 protocol 2 / 5) rebuild bytes and arrays through these; both only make
+        # bytes or plain-dtype arrays from a buffer.
+        ("numpy.core.numeric", "_frombuffer"),
+        ("numpy._core.numeric", "_frombuffer"),
+        ("_codecs", "encode"),
     }
 
     def find_class(self, module: str, name: str) -> Any:
@@ -74,6 +79,10 @@ def _read(ctx: LoadContext, names: list[str]) -> list[dict[str, Any]]:
     return [load_pickle(read_verified(paths[rf.path], rf.checksum), str(paths[rf.path])) for rf in wanted]
 
 
+def _names(values: list[Any]) -> list[str]:
+    return [v.decode() if isinstance(v, bytes) else str(v) for v in values]
+
+
 def _to_imageset(batches: list[dict[str, Any]], label_key: str, classes: list[str]) -> ImageSet:
     try:
         x = np.concatenate([np.asarray(b["data"], dtype=np.uint8) for b in batches]).reshape(-1, 3, 32, 32)
@@ -93,13 +102,13 @@ def _files(folder: str, sums: dict[str, str]) -> list[RemoteFile]:
     mean=(0.4914, 0.4822, 0.4465),
     std=(0.2470, 0.2435, 0.2616),
     files=_files(_C10, _C10_FILES),
-    archive=RemoteFile("cifar-10-python.tar.gz", Checksum("md5", "c58f30108f718f92721af3b95e74349a"),
+    archive=RemoteFile("cifar-10-python.tar.gz", Checksum("md5", "c58f30108f718f92721af3b95e74349a", of_file=True),
                        ("https://www.cs.toronto.edu/~kriz/cifar-10-python.tar.gz",)),
 )
 def load_cifar10(ctx: LoadContext, train: bool) -> ImageSet:
     names = [f"data_batch_{i}" for i in range(1, 6)] if train else ["test_batch"]
     (meta,) = _read(ctx, ["batches.meta"])
-    return _to_imageset(_read(ctx, names), "labels", [str(c) for c in meta["label_names"]])
+    return _to_imageset(_read(ctx, names), "labels", _names(meta["label_names"]))
 
 
 @register_dataset(
@@ -108,10 +117,10 @@ def load_cifar10(ctx: LoadContext, train: bool) -> ImageSet:
     mean=(0.5071, 0.4865, 0.4409),
     std=(0.2673, 0.2564, 0.2762),
     files=_files(_C100, _C100_FILES),
-    archive=RemoteFile("cifar-100-python.tar.gz", Checksum("md5", "eb9058c3a382ffc7106e4002c42a8d85"),
+    archive=RemoteFile("cifar-100-python.tar.gz", Checksum("md5", "eb9058c3a382ffc7106e4002c42a8d85", of_file=True),
                        ("https://www.cs.toronto.edu/~kriz/cifar-100-python.tar.gz",)),
 )
 def load_cifar100(ctx: LoadContext, train: bool) -> ImageSet:
     (meta,) = _read(ctx, ["meta"])
     return _to_imageset(_read(ctx, ["train" if train else "test"]), "fine_labels",
-                        [str(c) for c in meta["fine_label_names"]])
+                        _names(meta["fine_label_names"]))

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import gzip
 import hashlib
+import http.client
 import os
 import tempfile
 import urllib.error
@@ -31,6 +32,7 @@ class Checksum:
 
     algo: str  # "sha256" or "md5" (the published CIFAR/SVHN values are MD5)
     hexdigest: str
+    of_file: bool = False  # True: over the file's bytes as stored (a published .tar.gz MD5), not gunzipped
 
 
 def read_bytes(path: Path, gz: bool | None = None) -> bytes:
@@ -108,20 +110,36 @@ def download(url: str, dest: Path, checksum: Checksum | None = None, timeout: fl
     if have:
         request.add_header("Range", f"bytes={have}-")
     try:
-        with urllib.request.urlopen(request, timeout=timeout) as response:
-            # A server that ignores Range answers 200 with the whole file: start over.
-            append = have > 0 and response.status == 206
-            dest.parent.mkdir(parents=True, exist_ok=True)
-            with open(part, "ab" if append else "wb") as f:
-                while chunk := response.read(_CHUNK):
-                    f.write(chunk)
-    except (urllib.error.URLError, OSError, TimeoutError) as exc:
+        try:
+            response = urllib.request.urlopen(request, timeout=timeout)
+        except urllib.error.HTTPError as exc:
+            if not (have and exc.code == 416):
+                raise
+            exc.close()
+            response = None  # 416: the .part already holds every byte (stopped before the rename); verify it
+        if response is not None:
+            with response:
+                # A server that ignores Range answers 200 with the whole file: start over.
+                append = have > 0 and response.status == 206
+                length = response.headers.get("Content-Length", "")
+                expected = int(length) if length.isdigit() else None
+                got = 0
+                dest.parent.mkdir(parents=True, exist_ok=True)
+                with open(part, "ab" if append else "wb") as f:
+                    while chunk := response.read(_CHUNK):
+                        f.write(chunk)
+                        got += len(chunk)
+            # http.client's read(n) returns b"" when the peer hangs up early instead of raising.
+            if expected is not None and got < expected:
+                raise ConnectionError(f"connection closed after {got} of {expected} bytes")
+    except (urllib.error.URLError, OSError, TimeoutError, http.client.HTTPException) as exc:
         kept = f"; the partial file {part} is kept and the next attempt resumes it" if part.exists() else ""
         reason = getattr(exc, "reason", None) or exc
         raise DataError(f"download of {url} failed ({reason}){kept}") from None
     try:
         if checksum is not None:
-            verify(dest, read_bytes(part, gz=dest.suffix == ".gz"), checksum)
+            data = part.read_bytes() if checksum.of_file else read_bytes(part, gz=dest.suffix == ".gz")
+            verify(dest, data, checksum)
     except DataError:
         part.unlink(missing_ok=True)
         raise

@@ -78,11 +78,16 @@ def load_imagefolder(ctx: LoadContext, train: bool) -> ImageSet:
     split_dir = train_dir if train else next(root / s for s in ("test", "val") if (root / s).is_dir())
     files, labels, _ = scan(split_dir, classes)
     channels = ctx.channels or 3
+    # Batches come back as lists and are stacked here: an error inside a worker would carry its traceback.
     loader = DataLoader(_Decode(files, ctx.image_size, channels), batch_size=256,
-                        num_workers=ctx.workers)
+                        num_workers=ctx.workers, collate_fn=list)
     try:
-        x = torch.cat(list(loader))
-    except RuntimeError as exc:  # torch.stack over images of different sizes
-        raise DataError(f"images under {split_dir} differ in size ({exc.args[0].splitlines()[0]}); "
-                        "set data.image_size to resize them") from None
-    return ImageSet(x, torch.tensor(labels, dtype=torch.int64), classes)
+        images = [img for batch in loader for img in batch]
+    except DataError as exc:  # re-raised from a worker with the worker's traceback as its message
+        last = str(exc).rstrip().splitlines()[-1]
+        raise DataError(last.removeprefix(f"{DataError.__module__}.{DataError.__qualname__}: ")) from None
+    sizes = sorted({tuple(img.shape) for img in images})
+    if len(sizes) > 1:
+        raise DataError(f"images under {split_dir} differ in size (C, H, W = {sizes[0]}, {sizes[-1]}, ...); "
+                        "set data.image_size to resize them")
+    return ImageSet(torch.stack(images), torch.tensor(labels, dtype=torch.int64), classes)
