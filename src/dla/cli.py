@@ -128,7 +128,14 @@ COMMANDS = {"list": cmd_list, "run": cmd_run, "sweep": cmd_sweep, "show": cmd_sh
 
 def main(argv: Sequence[str] | None = None) -> int:
     try:
-        args = build_parser().parse_args(argv)
+        parser = build_parser()
+        # Overrides may come after options too (`dla run x --out d a=1`): collect the stray key=value words.
+        args, extra = parser.parse_known_args(argv)
+        stray = [e for e in extra if e.startswith("-") or "=" not in e or not hasattr(args, "overrides")]
+        if stray:
+            parser.error(f"unrecognized arguments: {' '.join(stray)}")
+        if extra:
+            args.overrides = [*args.overrides, *extra]
         COMMANDS[args.command](args)
     except DlaError as exc:
         print(f"dla: error: {' '.join(str(exc).split())}", file=sys.stderr)

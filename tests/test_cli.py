@@ -1,0 +1,144 @@
+"""The command line: each bad input is one line on stderr, exit code 2, and no run that looks complete."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+
+from dla.cli import main
+
+from .conftest import QUICK, needs_mnist
+
+
+def _cli(capsys: pytest.CaptureFixture[str], *argv: str) -> tuple[int, str, str]:
+    code = main(list(argv))
+    out, err = capsys.readouterr()
+    return code, out, err
+
+
+def _assert_one_line_error(code: int, err: str, *needles: str) -> None:
+    assert code == 2
+    lines = err.strip().splitlines()
+    assert len(lines) == 1, err
+    assert lines[0].startswith("dla: error: ")
+    for n in needles:
+        assert n in lines[0], (n, lines[0])
+
+
+def _no_complete_run(out: Path) -> None:
+    assert not list(out.rglob("results.json")) if out.exists() else True
+
+
+def test_list_shows_the_catalogue(capsys: pytest.CaptureFixture[str]) -> None:
+    code, out, _ = _cli(capsys, "list")
+    assert code == 0 and "mnist_mlp" in out and "mlp_depth" in out
+    assert _cli(capsys, "list", "--models")[1].startswith("mlp")
+    assert "fashion_mnist" in _cli(capsys, "list", "--datasets")[1]
+
+
+def test_config_prints_resolved_yaml_and_keys(capsys: pytest.CaptureFixture[str]) -> None:
+    code, out, _ = _cli(capsys, "config", "mnist_mlp", "optim.lr=0.5")
+    assert code == 0 and "lr: 0.5" in out
+    code, out, _ = _cli(capsys, "config", "mnist_mlp", "--keys")
+    assert code == 0 and "model.width" in out and "optim.lr" in out
+
+
+@pytest.mark.parametrize(
+    ("args", "needles"),
+    [
+        (["run", "no_such_experiment"], ["unknown experiment 'no_such_experiment'"]),
+        (["run", "mnist_mlp", "optim.lrr=1"], ["unknown config key 'optim.lrr'"]),
+        (["run", "mnist_mlp", "train.epochs=many"], ["'train.epochs' must be an integer"]),
+        (["run", "mnist_mlp", "optim.lr=-0.1"], ["'optim.lr' must be > 0; got -0.1"]),
+        (["frobnicate"], ["invalid choice"]),
+        (["run"], ["required"]),
+        (["show", "/definitely/not/here"], ["is not a folder"]),
+    ],
+)
+def test_bad_input_is_one_line(capsys: pytest.CaptureFixture[str], tmp_path: Path, args: list[str],
+                               needles: list[str]) -> None:
+    code, _, err = _cli(capsys, *args, *(["--out", str(tmp_path / "runs")] if args[0] == "run" else []))
+    _assert_one_line_error(code, err, *needles)
+    _no_complete_run(tmp_path / "runs")
+
+
+def test_malformed_yaml_file(capsys: pytest.CaptureFixture[str], tmp_path: Path) -> None:
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("model:\n  name: mlp\n  width: [1, 2\n")
+    code, _, err = _cli(capsys, "run", str(bad), "--out", str(tmp_path / "runs"))
+    _assert_one_line_error(code, err, "malformed YAML at line")
+    assert not (tmp_path / "runs").exists()
+
+
+def test_missing_dataset_offline_lists_the_files(capsys: pytest.CaptureFixture[str], tmp_path: Path) -> None:
+    empty = tmp_path / "empty_root"
+    empty.mkdir()
+    code, _, err = _cli(capsys, "run", "mnist_mlp", "--data-root", str(empty), "--out", str(tmp_path / "runs"))
+    _assert_one_line_error(code, err, "dataset 'mnist' is missing", "MNIST/raw/train-images-idx3-ubyte.gz",
+                           "offline", "--data-root")
+    assert not (tmp_path / "runs").exists()
+    assert list(empty.iterdir()) == []
+
+
+@needs_mnist
+def test_unwritable_output_dir(capsys: pytest.CaptureFixture[str], tmp_path: Path, data_root: Path) -> None:
+    blocker = tmp_path / "a_file"
+    blocker.write_text("not a folder")  # a path under a regular file cannot be created, even by root
+    code, _, err = _cli(capsys, "run", "mnist_mlp", *QUICK, "--out", str(blocker / "runs"),
+                        "--data-root", str(data_root))
+    _assert_one_line_error(code, err, "cannot write to output directory", "--out")
+
+
+@needs_mnist
+@pytest.mark.parametrize("damage", ["truncate", "foreign", "pickle"])
+def test_damaged_checkpoint_on_resume(capsys: pytest.CaptureFixture[str], tmp_path: Path, data_root: Path,
+                                      damage: str) -> None:
+    out = tmp_path / "runs"
+    common = [*QUICK, "train.epochs=1", "run_name=r", "--out", str(out), "--data-root", str(data_root)]
+    assert _cli(capsys, "run", "mnist_mlp", *common)[0] == 0
+    (out / "mnist_mlp" / "r" / "results.json").unlink()  # as if it had been interrupted
+    last = out / "mnist_mlp" / "r" / "checkpoints" / "last.pt"
+    marker = tmp_path / "executed"
+    if damage == "truncate":
+        last.write_bytes(last.read_bytes()[:1000])
+    elif damage == "foreign":
+        torch.save({"state_dict": {}}, last)
+    else:
+        torch.save({"format": "dla-checkpoint", "x": _Touch(marker)}, last)
+    code, _, err = _cli(capsys, "run", "mnist_mlp", *common, "resume=true")
+    expected = {"truncate": "truncated or corrupt", "foreign": "not a dla checkpoint", "pickle": "refused checkpoint"}
+    _assert_one_line_error(code, err, expected[damage])
+    assert not marker.exists()
+    _no_complete_run(out)
+
+
+class _Touch:
+    def __init__(self, path: Path) -> None:
+        self.path = path
+
+    def __reduce__(self):
+        return (Path.touch, (self.path,))
+
+
+@needs_mnist
+def test_run_then_show(capsys: pytest.CaptureFixture[str], tmp_path: Path, data_root: Path) -> None:
+    out = tmp_path / "runs"
+    code, stdout, _ = _cli(capsys, "run", "mnist_mlp", *QUICK, "run_name=x", "--out", str(out),
+                           "--data-root", str(data_root))
+    assert code == 0 and "| Run | Loss | Accuracy | Precision | Recall | F1 |" in stdout
+    code, shown, _ = _cli(capsys, "show", str(out / "mnist_mlp" / "x"))
+    assert code == 0 and shown == (out / "mnist_mlp" / "x" / "summary.md").read_text()
+
+
+def test_console_script_is_installed() -> None:
+    env = {**os.environ, "DLA_OFFLINE": "1"}
+    exe = Path(sys.executable).with_name("dla")
+    proc = subprocess.run([str(exe), "run", "nope"], capture_output=True, text=True, env=env, timeout=120)
+    assert proc.returncode == 2
+    assert proc.stderr.strip().splitlines() == [proc.stderr.strip()]
+    assert "Traceback" not in proc.stderr
