@@ -22,7 +22,7 @@ def test_split_args_axes_and_fixed() -> None:
 
 
 def test_bad_axis_fails_before_any_run(tmp_path: Path) -> None:
-    with pytest.raises(ConfigError, match="model.depth"):
+    with pytest.raises(ConfigError, match=r"model\.depth"):
         run_sweep("mnist_mlp", ["model.depth=1,-1"], tmp_path, tmp_path)
     assert not (tmp_path / "mnist_mlp").exists()
 

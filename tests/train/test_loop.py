@@ -80,7 +80,7 @@ def test_resume_after_interruption_equals_an_uninterrupted_run(tmp_path: Path, d
         return original(self, epoch)
 
     monkeypatch.setattr(Trainer, "train_one_epoch", interrupt_in_epoch_3)
-    with pytest.raises(DlaError, match="interrupted; .* resume=true run_name=cut"):
+    with pytest.raises(DlaError, match=r"interrupted; .* resume=true run_name=cut"):
         _run(tmp_path, data_root, "run_name=cut", *extra)
     cut_dir = straight.path.parent / "cut"
     assert not (cut_dir / "results.json").exists()
@@ -96,7 +96,7 @@ def test_resume_after_interruption_equals_an_uninterrupted_run(tmp_path: Path, d
 
 def test_resume_refuses_a_changed_config(tmp_path: Path, data_root: Path):
     _run(tmp_path, data_root, "run_name=r", "train.epochs=1")
-    with pytest.raises(DlaError, match="config differs .* in model"):
+    with pytest.raises(DlaError, match=r"config differs .* in model"):
         _run(tmp_path, data_root, "run_name=r", "train.epochs=1", "resume=true", "model.width=32")
 
 
@@ -131,7 +131,7 @@ def test_pickle_payload_checkpoint_is_refused_and_never_runs(tmp_path: Path):
     marker = tmp_path / "executed"
     evil = tmp_path / "evil.pt"
     torch.save({"format": "dla-checkpoint", "version": 1, "model": _Payload(marker)}, evil)
-    with pytest.raises(CheckpointError, match="refused checkpoint .* may run code"):
+    with pytest.raises(CheckpointError, match=r"refused checkpoint .* may run code"):
         load_checkpoint(evil)
     assert not marker.exists()
     raw = tmp_path / "raw.pkl"  # not even a torch zip: a bare pickle stream
