@@ -96,6 +96,8 @@ class Trainer:
                 nn.utils.clip_grad_norm_(self.model.parameters(), self.cfg.train.grad_clip)
             self.optimizer.step()
             self.scheduler.step()
+            if self.cfg.train.label_smoothing > 0:  # log plain cross-entropy, comparable with val and test
+                loss = F.cross_entropy(logits.detach().float(), y)
             acc.update(loss, logits, y)
         stats = acc.compute()
         if not math.isfinite(stats["loss"]):
