@@ -125,6 +125,13 @@ def write_sweep_summary(sweep_dir: Path, experiment: str, axes: dict[str, list[A
         f.write(text)
 
     curves = [(label, [read_metrics(sweep_dir / r["run"] / "metrics.csv") for r in rs]) for label, rs in finished]
+    # Colour by the first swept key, dash by the second.
+    styles = []
+    for _label, rs in finished:
+        point = next(p for p in points if point_name(p) == rs[0]["run"]) if rs else {}
+        idx = [axes[k].index(point[k]) if point else 0 for k in group_keys[:2]]
+        styles.append((idx[0] if idx else 0, idx[1] if len(idx) > 1 else 0))
     (sweep_dir / "plots").mkdir(exist_ok=True)
-    plot_overlay(curves, "val", "accuracy", sweep_dir / "plots" / "val_accuracy.png", f"{experiment}: val accuracy")
-    plot_overlay(curves, "train", "loss", sweep_dir / "plots" / "train_loss.png", f"{experiment}: train loss")
+    for split, metric in (("val", "accuracy"), ("train", "loss")):
+        plot_overlay(curves, split, metric, sweep_dir / "plots" / f"{split}_{metric}.png",
+                     f"{experiment}: {split} {metric}", styles)

@@ -63,23 +63,30 @@ def plot_confusion(cm: np.ndarray, classes: Sequence[str], path: Path, title: st
 
 
 def plot_overlay(groups: Sequence[tuple[str, Sequence[Sequence[dict[str, Any]]]]], split: str, metric: str,
-                 path: Path, title: str = "") -> None:
-    """One line per config (mean over its seeds, band = ± std) of `split/metric` per epoch."""
-    fig, ax = plt.subplots(figsize=(7, 4.2))
-    cmap = plt.get_cmap("viridis" if len(groups) > 10 else "tab10")
-    for i, (label, runs) in enumerate(groups):
+                 path: Path, title: str = "", styles: Sequence[tuple[int, int]] | None = None) -> None:
+    """One line per config (mean over its seeds, band = ± std) of `split/metric` per epoch.
+
+    `styles[i] = (colour index, line-style index)`: a sweep colours by its first axis and dashes by its second,
+    so 'depth 16, plain' and 'depth 16, residual' share a colour and differ in dash.
+    """
+    fig, ax = plt.subplots(figsize=(7.5, 4.5))
+    styles = styles or [(i, 0) for i in range(len(groups))]
+    n_colours = max((c for c, _ in styles), default=0) + 1
+    cmap = plt.get_cmap("tab10" if n_colours <= 10 else "viridis")
+    dashes = ["-", "--", ":", "-."]
+    for (label, runs), (c, d) in zip(groups, styles, strict=True):
         series = [dict(zip(*_series(rows, split, metric), strict=True)) for rows in runs]
         epochs = sorted(set().union(*series))
         if not epochs:
             continue
         mean = np.array([np.mean([s[e] for s in series if e in s]) for e in epochs])
         std = np.array([np.std([s[e] for s in series if e in s]) for e in epochs])
-        color = cmap(i / max(len(groups) - 1, 1)) if len(groups) > 10 else cmap(i % 10)
-        ax.plot(epochs, mean, label=label, color=color, lw=1.5)
-        ax.fill_between(epochs, mean - std, mean + std, color=color, alpha=0.15)
+        color = cmap(c % 10) if n_colours <= 10 else cmap(c / max(n_colours - 1, 1))
+        ax.plot(epochs, mean, dashes[d % len(dashes)], label=label, color=color, lw=1.6)
+        ax.fill_between(epochs, mean - std, mean + std, color=color, alpha=0.12)
     ax.set_xlabel("epoch")
     ax.set_ylabel(f"{split} {metric}")
     ax.grid(alpha=0.3)
-    ax.legend(fontsize=7, ncol=2 if len(groups) > 8 else 1)
+    ax.legend(fontsize=7, ncol=2 if len(groups) > 8 else 1, loc="best")
     ax.set_title(title)
     _save(fig, path)
