@@ -140,6 +140,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     except DlaError as exc:
         print(f"dla: error: {' '.join(str(exc).split())}", file=sys.stderr)
         return 2
+    except KeyboardInterrupt:  # outside the training loop (which saves and explains how to resume)
+        print("dla: interrupted", file=sys.stderr)
+        return 130
     return 0
 
 
