@@ -185,7 +185,7 @@ def _download_archive(archive: RemoteFile, root: Path) -> None:
     staging = Path(tempfile.mkdtemp(prefix=".unpack-", dir=root))
     try:
         with tarfile.open(dest, "r:gz") as tar:
-            tar.extractall(staging, filter="data")  # "data" refuses absolute paths, links out, devices
+            _safe_extract(tar, staging)
         for top in staging.iterdir():
             target = root / top.name
             if target.exists():
@@ -195,6 +195,19 @@ def _download_archive(archive: RemoteFile, root: Path) -> None:
         raise DataError(f"cannot unpack {dest}: {exc}; delete it and download again") from None
     finally:
         shutil.rmtree(staging, ignore_errors=True)
+
+
+def _safe_extract(tar: tarfile.TarFile, dest: Path) -> None:
+    """Unpack only plain files and folders that stay inside `dest` (Python's "data" filter, where it exists)."""
+    members = tar.getmembers()
+    for m in members:
+        target = (dest / m.name).resolve()
+        if m.name.startswith("/") or not target.is_relative_to(dest.resolve()) or not (m.isfile() or m.isdir()):
+            raise tarfile.TarError(f"refused member {m.name!r}: only plain files that stay inside the root")
+    if hasattr(tarfile, "data_filter"):  # Python >= 3.11.4 / 3.12: belt and braces
+        tar.extractall(dest, members=members, filter="data")
+    else:
+        tar.extractall(dest, members=members)  # noqa: S202 (members checked above)
 
 
 def read_verified(path: Path, checksum: Checksum | None) -> bytes:
