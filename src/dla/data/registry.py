@@ -207,7 +207,7 @@ def _safe_extract(tar: tarfile.TarFile, dest: Path) -> None:
     if hasattr(tarfile, "data_filter"):  # Python >= 3.11.4 / 3.12: belt and braces
         tar.extractall(dest, members=members, filter="data")
     else:
-        tar.extractall(dest, members=members)  # noqa: S202 (members checked above)
+        tar.extractall(dest, members=members)  # members checked above
 
 
 def read_verified(path: Path, checksum: Checksum | None) -> bytes:
