@@ -60,7 +60,8 @@ class DataConfig:
     path: str = opt("", "folder under the data root (or absolute) for file-based datasets (imagefolder)")
     image_size: int = opt(0, "resize file-based images / noise size; 0 = native (noise: 32)", ge=0, le=4096)
     channels: int = opt(0, "1 = grey, 3 = colour for file-based images and noise; 0 = default (3)", ge=0, le=3)
-    val_size: int = opt(5000, "training examples held out for validation (seeded, deterministic)", ge=0)
+    val_size: int = opt(5000, "training examples held out for validation (seeded); picks the best checkpoint",
+                        ge=1)
     batch_size: int = opt(128, "training batch size", ge=1)
     eval_batch_size: int = opt(1000, "batch size for validation and test", ge=1)
     limit_train: int = opt(0, "use only the first N training examples (0 = all); for quick checks", ge=0)

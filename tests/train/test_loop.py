@@ -168,3 +168,13 @@ def test_checkpoint_write_is_atomic(tmp_path: Path, monkeypatch: pytest.MonkeyPa
     monkeypatch.undo()
     assert load_checkpoint(path)["epoch"] == 1
     assert [p.name for p in tmp_path.iterdir()] == ["ck.pt"]  # no temp file left behind
+
+
+def test_resuming_a_run_that_stopped_early_trains_no_further(tmp_path: Path, data_root: Path):
+    extra = ["optim.lr=1e-12", "model.dropout=0", "model.norm=none", "train.epochs=10",
+             "train.early_stopping.patience=2", "run_name=es"]
+    run = _run(tmp_path, data_root, *extra)
+    before = _rows(run)
+    run.results.unlink()  # as if it had died while writing its plots
+    again = _run(tmp_path, data_root, *extra, "resume=true")
+    assert _rows(again) == before and again.read_results()["epochs_run"] == 3

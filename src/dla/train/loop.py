@@ -58,6 +58,8 @@ class Trainer:
     def fit(self) -> None:
         cfg = self.cfg.train
         metric = cfg.early_stopping.metric.split("/", 1)[1]
+        if self.stopper.should_stop:  # resumed from a run that had already stopped early
+            return
         for epoch in range(self.start_epoch + 1, cfg.epochs + 1):  # epochs count from 1
             t0 = time.perf_counter()
             lr = self.optimizer.param_groups[0]["lr"]
