@@ -114,6 +114,9 @@ def _find_resumable(base: Path, run_name: str) -> Path:
         path = base / run_name
         if not (path / "checkpoints" / "last.pt").is_file():
             raise RunDirError(f"cannot resume {path}: it has no checkpoints/last.pt")
+        if (path / "results.json").exists():
+            raise RunDirError(f"cannot resume {path}: it already finished (results.json exists); "
+                              "start a new run with another run_name")
         return path
     candidates = [p for p in base.glob("*/checkpoints/last.pt") if not (p.parents[1] / "results.json").exists()]
     if not candidates:

@@ -178,3 +178,9 @@ def test_resuming_a_run_that_stopped_early_trains_no_further(tmp_path: Path, dat
     run.results.unlink()  # as if it had died while writing its plots
     again = _run(tmp_path, data_root, *extra, "resume=true")
     assert _rows(again) == before and again.read_results()["epochs_run"] == 3
+
+
+def test_resume_refuses_a_finished_run(tmp_path: Path, data_root: Path):
+    _run(tmp_path, data_root, "run_name=done", "train.epochs=1")
+    with pytest.raises(DlaError, match="already finished"):
+        _run(tmp_path, data_root, "run_name=done", "train.epochs=1", "resume=true")
