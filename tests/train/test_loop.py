@@ -95,7 +95,7 @@ def test_resume_after_interruption_equals_an_uninterrupted_run(tmp_path: Path, d
 
 
 def test_resume_refuses_a_changed_config(tmp_path: Path, data_root: Path):
-    _run(tmp_path, data_root, "run_name=r", "train.epochs=1")
+    _run(tmp_path, data_root, "run_name=r", "train.epochs=1").results.unlink()  # as if interrupted
     with pytest.raises(DlaError, match=r"config differs .* in model"):
         _run(tmp_path, data_root, "run_name=r", "train.epochs=1", "resume=true", "model.width=32")
 
