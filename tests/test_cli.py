@@ -58,6 +58,7 @@ def test_config_prints_resolved_yaml_and_keys(capsys: pytest.CaptureFixture[str]
         (["frobnicate"], ["invalid choice"]),
         (["run"], ["required"]),
         (["show", "/definitely/not/here"], ["is not a folder"]),
+        (["run", "mnist_mlp", "device=cuda:99"], ["device=cuda:99 but"]),
     ],
 )
 def test_bad_input_is_one_line(capsys: pytest.CaptureFixture[str], tmp_path: Path, args: list[str],
@@ -142,3 +143,14 @@ def test_console_script_is_installed() -> None:
     assert proc.returncode == 2
     assert proc.stderr.strip().splitlines() == [proc.stderr.strip()]
     assert "Traceback" not in proc.stderr
+
+
+def test_wandb_requested_but_missing(capsys: pytest.CaptureFixture[str], tmp_path: Path,
+                                     monkeypatch: pytest.MonkeyPatch) -> None:
+    import importlib.util
+
+    real = importlib.util.find_spec
+    monkeypatch.setattr(importlib.util, "find_spec", lambda name, *a: None if name == "wandb" else real(name, *a))
+    code, _, err = _cli(capsys, "run", "mnist_mlp", "tracking.wandb=true", "--out", str(tmp_path / "runs"))
+    _assert_one_line_error(code, err, "tracking.wandb=true needs the wandb package")
+    assert not (tmp_path / "runs").exists()

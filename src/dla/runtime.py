@@ -21,6 +21,9 @@ def pick_device(name: str = "auto") -> torch.device:
     device = torch.device(name)
     if device.type == "cuda" and not torch.cuda.is_available():
         raise ConfigError(f"device={name} but CUDA is not available here; use device=auto or device=cpu")
+    if device.type == "cuda" and device.index is not None and device.index >= torch.cuda.device_count():
+        raise ConfigError(f"device={name} but this machine has {torch.cuda.device_count()} CUDA device(s); "
+                          "use cuda:0 .. cuda:N-1 or device=auto")
     if device.type == "mps" and not torch.backends.mps.is_available():
         raise ConfigError(f"device={name} but MPS is not available here; use device=auto or device=cpu")
     return device

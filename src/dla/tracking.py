@@ -50,10 +50,9 @@ class Tracker:
             self.tb = SummaryWriter(str(run_dir / "tb"), purge_step=start_epoch + 1 if start_epoch else None)
         self.wandb = None
         if cfg.wandb:
-            try:
-                import wandb
-            except ImportError:
-                raise ConfigError("tracking.wandb=true needs the wandb package: pip install 'dla[wandb]'") from None
+            check_tracking(cfg)
+            import wandb
+
             self.wandb = wandb.init(project=cfg.wandb_project, name=run_name, config=config, dir=str(run_dir),
                                     resume="allow")
 
@@ -86,6 +85,15 @@ class Tracker:
             self.tb.close()
         if self.wandb is not None:
             self.wandb.finish()
+
+
+def check_tracking(cfg: TrackingConfig) -> None:
+    """Fail before a run folder exists when a requested tracker is not installed."""
+    if cfg.wandb:
+        import importlib.util
+
+        if importlib.util.find_spec("wandb") is None:
+            raise ConfigError("tracking.wandb=true needs the wandb package: pip install -e '.[wandb]'")
 
 
 def _raw_rows(path: Path) -> list[dict[str, str]]:

@@ -25,7 +25,7 @@ from dla.report.plots import plot_confusion, plot_curves
 from dla.report.tables import runs_table
 from dla.runs import RunDir, env_info, prepare_run_dir, write_config, write_json
 from dla.runtime import pick_device, seed_everything
-from dla.tracking import Tracker, progress, read_metrics
+from dla.tracking import Tracker, check_tracking, progress, read_metrics
 from dla.train.checkpoint import load_checkpoint, rng_state, save_checkpoint, set_rng_state
 from dla.train.early_stopping import EarlyStopping
 from dla.train.metrics import MetricAccumulator
@@ -185,6 +185,7 @@ def run_experiment(cfg: ExperimentConfig, parent: Path, data_root: Path) -> RunD
     Everything that can fail on bad input (config, data, model) fails before the run folder is created.
     """
     device = pick_device(cfg.device)
+    check_tracking(cfg.tracking)
     seed_everything(cfg.seed)
     splits = load_splits(cfg.data, data_root, cfg.seed)
     inputs = ModelInputs(splits.input_shape, len(splits.classes), splits.mean, splits.std)
