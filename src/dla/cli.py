@@ -77,10 +77,13 @@ def cmd_list(args: argparse.Namespace) -> None:
 def cmd_run(args: argparse.Namespace) -> None:
     from dla.config import load_config
     from dla.data import resolve_data_root
+    from dla.distributed import launched_main
     from dla.train import run_experiment
 
     cfg = load_config(args.experiment, args.overrides)
     run = run_experiment(cfg, Path(args.out) / cfg.experiment, resolve_data_root(args.data_root))
+    if not launched_main():
+        return
     print()
     print(run.summary.read_text())
     print(f"run folder: {run.path}")
@@ -88,10 +91,13 @@ def cmd_run(args: argparse.Namespace) -> None:
 
 def cmd_sweep(args: argparse.Namespace) -> None:
     from dla.data import resolve_data_root
+    from dla.distributed import launched_main
     from dla.sweep import run_sweep
 
     sweep_dir = run_sweep(args.experiment, args.overrides, Path(args.out), resolve_data_root(args.data_root),
                           args.name)
+    if not launched_main():
+        return
     print()
     print((sweep_dir / "summary.md").read_text())
     print(f"sweep folder: {sweep_dir}")
@@ -143,6 +149,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     except KeyboardInterrupt:  # outside the training loop (which saves and explains how to resume)
         print("dla: interrupted", file=sys.stderr)
         return 130
+    finally:
+        if "torch.distributed" in sys.modules:  # joined by a torchrun launch; cheap to check otherwise
+            from dla.distributed import shutdown
+
+            shutdown()
     return 0
 
 

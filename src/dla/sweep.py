@@ -17,6 +17,7 @@ from typing import Any
 
 from dla.config import ConfigError, load_config, parse_override, read_experiment
 from dla.data.files import atomic_write
+from dla.distributed import launched_main
 from dla.report.plots import plot_overlay
 from dla.report.tables import METRICS, mean_std_table
 from dla.runs import RunDir
@@ -85,7 +86,8 @@ def run_sweep(name: str, args: Sequence[str], out_root: Path, data_root: Path, s
         except TrainingDiverged as exc:
             status[cfg.run_name] = "diverged"
             print(f"  diverged: {exc}", flush=True)
-    write_sweep_summary(sweep_dir, experiment, axes, points, status)
+    if launched_main():  # under torchrun every rank runs each point; rank 0 writes the summary
+        write_sweep_summary(sweep_dir, experiment, axes, points, status)
     return sweep_dir
 
 

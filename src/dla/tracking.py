@@ -87,6 +87,16 @@ class Tracker:
             self.wandb.finish()
 
 
+class NullTracker:
+    """What ranks other than 0 log to: nothing."""
+
+    def log(self, *args: Any, **kwargs: Any) -> None:
+        pass
+
+    def close(self) -> None:
+        pass
+
+
 def check_tracking(cfg: TrackingConfig) -> None:
     """Fail before a run folder exists when a requested tracker is not installed."""
     if cfg.wandb:

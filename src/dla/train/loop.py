@@ -19,13 +19,23 @@ from torch import nn
 from dla.config import ExperimentConfig, to_dict
 from dla.data import Splits, load_splits
 from dla.data.loader import TensorLoader, augment
+from dla.distributed import (
+    SINGLE,
+    Dist,
+    all_reduce_sum,
+    broadcast_buffers,
+    broadcast_object,
+    check_batch,
+    device_for,
+    init_from_env,
+)
 from dla.errors import DlaError
 from dla.models import ModelInputs, build_model
 from dla.report.plots import plot_confusion, plot_curves
 from dla.report.tables import runs_table
 from dla.runs import RunDir, env_info, prepare_run_dir, write_config, write_json
 from dla.runtime import pick_device, seed_everything
-from dla.tracking import Tracker, check_tracking, progress, read_metrics
+from dla.tracking import NullTracker, Tracker, check_tracking, progress, read_metrics
 from dla.train.checkpoint import load_checkpoint, rng_state, save_checkpoint, set_rng_state
 from dla.train.early_stopping import EarlyStopping
 from dla.train.metrics import MetricAccumulator
@@ -38,21 +48,33 @@ class TrainingDiverged(DlaError):
 
 class Trainer:
     def __init__(self, cfg: ExperimentConfig, model: nn.Module, splits: Splits, device: torch.device,
-                 run: RunDir) -> None:
-        self.cfg, self.model, self.splits, self.device, self.run = cfg, model, splits, device, run
+                 run: RunDir, dist: Dist = SINGLE) -> None:
+        self.cfg, self.model, self.splits, self.device, self.run, self.dist = cfg, model, splits, device, run, dist
         d = cfg.data
+        # Every rank walks the same global batches (and keeps its rows of each, see train_one_epoch);
+        # evaluation sets are split into strided shards, so each example is counted by exactly one rank.
         self.train_loader = TensorLoader(splits.train.x, splits.train.y, d.batch_size, shuffle=True,
                                          drop_last=True, seed=cfg.seed, device=device)
-        self.val_loader = TensorLoader(splits.val.x, splits.val.y, d.eval_batch_size, device=device)
+        self.val_loader = self.shard_loader(splits.val.x, splits.val.y)
         self.num_classes = len(splits.classes)
         self.optimizer = build_optimizer(model, cfg.optim)
         self.scheduler = build_scheduler(self.optimizer, cfg.schedule, len(self.train_loader), cfg.train.epochs)
         self.stopper = EarlyStopping(cfg.train.early_stopping)
-        self.forward = torch.compile(model) if cfg.train.compile else model
+        self.forward = model
+        if dist.active:
+            from torch.nn.parallel import DistributedDataParallel
+
+            ids = [device.index] if device.type == "cuda" else None
+            self.forward = DistributedDataParallel(model, device_ids=ids)
+        if cfg.train.compile:
+            self.forward = torch.compile(self.forward)
         self.start_epoch = 0
         if cfg.resume:
             self.start_epoch = self.restore(run.last)
-        self.tracker = Tracker(run.path, cfg.tracking, to_dict(cfg), self.start_epoch, run.path.name)
+        if dist.rank:  # dropout masks differ across ranks; rank 0 keeps the single-process stream
+            torch.manual_seed(cfg.seed * 7919 + dist.rank * 104_729 + self.start_epoch)
+        self.tracker = Tracker(run.path, cfg.tracking, to_dict(cfg), self.start_epoch, run.path.name) \
+            if dist.main else NullTracker()
 
     # ---------------------------------------------------------------------------------------------
     def fit(self) -> None:
@@ -70,14 +92,16 @@ class Trainer:
 
             self.tracker.log(epoch, "train", train, lr=lr, seconds=seconds)
             self.tracker.log(epoch, "val", val)
-            self.save(self.run.last, epoch)
-            if improved:
-                self.save(self.run.best, epoch)
-            self._print_epoch(epoch, train, val, seconds, improved)
-            if self.stopper.should_stop:
-                print(f"early stop: no {cfg.early_stopping.metric} improvement for "
-                      f"{cfg.early_stopping.patience} epochs (best {self.stopper.best:.4f} at epoch "
-                      f"{self.stopper.best_epoch})", flush=True)
+            if self.dist.main:
+                self.save(self.run.last, epoch)
+                if improved:
+                    self.save(self.run.best, epoch)
+                self._print_epoch(epoch, train, val, seconds, improved)
+            # Every rank saw the same summed metrics; rank 0's decision is still the one that counts.
+            if broadcast_object(self.stopper.should_stop, self.dist):
+                self._say(f"early stop: no {cfg.early_stopping.metric} improvement for "
+                          f"{cfg.early_stopping.patience} epochs (best {self.stopper.best:.4f} at epoch "
+                          f"{self.stopper.best_epoch})")
                 break
 
     def train_one_epoch(self, epoch: int) -> dict[str, float]:
@@ -87,8 +111,11 @@ class Trainer:
         acc = MetricAccumulator(self.num_classes)
         bar = progress(self.train_loader, total=len(self.train_loader), desc=f"epoch {epoch}",
                        mode=self.cfg.tracking.progress)
+        r, w = self.dist.rank, self.dist.world
         for x, y in bar:
-            x = augment(x, self.cfg.data.augment, aug_rng).float().div_(255)  # uint8 -> [0, 1], (B, C, H, W)
+            x = augment(x, self.cfg.data.augment, aug_rng)  # the whole global batch, so every rank draws alike
+            x, y = x[r::w], y[r::w]  # this rank's rows of the global batch
+            x = x.float().div_(255)  # uint8 -> [0, 1], (B / world, C, H, W)
             with self.autocast():
                 logits = self.forward(x)  # (B, K)
                 loss = F.cross_entropy(logits.float(), y, label_smoothing=self.cfg.train.label_smoothing)
@@ -101,7 +128,7 @@ class Trainer:
             if self.cfg.train.label_smoothing > 0:  # log plain cross-entropy, comparable with val and test
                 loss = F.cross_entropy(logits.detach().float(), y)
             acc.update(loss, logits, y)
-        stats = acc.compute()
+        stats = acc.compute(self.reduce)
         if not math.isfinite(stats["loss"]):
             raise TrainingDiverged(
                 f"training loss became {stats['loss']} in epoch {epoch}; the last good checkpoint is "
@@ -110,22 +137,37 @@ class Trainer:
 
     @torch.no_grad()
     def evaluate(self, loader: TensorLoader) -> dict[str, float]:
+        broadcast_buffers(self.model, self.dist)
         self.model.eval()
         acc = MetricAccumulator(self.num_classes)
         for x, y in loader:
             with self.autocast():
-                logits = self.forward(x.float().div_(255))
+                logits = self.model(x.float().div_(255))  # no DDP wrapper: evaluation has no gradients
             acc.update(F.cross_entropy(logits.float(), y), logits, y)
-        stats = acc.compute()
+        stats = acc.compute(self.reduce)
         self.last_confusion = acc.confusion
         return stats
 
     def test(self) -> dict[str, float]:
         """Metrics of the best checkpoint on the test set: the only time the test set is touched."""
-        self.model.load_state_dict(load_checkpoint(self.run.best)["model"])
-        test = self.splits.test
-        loader = TensorLoader(test.x, test.y, self.cfg.data.eval_batch_size, device=self.device)
-        return self.evaluate(loader)
+        state = load_checkpoint(self.run.best)["model"] if self.dist.main else None
+        self.model.load_state_dict(broadcast_object(state, self.dist))
+        return self.evaluate(self.shard_loader(self.splits.test.x, self.splits.test.y))
+
+    def shard_loader(self, x: torch.Tensor, y: torch.Tensor) -> TensorLoader:
+        r, w = self.dist.rank, self.dist.world
+        return TensorLoader(x[r::w], y[r::w], self.cfg.data.eval_batch_size, device=self.device)
+
+    def reduce(self, packed: torch.Tensor) -> torch.Tensor:
+        """Sum per-rank metric counts (on the device the backend wants: NCCL reduces CUDA tensors)."""
+        if not self.dist.active:
+            return packed
+        on = self.device if self.device.type == "cuda" else torch.device("cpu")
+        return all_reduce_sum(packed.to(on), self.dist).cpu()
+
+    def _say(self, text: str) -> None:
+        if self.dist.main:
+            print(text, flush=True)
 
     # ---------------------------------------------------------------------------------------------
     def autocast(self) -> contextlib.AbstractContextManager:
@@ -146,7 +188,8 @@ class Trainer:
         })
 
     def restore(self, path: Path) -> int:
-        state = load_checkpoint(path)
+        # Rank 0 reads the file and hands it to the others: no shared filesystem needed, any world size.
+        state = broadcast_object(load_checkpoint(path) if self.dist.main else None, self.dist)
         if state.get("experiment") != self.cfg.experiment or state.get("model_name") != self.cfg.model.name:
             raise DlaError(f"cannot resume from {path}: it belongs to experiment {state.get('experiment')!r} "
                            f"with model {state.get('model_name')!r}")
@@ -155,7 +198,7 @@ class Trainer:
         self.scheduler.load_state_dict(state["scheduler"])
         self.stopper.load_state_dict(state["early_stopping"])
         set_rng_state(state["rng"])
-        print(f"resuming {self.run.path} after epoch {state['epoch']}", flush=True)
+        self._say(f"resuming {self.run.path} after epoch {state['epoch']}")
         return int(state["epoch"])
 
     def _print_epoch(self, epoch: int, train: dict[str, float], val: dict[str, float], seconds: float,
@@ -183,26 +226,28 @@ def run_experiment(cfg: ExperimentConfig, parent: Path, data_root: Path) -> RunD
     """`dla run`: train, test, write the run folder under `parent` (`<out>/<experiment>` or a sweep's folder).
 
     Everything that can fail on bad input (config, data, model) fails before the run folder is created.
+    Under torchrun / accelerate every rank runs this; only rank 0 writes.
     """
-    device = pick_device(cfg.device)
+    dist = init_from_env(cfg.device)
+    device = device_for(dist, pick_device(cfg.device))
+    check_batch(dist, cfg.data.batch_size)
     check_tracking(cfg.tracking)
-    seed_everything(cfg.seed)
+    seed_everything(cfg.seed)  # same seed on every rank: identical initial weights
     splits = load_splits(cfg.data, data_root, cfg.seed)
     inputs = ModelInputs(splits.input_shape, len(splits.classes), splits.mean, splits.std)
     model = build_model(cfg.model, inputs).to(device)
-    run = prepare_run_dir(parent, cfg)
-    if cfg.resume:
-        _check_resume_config(run, cfg)
-    else:
-        write_config(run, cfg)
-        write_json(run.env, env_info(device, cfg.seed))
+    if dist.active and device.type == "cuda":
+        model = nn.SyncBatchNorm.convert_sync_batchnorm(model)  # batch statistics over the global batch
+    run = _open_run_dir(parent, cfg, device, dist)
     n_params = sum(p.numel() for p in model.parameters())
-    print(f"{cfg.experiment}: {cfg.model.name} ({n_params:,} parameters) on {cfg.data.name} "
-          f"({len(splits.train)}/{len(splits.val)}/{len(splits.test)} train/val/test), device {device}, "
-          f"run {run.path}", flush=True)
+    where = f"{device} x {dist.world} processes" if dist.active else f"{device}"
+    if dist.main:
+        print(f"{cfg.experiment}: {cfg.model.name} ({n_params:,} parameters) on {cfg.data.name} "
+              f"({len(splits.train)}/{len(splits.val)}/{len(splits.test)} train/val/test), {where}, "
+              f"run {run.path}", flush=True)
 
     t0 = time.perf_counter()
-    trainer = Trainer(cfg, model, splits, device, run)
+    trainer = Trainer(cfg, model, splits, device, run, dist)
     try:
         trainer.fit()
     except KeyboardInterrupt:
@@ -212,12 +257,33 @@ def run_experiment(cfg: ExperimentConfig, parent: Path, data_root: Path) -> RunD
     train_seconds = time.perf_counter() - t0
     trainer.tracker.close()
     test = trainer.test()
-    finish_run(run, cfg, splits, trainer, test, n_params, train_seconds, device)
+    if dist.main:
+        finish_run(run, cfg, splits, trainer, test, n_params, train_seconds, where)
     return run
 
 
+def _open_run_dir(parent: Path, cfg: ExperimentConfig, device: torch.device, dist: Dist) -> RunDir:
+    """Rank 0 creates (or checks, on resume) the run folder; every rank learns its path or the same error."""
+    outcome: tuple[str, str] = ("", "")
+    if dist.main:
+        try:
+            run = prepare_run_dir(parent, cfg)
+            if cfg.resume:
+                _check_resume_config(run, cfg)
+            else:
+                write_config(run, cfg)
+                write_json(run.env, {**env_info(device, cfg.seed), "world_size": dist.world})
+            outcome = (str(run.path), "")
+        except DlaError as exc:
+            outcome = ("", str(exc))
+    path, error = broadcast_object(outcome, dist)
+    if error:
+        raise DlaError(error)
+    return RunDir(Path(path))
+
+
 def finish_run(run: RunDir, cfg: ExperimentConfig, splits: Splits, trainer: Trainer, test: dict[str, float],
-               n_params: int, train_seconds: float, device: torch.device) -> None:
+               n_params: int, train_seconds: float, device: str) -> None:
     rows = read_metrics(run.metrics)
     run.plots.mkdir(exist_ok=True)
     plot_curves(rows, run.plots / "curves.png", title=f"{cfg.experiment} / {run.path.name}")
@@ -234,7 +300,7 @@ def finish_run(run: RunDir, cfg: ExperimentConfig, splits: Splits, trainer: Trai
         "best_epoch": trainer.stopper.best_epoch,
         "epochs_run": max((r["epoch"] for r in rows), default=0),
         "train_seconds": round(train_seconds, 2),
-        "device": str(device),
+        "device": device,
         "val": {k: v for k, v in best_val.items() if k not in ("epoch", "split", "lr", "time") and v is not None},
         "test": test,
         "confusion_matrix": trainer.last_confusion.tolist(),

@@ -7,6 +7,8 @@ number with scikit-learn's.
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 import torch
 
 
@@ -61,14 +63,28 @@ class MetricAccumulator:
         self._true.append(y)
         self._top5.append((logits.topk(k, dim=1).indices == y[:, None]).any(dim=1).sum())
 
-    def compute(self) -> dict[str, float]:
-        y = torch.cat(self._true) if self._true else torch.zeros(0, dtype=torch.int64)
-        n = max(int(y.shape[0]), 1)
-        cm = confusion_matrix(y, torch.cat(self._pred), self.num_classes) if self._true else \
-            torch.zeros(self.num_classes, self.num_classes, dtype=torch.int64)
-        out = {"loss": float(torch.stack(self._loss).sum()) / n if self._loss else 0.0,
-               **classification_metrics(cm)}
-        if self.num_classes > 10:
-            out["top5"] = float(torch.stack(self._top5).sum()) / n
+    def compute(self, reduce: Callable[[torch.Tensor], torch.Tensor] | None = None) -> dict[str, float]:
+        """Metrics of everything seen; `reduce` sums the per-process counts across ranks (distributed runs).
+
+        Summing counts (loss sum, example count, top-5 hits, confusion matrix) gives exactly the metrics of
+        the gathered predictions, as long as each example is seen by one rank only.
+        """
+        k = self.num_classes
+        if self._true:
+            y = torch.cat(self._true)
+            cm = confusion_matrix(y, torch.cat(self._pred), k)
+            local = [float(torch.stack(self._loss).sum()), float(y.shape[0]), float(torch.stack(self._top5).sum())]
+        else:
+            cm = torch.zeros(k, k, dtype=torch.int64)
+            local = [0.0, 0.0, 0.0]
+        packed = torch.cat([torch.tensor(local, dtype=torch.float64), cm.flatten().double()])
+        if reduce is not None:
+            packed = reduce(packed)
+        loss_sum, n, top5 = packed[:3].tolist()
+        cm = packed[3:].round().long().view(k, k)
+        n = max(n, 1.0)
+        out = {"loss": loss_sum / n, **classification_metrics(cm)}
+        if k > 10:
+            out["top5"] = top5 / n
         self.confusion = cm
         return out

@@ -1,0 +1,111 @@
+"""The same loop under torchrun: 2 CPU processes (gloo) against 1, failures, and any-world-size checkpoints."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+
+from dla.train.checkpoint import load_checkpoint
+
+from .conftest import DATA_ROOT, needs_mnist
+
+pytestmark = needs_mnist
+
+# Dropout off and no BatchNorm: then 1 and 2 processes compute the same function of the same global batches.
+# Augmentation stays on: every rank draws it for the whole global batch.
+COMMON = ["mnist_mlp", "data.limit_train=2000", "data.val_size=500", "data.limit_test=500", "data.batch_size=100",
+          "data.augment.crop_padding=2", "data.augment.flip=true", "model.width=64", "model.dropout=0",
+          "model.norm=none", "train.epochs=3", "train.early_stopping.patience=0", "tracking.progress=off"]
+
+
+def _env() -> dict[str, str]:
+    env = {**os.environ, "DLA_DATA": str(DATA_ROOT), "DLA_OFFLINE": "1", "OMP_NUM_THREADS": "1"}
+    env.pop("WORLD_SIZE", None)
+    return env
+
+
+def _torchrun(nproc: int, script: list[str], timeout: int = 240) -> subprocess.CompletedProcess[str]:
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", f"--nproc_per_node={nproc}", *script]
+    return subprocess.run(cmd, capture_output=True, text=True, env=_env(), timeout=timeout)
+
+
+def _plain(args: list[str]) -> subprocess.CompletedProcess[str]:
+    return subprocess.run([sys.executable, "-m", "dla.cli", *args], capture_output=True, text=True, env=_env(),
+                          timeout=240)
+
+
+def _weights(run: Path) -> dict[str, torch.Tensor]:
+    return load_checkpoint(run / "checkpoints" / "last.pt")["model"]
+
+
+def _val_rows(run: Path) -> list[str]:
+    return [line.split(",")[:7] for line in (run / "metrics.csv").read_text().splitlines() if ",val," in line]
+
+
+@pytest.fixture(scope="module")
+def single(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    out = tmp_path_factory.mktemp("single")
+    proc = _plain(["run", *COMMON, "run_name=one", "--out", str(out)])
+    assert proc.returncode == 0, proc.stderr
+    return out / "mnist_mlp" / "one"
+
+
+def test_two_processes_train_the_same_weights_as_one(single: Path, tmp_path: Path) -> None:
+    proc = _torchrun(2, ["-m", "dla.cli", "run", *COMMON, "run_name=two", "--out", str(tmp_path)])
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    two = tmp_path / "mnist_mlp" / "two"
+    a, b = _weights(single), _weights(two)
+    for k in a:
+        torch.testing.assert_close(b[k], a[k], rtol=0, atol=1e-6, msg=k)
+    # Validation metrics come from per-rank shards summed together: the same numbers as one process.
+    assert _val_rows(two) == _val_rows(single)
+    assert load_checkpoint(two / "checkpoints" / "last.pt")["epoch"] == 3
+    t1 = json.loads((single / "results.json").read_text())["test"]
+    t2 = json.loads((two / "results.json").read_text())["test"]
+    assert t2 == pytest.approx(t1, rel=1e-5)
+    assert proc.stdout.count("# mnist_mlp / two") == 1  # only rank 0 prints the summary
+
+
+def test_a_failing_rank_fails_the_job_and_its_checkpoint_resumes_on_one_process(single: Path,
+                                                                                 tmp_path: Path) -> None:
+    script = tmp_path / "fail_rank1.py"
+    script.write_text(
+        "import sys\n"
+        "import torch.distributed as dist\n"
+        "from dla.train.loop import Trainer\n"
+        "original = Trainer.train_one_epoch\n"
+        "def failing(self, epoch):\n"
+        "    if dist.get_rank() == 1 and epoch == 2:\n"
+        "        raise RuntimeError('rank 1 failed on purpose in epoch 2')\n"
+        "    return original(self, epoch)\n"
+        "Trainer.train_one_epoch = failing\n"
+        "from dla.cli import main\n"
+        "sys.exit(main(sys.argv[1:]))\n")
+    proc = _torchrun(2, [str(script), "run", *COMMON, "run_name=cut", "--out", str(tmp_path)])
+    assert proc.returncode != 0
+    assert "rank 1 failed on purpose in epoch 2" in proc.stdout + proc.stderr
+    run = tmp_path / "mnist_mlp" / "cut"
+    assert not (run / "results.json").exists()
+    # Only whole checkpoints remain: no temp files, and last.pt is the finished epoch 1.
+    assert sorted(p.name for p in (run / "checkpoints").iterdir()) == ["best.pt", "last.pt"]
+    assert load_checkpoint(run / "checkpoints" / "last.pt")["epoch"] == 1
+    # A checkpoint written by 2 processes resumes in 1 and ends where the 1-process run ended.
+    resumed = _plain(["run", *COMMON, "run_name=cut", "resume=true", "--out", str(tmp_path)])
+    assert resumed.returncode == 0, resumed.stderr
+    a, b = _weights(single), _weights(run)
+    for k in a:
+        torch.testing.assert_close(b[k], a[k], rtol=0, atol=1e-6, msg=k)
+
+
+def test_a_batch_that_does_not_split_is_one_line_on_every_rank(tmp_path: Path) -> None:
+    proc = _torchrun(2, ["-m", "dla.cli", "run", *COMMON, "data.batch_size=101", "--out", str(tmp_path)])
+    assert proc.returncode != 0
+    errors = [line for line in proc.stderr.splitlines() if line.startswith("dla: error:")]
+    assert len(errors) == 2 and "must divide by the 2 processes" in errors[0]
+    assert not (tmp_path / "mnist_mlp").exists()
