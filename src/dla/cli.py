@@ -7,7 +7,9 @@ traceback.
 from __future__ import annotations
 
 import argparse
+import signal
 import sys
+import threading
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -132,7 +134,15 @@ def cmd_config(args: argparse.Namespace) -> None:
 COMMANDS = {"list": cmd_list, "run": cmd_run, "sweep": cmd_sweep, "show": cmd_show, "config": cmd_config}
 
 
+def _exit_on_sigterm(signum: int, frame: object) -> None:
+    # torchrun and schedulers stop processes with SIGTERM; raising lets `finally` blocks and atomic writes
+    # clean up instead of dying mid-write.
+    raise SystemExit(128 + signum)
+
+
 def main(argv: Sequence[str] | None = None) -> int:
+    if threading.current_thread() is threading.main_thread():
+        signal.signal(signal.SIGTERM, _exit_on_sigterm)
     try:
         parser = build_parser()
         # Overrides may come after options too (`dla run x --out d a=1`): collect the stray key=value words.

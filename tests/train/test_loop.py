@@ -176,7 +176,10 @@ def test_resuming_a_run_that_stopped_early_trains_no_further(tmp_path: Path, dat
     run = _run(tmp_path, data_root, *extra)
     before = _rows(run)
     run.results.unlink()  # as if it had died while writing its plots
+    stale = run.checkpoints / ".last.pt.k9x2.tmp"  # what kill -9 during a checkpoint write leaves
+    stale.write_bytes(b"half a checkpoint")
     again = _run(tmp_path, data_root, *extra, "resume=true")
+    assert not stale.exists()
     assert _rows(again) == before and again.read_results()["epochs_run"] == 3
 
 

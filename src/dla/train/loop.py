@@ -69,6 +69,9 @@ class Trainer:
         if cfg.train.compile:
             self.forward = torch.compile(self.forward)
         self.start_epoch = 0
+        if dist.main:  # temp files of a process killed mid-write (kill -9) never became checkpoints
+            for stale in run.checkpoints.glob(".*.tmp"):
+                stale.unlink(missing_ok=True)
         if cfg.resume:
             self.start_epoch = self.restore(run.last)
         if dist.rank:  # dropout masks differ across ranks; rank 0 keeps the single-process stream
