@@ -162,3 +162,24 @@ def test_augment_draws_from_the_given_generator_only() -> None:
     torch.manual_seed(123)  # the global RNG must not matter
     b = augment(x, cfg, torch.Generator().manual_seed(1))
     assert torch.equal(a, b)
+
+
+@pytest.mark.parametrize("shuffle", [False, True])
+def test_rank_shards_partition_each_global_batch(shuffle: bool) -> None:
+    x = torch.arange(40, dtype=torch.uint8).view(40, 1, 1, 1)
+    y = torch.arange(40)
+    whole = list(TensorLoader(x, y, 8, shuffle=shuffle, drop_last=True, seed=3))
+    shards = [list(TensorLoader(x, y, 8, shuffle=shuffle, drop_last=True, seed=3, rank=r, world=2)) for r in (0, 1)]
+    assert len(shards[0]) == len(shards[1]) == len(whole)
+    for (xb, yb), (x0, y0), (x1, y1) in zip(whole, shards[0], shards[1], strict=True):
+        assert torch.equal(y0, yb[0::2]) and torch.equal(y1, yb[1::2])
+        assert torch.equal(x0, xb[0::2]) and torch.equal(x1, xb[1::2])
+
+
+def test_augmenting_a_shard_equals_the_shard_of_the_augmented_batch() -> None:
+    cfg = AugmentConfig(flip=True, crop_padding=3)
+    x = torch.randint(0, 256, (12, 3, 8, 8), dtype=torch.uint8, generator=torch.Generator().manual_seed(1))
+    whole = augment(x, cfg, torch.Generator().manual_seed(7))
+    for rank in range(3):
+        part = augment(x[rank::3], cfg, torch.Generator().manual_seed(7), rank=rank, world=3)
+        assert torch.equal(part, whole[rank::3])

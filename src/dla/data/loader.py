@@ -16,7 +16,12 @@ from dla.config import AugmentConfig
 
 
 class TensorLoader:
-    """Iterate (x uint8 (B, C, H, W), y int64 (B,)) batches; the order depends on (seed, epoch) only."""
+    """Iterate (x uint8 (B, C, H, W), y int64 (B,)) batches; the order depends on (seed, epoch) only.
+
+    With `world` > 1 it is one rank's shard of a distributed run: every rank draws the same permutation and
+    yields rows `rank::world` of each global batch of `batch_size`, so all ranks together see exactly the
+    batches of a single process.
+    """
 
     def __init__(
         self,
@@ -28,9 +33,12 @@ class TensorLoader:
         drop_last: bool = False,
         seed: int = 0,
         device: torch.device | str = "cpu",
+        rank: int = 0,
+        world: int = 1,
     ) -> None:
         self.x, self.y = x.to(device), y.to(device)
         self.batch_size, self.shuffle, self.seed = batch_size, shuffle, seed
+        self.rank, self.world = rank, world
         # Dropping a ragged last batch only makes sense when there is more than one batch.
         self.drop_last = drop_last and len(self.y) > batch_size
         self.epoch = 0
@@ -51,26 +59,33 @@ class TensorLoader:
         order = torch.randperm(n, generator=self.generator()).to(self.x.device) if self.shuffle else None
         for b in range(len(self)):
             if order is None:
-                sl = slice(b * self.batch_size, (b + 1) * self.batch_size)
+                sl = slice(b * self.batch_size + self.rank, (b + 1) * self.batch_size, self.world)
                 yield self.x[sl], self.y[sl]
             else:
-                idx = order[b * self.batch_size: (b + 1) * self.batch_size]
+                idx = order[b * self.batch_size: (b + 1) * self.batch_size][self.rank::self.world]
                 yield self.x[idx], self.y[idx]
 
 
-def augment(x: torch.Tensor, cfg: AugmentConfig, g: torch.Generator) -> torch.Tensor:
-    """Random flip and padded random crop over a (B, C, H, W) batch; random draws come from `g` (CPU)."""
+def augment(x: torch.Tensor, cfg: AugmentConfig, g: torch.Generator, *, rank: int = 0,
+            world: int = 1) -> torch.Tensor:
+    """Random flip and padded random crop over a (B, C, H, W) batch; random draws come from `g` (CPU).
+
+    For one rank's shard (rows `rank::world` of a global batch of B * world) the draws are made for the
+    whole global batch and the shard's rows are used, so every rank augments its rows exactly as a single
+    process would.
+    """
     if not (cfg.flip or cfg.crop_padding):
         return x
     b, _, h, w = x.shape
+    mine = slice(rank, b * world, world)  # this shard's rows within the global batch's draws
     if cfg.flip:
-        flip = (torch.rand(b, generator=g) < 0.5).to(x.device)
+        flip = (torch.rand(b * world, generator=g)[mine] < 0.5).to(x.device)
         x = torch.where(flip[:, None, None, None], x.flip(3), x)
     if cfg.crop_padding:
         p = cfg.crop_padding
         padded = F.pad(x, (p, p, p, p))  # (B, C, H + 2p, W + 2p), zeros outside
-        dy = torch.randint(0, 2 * p + 1, (b,), generator=g).to(x.device)
-        dx = torch.randint(0, 2 * p + 1, (b,), generator=g).to(x.device)
+        dy = torch.randint(0, 2 * p + 1, (b * world,), generator=g)[mine].to(x.device)
+        dx = torch.randint(0, 2 * p + 1, (b * world,), generator=g)[mine].to(x.device)
         rows = (dy[:, None] + torch.arange(h, device=x.device))[:, None, :, None]  # (B, 1, H, 1)
         cols = (dx[:, None] + torch.arange(w, device=x.device))[:, None, None, :]  # (B, 1, 1, W)
         batch = torch.arange(b, device=x.device)[:, None, None, None]

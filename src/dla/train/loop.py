@@ -51,10 +51,11 @@ class Trainer:
                  run: RunDir, dist: Dist = SINGLE) -> None:
         self.cfg, self.model, self.splits, self.device, self.run, self.dist = cfg, model, splits, device, run, dist
         d = cfg.data
-        # Every rank walks the same global batches (and keeps its rows of each, see train_one_epoch);
-        # evaluation sets are split into strided shards, so each example is counted by exactly one rank.
+        # Every rank walks the same global batches and keeps its rows of each; evaluation sets are split
+        # into strided shards, so each example is counted by exactly one rank.
         self.train_loader = TensorLoader(splits.train.x, splits.train.y, d.batch_size, shuffle=True,
-                                         drop_last=True, seed=cfg.seed, device=device)
+                                         drop_last=True, seed=cfg.seed, device=device, rank=dist.rank,
+                                         world=dist.world)
         self.val_loader = self.shard_loader(splits.val.x, splits.val.y)
         self.num_classes = len(splits.classes)
         self.optimizer = build_optimizer(model, cfg.optim)
@@ -114,11 +115,9 @@ class Trainer:
         acc = MetricAccumulator(self.num_classes)
         bar = progress(self.train_loader, total=len(self.train_loader), desc=f"epoch {epoch}",
                        mode=self.cfg.tracking.progress)
-        r, w = self.dist.rank, self.dist.world
-        for x, y in bar:
-            x = augment(x, self.cfg.data.augment, aug_rng)  # the whole global batch, so every rank draws alike
-            x, y = x[r::w], y[r::w]  # this rank's rows of the global batch
-            x = x.float().div_(255)  # uint8 -> [0, 1], (B / world, C, H, W)
+        for x, y in bar:  # this rank's rows of each global batch: (B / world, C, H, W) uint8
+            x = augment(x, self.cfg.data.augment, aug_rng, rank=self.dist.rank, world=self.dist.world)
+            x = x.float().div_(255)  # uint8 -> [0, 1]
             with self.autocast():
                 logits = self.forward(x)  # (B, K)
                 loss = F.cross_entropy(logits.float(), y, label_smoothing=self.cfg.train.label_smoothing)
