@@ -51,7 +51,7 @@ class TensorLoader:
         return n // self.batch_size if self.drop_last else -(-n // self.batch_size)
 
     def generator(self) -> torch.Generator:
-        """The epoch's RNG: shuffling and augmentation both draw from it, so resume is exact."""
+        """The epoch's shuffling RNG, a function of (seed, epoch) alone, so a resumed run replays its order."""
         return torch.Generator().manual_seed(self.seed * 1_000_003 + self.epoch)
 
     def __iter__(self) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:

@@ -111,6 +111,7 @@ class Trainer:
     def train_one_epoch(self, epoch: int) -> dict[str, float]:
         self.model.train()
         self.train_loader.set_epoch(epoch)
+        # Augmentation has its own (seed, epoch) stream, apart from the loader's shuffle, so resume replays it.
         aug_rng = torch.Generator().manual_seed(self.cfg.seed * 1_000_003 + epoch + 500_009)
         acc = MetricAccumulator(self.num_classes)
         bar = progress(self.train_loader, total=len(self.train_loader), desc=f"epoch {epoch}",
@@ -144,7 +145,8 @@ class Trainer:
         acc = MetricAccumulator(self.num_classes)
         for x, y in loader:
             with self.autocast():
-                logits = self.model(x.float().div_(255))  # no DDP wrapper: evaluation has no gradients
+                # The plain module: evaluation needs neither DDP's gradient hooks nor a second compilation.
+                logits = self.model(x.float().div_(255))
             acc.update(F.cross_entropy(logits.float(), y), logits, y)
         stats = acc.compute(self.reduce)
         self.last_confusion = acc.confusion
