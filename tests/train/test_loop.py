@@ -187,3 +187,25 @@ def test_resume_refuses_a_finished_run(tmp_path: Path, data_root: Path):
     _run(tmp_path, data_root, "run_name=done", "train.epochs=1")
     with pytest.raises(DlaError, match="already finished"):
         _run(tmp_path, data_root, "run_name=done", "train.epochs=1", "resume=true")
+
+
+def test_a_full_disk_mid_run_is_one_clear_error_and_the_last_checkpoint_survives(
+        tmp_path: Path, data_root: Path, monkeypatch: pytest.MonkeyPatch):
+    import errno
+
+    import dla.train.loop as loop
+
+    real_save = loop.save_checkpoint
+
+    def save_until_disk_fills(path, state):
+        if state["epoch"] >= 2:
+            raise OSError(errno.ENOSPC, "No space left on device", str(path))
+        real_save(path, state)
+
+    monkeypatch.setattr(loop, "save_checkpoint", save_until_disk_fills)
+    with pytest.raises(DlaError, match=r"No space left on device; the last complete checkpoint is .*epoch 1") as e:
+        _run(tmp_path, data_root, "run_name=full")
+    assert "\n" not in str(e.value)
+    run_dir = tmp_path / "runs" / "mnist_mlp" / "full"
+    assert load_checkpoint(run_dir / "checkpoints" / "last.pt")["epoch"] == 1
+    assert not (run_dir / "results.json").exists()

@@ -7,6 +7,7 @@ everything a run leaves behind (plots, tables, results.json last of all) is writ
 from __future__ import annotations
 
 import contextlib
+import errno
 import math
 import time
 from pathlib import Path
@@ -29,7 +30,7 @@ from dla.distributed import (
     device_for,
     init_from_env,
 )
-from dla.errors import DlaError
+from dla.errors import DlaError, RunDirError
 from dla.models import ModelInputs, build_model
 from dla.report.plots import plot_confusion, plot_curves
 from dla.report.tables import runs_table
@@ -251,19 +252,30 @@ def run_experiment(cfg: ExperimentConfig, parent: Path, data_root: Path) -> RunD
               f"run {run.path}", flush=True)
 
     t0 = time.perf_counter()
-    trainer = Trainer(cfg, model, splits, device, run, dist)
     try:
-        trainer.fit()
-    except KeyboardInterrupt:
+        trainer = Trainer(cfg, model, splits, device, run, dist)
+        try:
+            trainer.fit()
+        except KeyboardInterrupt:
+            trainer.tracker.close()
+            raise DlaError(f"interrupted; {run.last} holds the last finished epoch; continue with "
+                           f"`dla run {cfg.experiment} resume=true run_name={run.path.name}`") from None
+        train_seconds = time.perf_counter() - t0
         trainer.tracker.close()
-        raise DlaError(f"interrupted; {run.last} holds the last finished epoch; continue with "
-                       f"`dla run {cfg.experiment} resume=true run_name={run.path.name}`") from None
-    train_seconds = time.perf_counter() - t0
-    trainer.tracker.close()
-    test = trainer.test()
-    if dist.main:
-        finish_run(run, cfg, splits, trainer, test, n_params, train_seconds, where)
+        test = trainer.test()
+        if dist.main:
+            finish_run(run, cfg, splits, trainer, test, n_params, train_seconds, where)
+    except OSError as exc:
+        if exc.errno not in _STORAGE_ERRORS:
+            raise
+        # A full or read-only disk: checkpoints are atomic, so the last complete one is still whole.
+        last = f"{run.last} (epoch {load_checkpoint(run.last)['epoch']})" if run.last.is_file() else "none yet"
+        raise RunDirError(f"cannot write {exc.filename or 'to the run folder'}: {exc.strerror}; the last complete "
+                          f"checkpoint is {last}; free space, then resume=true run_name={run.path.name}") from None
     return run
+
+
+_STORAGE_ERRORS = {errno.ENOSPC, errno.EDQUOT, errno.EROFS, errno.EIO, errno.EFBIG}
 
 
 def _open_run_dir(parent: Path, cfg: ExperimentConfig, device: torch.device, dist: Dist) -> RunDir:
