@@ -44,3 +44,13 @@ def data_root() -> Path:
 def _no_downloads(monkeypatch: pytest.MonkeyPatch) -> None:
     # Tests never reach the internet; a missing file must fail fast with the offline message.
     monkeypatch.setenv("DLA_OFFLINE", "1")
+
+
+class PickleBomb:
+    """Unpickling this touches `marker`: proof that a loader executed code it should have refused."""
+
+    def __init__(self, marker: Path) -> None:
+        self.marker = marker
+
+    def __reduce__(self):
+        return (Path.touch, (self.marker,))

@@ -12,7 +12,7 @@ import torch
 
 from dla.cli import main
 
-from .conftest import QUICK, needs_mnist
+from .conftest import QUICK, PickleBomb, needs_mnist
 
 
 def _cli(capsys: pytest.CaptureFixture[str], *argv: str) -> tuple[int, str, str]:
@@ -110,20 +110,12 @@ def test_damaged_checkpoint_on_resume(capsys: pytest.CaptureFixture[str], tmp_pa
     elif damage == "foreign":
         torch.save({"state_dict": {}}, last)
     else:
-        torch.save({"format": "dla-checkpoint", "x": _Touch(marker)}, last)
+        torch.save({"format": "dla-checkpoint", "x": PickleBomb(marker)}, last)
     code, _, err = _cli(capsys, "run", "mnist_mlp", *common, "resume=true")
     expected = {"truncate": "truncated or corrupt", "foreign": "not a dla checkpoint", "pickle": "refused checkpoint"}
     _assert_one_line_error(code, err, expected[damage])
     assert not marker.exists()
     _no_complete_run(out)
-
-
-class _Touch:
-    def __init__(self, path: Path) -> None:
-        self.path = path
-
-    def __reduce__(self):
-        return (Path.touch, (self.path,))
 
 
 @needs_mnist

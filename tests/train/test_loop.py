@@ -20,7 +20,7 @@ from dla.train import Trainer, run_experiment
 from dla.train.checkpoint import load_checkpoint, save_checkpoint
 from dla.train.loop import TrainingDiverged
 
-from ..conftest import QUICK, needs_mnist
+from ..conftest import QUICK, PickleBomb, needs_mnist
 
 pytestmark = needs_mnist
 
@@ -118,24 +118,16 @@ def test_divergence_stops_with_the_epoch_named(tmp_path: Path, data_root: Path):
         _run(tmp_path, data_root, "optim.lr=1e30", "optim.name=sgd", "model.norm=none")
 
 
-class _Payload:
-    def __init__(self, marker: Path) -> None:
-        self.marker = marker
-
-    def __reduce__(self):
-        return (Path.touch, (self.marker,))
-
-
 @pytest.mark.filterwarnings("ignore:Detected pickle protocol")
 def test_pickle_payload_checkpoint_is_refused_and_never_runs(tmp_path: Path):
     marker = tmp_path / "executed"
     evil = tmp_path / "evil.pt"
-    torch.save({"format": "dla-checkpoint", "version": 1, "model": _Payload(marker)}, evil)
+    torch.save({"format": "dla-checkpoint", "version": 1, "model": PickleBomb(marker)}, evil)
     with pytest.raises(CheckpointError, match=r"refused checkpoint .* may run code"):
         load_checkpoint(evil)
     assert not marker.exists()
     raw = tmp_path / "raw.pkl"  # not even a torch zip: a bare pickle stream
-    raw.write_bytes(pickle.dumps(_Payload(marker)))
+    raw.write_bytes(pickle.dumps(PickleBomb(marker)))
     with pytest.raises(CheckpointError):
         load_checkpoint(raw)
     assert not marker.exists()

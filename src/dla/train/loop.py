@@ -19,6 +19,7 @@ from torch import nn
 
 from dla.config import ExperimentConfig, to_dict
 from dla.data import Splits, load_splits
+from dla.data.files import atomic_write
 from dla.data.loader import TensorLoader, augment
 from dla.distributed import (
     SINGLE,
@@ -326,6 +327,6 @@ def finish_run(run: RunDir, cfg: ExperimentConfig, splits: Splits, trainer: Trai
                f"{cfg.model.name}, {n_params:,} parameters, {cfg.data.name}; best epoch "
                f"{results['best_epoch']} of {results['epochs_run']}; {train_seconds:.1f} s on {device}.\n\n"
                "Test set, best checkpoint:\n\n" + runs_table([(run.path.name, test)]))
-    with open(run.summary, "w") as f:
+    with atomic_write(run.summary, "w") as f:
         f.write(summary)
     write_json(run.results, results)  # last: its presence marks the run complete

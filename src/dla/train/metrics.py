@@ -37,10 +37,14 @@ def classification_metrics(cm: torch.Tensor) -> dict[str, float]:
     }
 
 
-def topk_correct(logits: torch.Tensor, y: torch.Tensor, k: int) -> int:
-    """How many rows have the true label among the k largest logits."""
+def topk_hits(logits: torch.Tensor, y: torch.Tensor, k: int) -> torch.Tensor:
+    """How many rows have the true label among the k largest logits, as a 0-d tensor on the logits' device."""
     k = min(k, logits.shape[1])
-    return int((logits.topk(k, dim=1).indices == y[:, None]).any(dim=1).sum())
+    return (logits.topk(k, dim=1).indices == y[:, None]).any(dim=1).sum()
+
+
+def topk_correct(logits: torch.Tensor, y: torch.Tensor, k: int) -> int:
+    return int(topk_hits(logits, y, k))
 
 
 class MetricAccumulator:
@@ -57,11 +61,11 @@ class MetricAccumulator:
     @torch.no_grad()
     def update(self, loss: torch.Tensor, logits: torch.Tensor, y: torch.Tensor) -> None:
         """`loss` is the batch mean; `logits` (B, K); `y` (B,)."""
-        k = min(5, logits.shape[1])
         self._loss.append(loss.detach().float() * y.shape[0])
         self._pred.append(logits.argmax(1))
         self._true.append(y)
-        self._top5.append((logits.topk(k, dim=1).indices == y[:, None]).any(dim=1).sum())
+        if self.num_classes > 10:  # top-5 is only reported for many classes
+            self._top5.append(topk_hits(logits, y, 5))
 
     def compute(self, reduce: Callable[[torch.Tensor], torch.Tensor] | None = None) -> dict[str, float]:
         """Metrics of everything seen; `reduce` sums the per-process counts across ranks (distributed runs).
@@ -73,7 +77,8 @@ class MetricAccumulator:
         if self._true:
             y = torch.cat(self._true)
             cm = confusion_matrix(y, torch.cat(self._pred), k)
-            local = [float(torch.stack(self._loss).sum()), float(y.shape[0]), float(torch.stack(self._top5).sum())]
+            top5 = float(torch.stack(self._top5).sum()) if self._top5 else 0.0
+            local = [float(torch.stack(self._loss).sum()), float(y.shape[0]), top5]
         else:
             cm = torch.zeros(k, k, dtype=torch.int64)
             local = [0.0, 0.0, 0.0]
