@@ -143,6 +143,7 @@ def _exit_on_sigterm(signum: int, frame: object) -> None:
 def main(argv: Sequence[str] | None = None) -> int:
     if threading.current_thread() is threading.main_thread():
         signal.signal(signal.SIGTERM, _exit_on_sigterm)
+    ok = False
     try:
         parser = build_parser()
         # Overrides may come after options too (`dla run x --out d a=1`): collect the stray key=value words.
@@ -153,6 +154,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         if extra:
             args.overrides = [*args.overrides, *extra]
         COMMANDS[args.command](args)
+        ok = True
     except DlaError as exc:
         print(f"dla: error: {' '.join(str(exc).split())}", file=sys.stderr)
         return 2
@@ -163,7 +165,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         if "torch.distributed" in sys.modules:  # joined by a torchrun launch; cheap to check otherwise
             from dla.distributed import shutdown
 
-            shutdown()
+            shutdown(ok)
     return 0
 
 

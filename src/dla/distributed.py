@@ -99,7 +99,14 @@ def broadcast_buffers(module: torch.nn.Module, d: Dist) -> None:
             dist.broadcast(t.data, src=0)
 
 
-def shutdown() -> None:
-    """Leave the process group, if this process joined one."""
-    if dist.is_available() and dist.is_initialized():
+def shutdown(ok: bool) -> None:
+    """Leave the process group, if this process joined one.
+
+    On success all ranks meet at a barrier first: gloo aborts a rank that tears the group down while a peer is
+    still busy (rank 0 writing plots after the last collective). After an error there is no barrier (a peer may
+    be stuck in a collective, and would hold the barrier until the timeout) and no teardown either: the process
+    exits with its own code and the launcher stops the rest.
+    """
+    if ok and dist.is_available() and dist.is_initialized():
+        dist.barrier()
         dist.destroy_process_group()
