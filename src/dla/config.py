@@ -107,6 +107,9 @@ class TrainConfig:
     early_stopping: EarlyStoppingConfig = opt(default_factory=EarlyStoppingConfig, help="best checkpoint + stop")
     amp: bool = opt(True, "bf16 autocast on CUDA (ignored on CPU)")
     compile: bool = opt(False, "wrap the model in torch.compile (opt-in)")
+    channels_last: bool = opt(False, "NHWC memory format for model and images (faster convs on CPU and GPU)")
+    grad_flow_every: int = opt(0, "record per-layer gradient norms and update/weight ratios every N steps "
+                                  "(gradflow.csv + plots); 0 = off", ge=0)
 
 
 @dataclass
@@ -397,8 +400,13 @@ def read_experiment(name_or_path: str) -> dict[str, Any]:
 def load_config(name_or_path: str, overrides: Iterable[str] = ()) -> ExperimentConfig:
     """Experiment YAML + `a.b=value` overrides -> a validated `ExperimentConfig`."""
     data = read_experiment(name_or_path)
-    for text in overrides:
-        key, value = parse_override(text)
+    parsed = [parse_override(text) for text in overrides]
+    new_model = next((v for k, v in reversed(parsed) if k == "model.name"), None)
+    if isinstance(data.get("model"), dict) and new_model not in (None, data["model"].get("name", "mlp")):
+        # Another model: the experiment's hyperparameters were for its own model, so start from the new
+        # model's defaults (plus whatever other model.* overrides say).
+        data["model"] = {"name": new_model}
+    for key, value in parsed:
         set_dotted(data, key, value)
     return validate(from_dict(ExperimentConfig, data))
 
