@@ -50,6 +50,10 @@ class RunDir:
         return self.path / "summary.md"
 
     @property
+    def gradflow(self) -> Path:
+        return self.path / "gradflow.csv"
+
+    @property
     def checkpoints(self) -> Path:
         return self.path / "checkpoints"
 

@@ -18,6 +18,7 @@ from typing import Any
 from dla.config import ConfigError, load_config, parse_override, read_experiment
 from dla.data.files import atomic_write
 from dla.distributed import launched_main
+from dla.report.gradflow import plot_gradflow, read_gradflow
 from dla.report.plots import plot_overlay
 from dla.report.tables import METRICS, mean_std_table
 from dla.runs import RunDir
@@ -137,3 +138,6 @@ def write_sweep_summary(sweep_dir: Path, experiment: str, axes: dict[str, list[A
     for split, metric in (("val", "accuracy"), ("train", "loss")):
         plot_overlay(curves, split, metric, sweep_dir / "plots" / f"{split}_{metric}.png",
                      f"{experiment}: {split} {metric}", styles)
+    # Gradient flow side by side: the first finished seed of each config that recorded it.
+    flows = [(label, sweep_dir / rs[0]["run"] / "gradflow.csv") for label, rs in finished if rs]
+    plot_gradflow([(label, read_gradflow(p)) for label, p in flows if p.is_file()], sweep_dir / "plots")

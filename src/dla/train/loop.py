@@ -33,6 +33,7 @@ from dla.distributed import (
 )
 from dla.errors import DlaError, RunDirError
 from dla.models import ModelInputs, build_model
+from dla.report.gradflow import plot_gradflow, read_gradflow
 from dla.report.plots import plot_confusion, plot_curves
 from dla.report.tables import runs_table
 from dla.runs import RunDir, env_info, prepare_run_dir, write_config, write_json
@@ -40,6 +41,7 @@ from dla.runtime import pick_device, seed_everything
 from dla.tracking import NullTracker, Tracker, check_tracking, progress, read_metrics
 from dla.train.checkpoint import load_checkpoint, rng_state, save_checkpoint, set_rng_state
 from dla.train.early_stopping import EarlyStopping
+from dla.train.gradflow import GradFlowRecorder
 from dla.train.metrics import MetricAccumulator
 from dla.train.optim import build_optimizer, build_scheduler
 
@@ -81,6 +83,8 @@ class Trainer:
             torch.manual_seed(cfg.seed * 7919 + dist.rank * 104_729 + self.start_epoch)
         self.tracker = Tracker(run.path, cfg.tracking, to_dict(cfg), self.start_epoch, run.path.name) \
             if dist.main else NullTracker()
+        self.gradflow = GradFlowRecorder(model, cfg.train.grad_flow_every, run.gradflow) \
+            if cfg.train.grad_flow_every and dist.main else None
 
     # ---------------------------------------------------------------------------------------------
     def fit(self) -> None:
@@ -118,17 +122,22 @@ class Trainer:
         acc = MetricAccumulator(self.num_classes)
         bar = progress(self.train_loader, total=len(self.train_loader), desc=f"epoch {epoch}",
                        mode=self.cfg.tracking.progress)
-        for x, y in bar:  # this rank's rows of each global batch: (B / world, C, H, W) uint8
+        steps_done = (epoch - 1) * len(self.train_loader)
+        for i, (x, y) in enumerate(bar, 1):  # this rank's rows of each global batch: (B / world, C, H, W) uint8
             x = augment(x, self.cfg.data.augment, aug_rng, rank=self.dist.rank, world=self.dist.world)
-            x = x.float().div_(255)  # uint8 -> [0, 1]
+            x = self.to_input(x)
             with self.autocast():
                 logits = self.forward(x)  # (B, K)
                 loss = F.cross_entropy(logits.float(), y, label_smoothing=self.cfg.train.label_smoothing)
             self.optimizer.zero_grad(set_to_none=True)
             loss.backward()
+            if self.gradflow:
+                self.gradflow.before_step(steps_done + i, epoch)
             if self.cfg.train.grad_clip > 0:
                 nn.utils.clip_grad_norm_(self.model.parameters(), self.cfg.train.grad_clip)
             self.optimizer.step()
+            if self.gradflow:
+                self.gradflow.after_step()
             self.scheduler.step()
             if self.cfg.train.label_smoothing > 0:  # log plain cross-entropy, comparable with val and test
                 loss = F.cross_entropy(logits.detach().float(), y)
@@ -148,7 +157,7 @@ class Trainer:
         for x, y in loader:
             with self.autocast():
                 # The plain module: evaluation needs neither DDP's gradient hooks nor a second compilation.
-                logits = self.model(x.float().div_(255))
+                logits = self.model(self.to_input(x))
             acc.update(F.cross_entropy(logits.float(), y), logits, y)
         stats = acc.compute(self.reduce)
         self.last_confusion = acc.confusion
@@ -176,6 +185,11 @@ class Trainer:
             print(text, flush=True)
 
     # ---------------------------------------------------------------------------------------------
+    def to_input(self, x: torch.Tensor) -> torch.Tensor:
+        """uint8 (B, C, H, W) -> float in [0, 1], NHWC in memory when the config asks for channels_last."""
+        x = x.float().div_(255)
+        return x.contiguous(memory_format=torch.channels_last) if self.cfg.train.channels_last else x
+
     def autocast(self) -> contextlib.AbstractContextManager:
         if self.device.type == "cuda" and self.cfg.train.amp:
             return torch.autocast("cuda", dtype=torch.bfloat16)
@@ -242,6 +256,8 @@ def run_experiment(cfg: ExperimentConfig, parent: Path, data_root: Path) -> RunD
     splits = load_splits(cfg.data, data_root, cfg.seed)
     inputs = ModelInputs(splits.input_shape, len(splits.classes), splits.mean, splits.std)
     model = build_model(cfg.model, inputs).to(device)
+    if cfg.train.channels_last:
+        model = model.to(memory_format=torch.channels_last)
     if dist.active and device.type == "cuda":
         model = nn.SyncBatchNorm.convert_sync_batchnorm(model)  # batch statistics over the global batch
     run = _open_run_dir(parent, cfg, device, dist)
@@ -306,6 +322,8 @@ def finish_run(run: RunDir, cfg: ExperimentConfig, splits: Splits, trainer: Trai
     plot_curves(rows, run.plots / "curves.png", title=f"{cfg.experiment} / {run.path.name}")
     plot_confusion(trainer.last_confusion.numpy(), splits.classes, run.plots / "confusion_test.png",
                    title=f"test confusion ({100 * test['accuracy']:.2f}% accuracy)")
+    if run.gradflow.is_file():
+        plot_gradflow([(run.path.name, read_gradflow(run.gradflow))], run.plots)
     best_val = next((r for r in rows if r["split"] == "val" and r["epoch"] == trainer.stopper.best_epoch), {})
     results: dict[str, Any] = {
         "experiment": cfg.experiment,
