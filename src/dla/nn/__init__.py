@@ -1,5 +1,6 @@
 """Building blocks shared by the models."""
 
 from dla.nn.normalize import Normalize
+from dla.nn.unfold_conv import UnfoldConv2d
 
-__all__ = ["Normalize"]
+__all__ = ["Normalize", "UnfoldConv2d"]
