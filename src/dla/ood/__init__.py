@@ -1,0 +1,22 @@
+"""Out-of-distribution detection: per-sample scores (higher = more in-distribution) and threshold-free metrics.
+
+`dla.ood.metrics` is the metrics *function*: it shadows its module of the same name, so import the helpers with
+`from dla.ood.metrics import OODError` (which reads the module) rather than `import dla.ood.metrics as m`.
+"""
+
+from dla.ood.metrics import OODError, fpr_at_tpr, metrics, pr_curve, roc_curve
+from dla.ood.scores import ScoreSpec, register_score, score, score_loader, score_names, score_spec
+
+__all__ = [
+    "OODError",
+    "ScoreSpec",
+    "fpr_at_tpr",
+    "metrics",
+    "pr_curve",
+    "register_score",
+    "roc_curve",
+    "score",
+    "score_loader",
+    "score_names",
+    "score_spec",
+]
