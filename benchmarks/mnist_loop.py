@@ -162,7 +162,7 @@ class OursSide(Side):
 
     def data_epoch(self) -> int:
         n = 0
-        for x, _ in self.trainer.train_loader:  # as in train_one_epoch (augment is off)
+        for x, *_ in self.trainer.train_loader:  # as in train_one_epoch (augment is off)
             n += x.float().div_(255).shape[0]
         return n
 

@@ -113,6 +113,17 @@ class TrainConfig:
 
 
 @dataclass
+class DistillConfig:
+    teacher: str = opt("", "teacher run folder (written by `dla run`); empty = train on the labels alone")
+    temperature: float = opt(4.0, "softmax temperature T of the soft targets", gt=0, le=100)
+    alpha: float = opt(0.5, "weight of cross-entropy on the labels; 1 - alpha weighs T^2 * KL(teacher || student)",
+                       ge=0, le=1)
+    teacher_outputs: Literal["online", "cached"] = opt(
+        "online", "teacher logits computed on every (augmented) batch, or once for the training set "
+                  "(only without augmentation)")
+
+
+@dataclass
 class TrackingConfig:
     tensorboard: bool = opt(True, "write TensorBoard events under the run's tb/")
     wandb: bool = opt(False, "also log to Weights & Biases (needs `pip install dla[wandb]`)")
@@ -141,7 +152,10 @@ class ExperimentConfig:
     schedule: ScheduleConfig = opt(default_factory=ScheduleConfig, help="learning-rate schedule")
     train: TrainConfig = opt(default_factory=TrainConfig, help="training loop")
     tracking: TrackingConfig = opt(default_factory=TrackingConfig, help="logging")
+    distill: DistillConfig = opt(default_factory=DistillConfig, help="knowledge distillation from a teacher run")
     sweep: dict[str, list[Any]] = opt(default_factory=dict, help="grid for `dla sweep`: dotted key -> values")
+    variants: dict[str, dict[str, Any]] = opt(
+        default_factory=dict, help="named bundles of overrides; a sweep axis `variant: [name, ...]` picks one")
 
 
 def _datasets() -> list[str]:
@@ -420,6 +434,11 @@ def validate(cfg: ExperimentConfig) -> ExperimentConfig:
                           "(letters, digits, . _ , = + -; no slashes)")
     if not _RUN_NAME_RE.match(cfg.experiment):
         raise ConfigError(f"experiment name {cfg.experiment!r} must be a plain folder name")
+    aug = cfg.data.augment
+    if cfg.distill.teacher and cfg.distill.teacher_outputs == "cached" and (aug.flip or aug.crop_padding):
+        raise ConfigError("distill.teacher_outputs=cached needs the same images every epoch, but augmentation is on; "
+                          "use distill.teacher_outputs=online, or data.augment.flip=false "
+                          "data.augment.crop_padding=0")
     return cfg
 
 

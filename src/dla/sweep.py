@@ -1,9 +1,10 @@
 """`dla sweep`: a grid of normal runs, then sweep.csv, a mean ± std summary and overlay plots.
 
 Axes come from the experiment's `sweep:` section and from `key=v1,v2` arguments; `key=value` arguments
-with one value apply to every point. Each point is an ordinary run folder named after its values, so a
-sweep interrupted half-way is continued by running the same command with the same --name: finished points
-are skipped and unfinished ones resume from their last checkpoint.
+with one value apply to every point (and narrow an axis of the same key to that value). A `variant` axis
+picks named bundles of overrides from the experiment's `variants:` section. Each point is an ordinary run
+folder named after its values, so a sweep interrupted half-way is continued by running the same command with
+the same --name: finished points are skipped and unfinished ones resume from their last checkpoint.
 """
 
 from __future__ import annotations
@@ -51,6 +52,32 @@ def point_name(point: dict[str, Any]) -> str:
     return ",".join(f"{k}={_value_text(v)}" for k, v in zip(keys, point.values(), strict=True))
 
 
+def point_overrides(point: dict[str, Any], variants: dict[str, Any], sweep_dir: Path) -> list[str]:
+    """A point's `key=value` overrides; the `variant` axis expands to its named bundle of overrides.
+
+    String values in a bundle may name the sweep folder and the point's other values, e.g. a distilled student
+    finds its teacher at "{sweep}/variant=teacher,seed={seed}".
+    """
+    out: list[str] = []
+    for key, value in point.items():
+        if key != "variant":
+            out.append(f"{key}={_value_text(value)}")
+            continue
+        if value not in variants:
+            raise ConfigError(f"variant {value!r} is not defined; the experiment's variants are: "
+                              f"{', '.join(variants) or 'none'}")
+        names = {k.rsplit(".", 1)[-1]: _value_text(v) for k, v in point.items()}
+        for k, v in (variants[value] or {}).items():
+            if isinstance(v, str):
+                try:
+                    v = v.format(sweep=sweep_dir, **names)
+                except (KeyError, IndexError, ValueError) as exc:
+                    raise ConfigError(f"variant {value!r}: {k}={v!r} names {exc}, which is neither 'sweep' nor "
+                                      f"a swept key ({', '.join(names)})") from None
+            out.append(f"{k}={_value_text(v)}")
+    return out
+
+
 def run_sweep(name: str, args: Sequence[str], out_root: Path, data_root: Path, sweep_name: str = "") -> Path:
     raw = read_experiment(name)
     cli_axes, fixed = split_args(args)
@@ -58,15 +85,20 @@ def run_sweep(name: str, args: Sequence[str], out_root: Path, data_root: Path, s
     if not isinstance(yaml_axes, dict):
         raise ConfigError(f"experiment {name!r}: 'sweep' must map dotted keys to lists of values")
     axes = {**{k: (v if isinstance(v, list) else [v]) for k, v in yaml_axes.items()}, **cli_axes}
+    for arg in fixed:  # `seed=0` on the command line narrows the experiment's seed axis to that one value
+        key, value = parse_override(arg)
+        if key in axes:
+            axes[key] = [value]
+    fixed = [a for a in fixed if parse_override(a)[0] not in axes]
     if not axes:
         raise ConfigError(f"nothing to sweep: experiment {name!r} has no 'sweep:' section and no argument "
                           "has several values (use key=v1,v2)")
     points = [dict(zip(axes, values, strict=True)) for values in itertools.product(*axes.values())]
-    # Validate every point before running any, so a typo in the last axis costs nothing.
-    configs = [load_config(name, [*fixed, *(f"{k}={_value_text(v)}" for k, v in p.items()),
-                                  f"run_name={point_name(p)}", "sweep={}"]) for p in points]
-    experiment = configs[0].experiment
+    experiment = load_config(name, fixed).experiment
     sweep_dir = out_root / experiment / (sweep_name or f"sweep-{time.strftime('%Y%m%d-%H%M%S')}")
+    # Validate every point before running any, so a typo in the last axis costs nothing.
+    configs = [load_config(name, [*fixed, *point_overrides(p, raw.get("variants") or {}, sweep_dir),
+                                  f"run_name={point_name(p)}", "sweep={}", "variants={}"]) for p in points]
     sweep_dir.mkdir(parents=True, exist_ok=True)
     print(f"sweep {experiment}: {len(points)} runs over {', '.join(f'{k} ({len(v)})' for k, v in axes.items())} "
           f"-> {sweep_dir}", flush=True)

@@ -18,6 +18,9 @@ from dla.config import AugmentConfig
 class TensorLoader:
     """Iterate (x uint8 (B, C, H, W), y int64 (B,)) batches; the order depends on (seed, epoch) only.
 
+    With `with_index` each batch also carries its rows' indices into the dataset, (B,) int64, for objectives
+    that keep per-example state (cached teacher outputs).
+
     With `world` > 1 it is one rank's shard of a distributed run: every rank draws the same permutation and
     yields rows `rank::world` of each global batch of `batch_size`, so all ranks together see exactly the
     batches of a single process.
@@ -35,10 +38,11 @@ class TensorLoader:
         device: torch.device | str = "cpu",
         rank: int = 0,
         world: int = 1,
+        with_index: bool = False,
     ) -> None:
         self.x, self.y = x.to(device), y.to(device)
         self.batch_size, self.shuffle, self.seed = batch_size, shuffle, seed
-        self.rank, self.world = rank, world
+        self.rank, self.world, self.with_index = rank, world, with_index
         # Dropping a ragged last batch only makes sense when there is more than one batch.
         self.drop_last = drop_last and len(self.y) > batch_size
         self.epoch = 0
@@ -54,15 +58,20 @@ class TensorLoader:
         """The epoch's shuffling RNG, a function of (seed, epoch) alone, so a resumed run replays its order."""
         return torch.Generator().manual_seed(self.seed * 1_000_003 + self.epoch)
 
-    def __iter__(self) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
+    def __iter__(self) -> Iterator[tuple[torch.Tensor, ...]]:
         n = len(self.y)
         order = torch.randperm(n, generator=self.generator()).to(self.x.device) if self.shuffle else None
         for b in range(len(self)):
-            if order is None:
-                sl = slice(b * self.batch_size + self.rank, (b + 1) * self.batch_size, self.world)
-                yield self.x[sl], self.y[sl]
+            lo, hi = b * self.batch_size, min((b + 1) * self.batch_size, n)
+            if order is None:  # in order: slices are views, no copy
+                idx: torch.Tensor | slice = slice(lo + self.rank, hi, self.world)
             else:
-                idx = order[b * self.batch_size: (b + 1) * self.batch_size][self.rank::self.world]
+                idx = order[lo:hi][self.rank::self.world]
+            if self.with_index:
+                rows = idx if isinstance(idx, torch.Tensor) else torch.arange(idx.start, hi, self.world,
+                                                                              device=self.x.device)
+                yield self.x[idx], self.y[idx], rows
+            else:
                 yield self.x[idx], self.y[idx]
 
 

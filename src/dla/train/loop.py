@@ -42,6 +42,7 @@ from dla.tracking import NullTracker, Tracker, check_tracking, progress, read_me
 from dla.train.checkpoint import load_checkpoint, rng_state, save_checkpoint, set_rng_state
 from dla.train.early_stopping import EarlyStopping
 from dla.train.gradflow import GradFlowRecorder
+from dla.train.losses import Criterion, CrossEntropy, build_criterion
 from dla.train.metrics import MetricAccumulator
 from dla.train.optim import build_optimizer, build_scheduler
 
@@ -52,16 +53,18 @@ class TrainingDiverged(DlaError):
 
 class Trainer:
     def __init__(self, cfg: ExperimentConfig, model: nn.Module, splits: Splits, device: torch.device,
-                 run: RunDir, dist: Dist = SINGLE) -> None:
+                 run: RunDir, dist: Dist = SINGLE, criterion: Criterion | None = None) -> None:
         self.cfg, self.model, self.splits, self.device, self.run, self.dist = cfg, model, splits, device, run, dist
         d = cfg.data
         # Every rank walks the same global batches and keeps its rows of each; evaluation sets are split
         # into strided shards, so each example is counted by exactly one rank.
         self.train_loader = TensorLoader(splits.train.x, splits.train.y, d.batch_size, shuffle=True,
                                          drop_last=True, seed=cfg.seed, device=device, rank=dist.rank,
-                                         world=dist.world)
+                                         world=dist.world, with_index=True)
         self.val_loader = self.shard_loader(splits.val.x, splits.val.y)
         self.num_classes = len(splits.classes)
+        # Cross-entropy, or distillation from a teacher: what the loop minimises.
+        self.criterion = criterion or build_criterion(cfg, splits, device)
         self.optimizer = build_optimizer(model, cfg.optim)
         self.scheduler = build_scheduler(self.optimizer, cfg.schedule, len(self.train_loader), cfg.train.epochs)
         self.stopper = EarlyStopping(cfg.train.early_stopping)
@@ -123,12 +126,12 @@ class Trainer:
         bar = progress(self.train_loader, total=len(self.train_loader), desc=f"epoch {epoch}",
                        mode=self.cfg.tracking.progress)
         steps_done = (epoch - 1) * len(self.train_loader)
-        for i, (x, y) in enumerate(bar, 1):  # this rank's rows of each global batch: (B / world, C, H, W) uint8
+        for i, (x, y, idx) in enumerate(bar, 1):  # this rank's rows of each global batch: (B / world, C, H, W) uint8
             x = augment(x, self.cfg.data.augment, aug_rng, rank=self.dist.rank, world=self.dist.world)
             x = self.to_input(x)
             with self.autocast():
                 logits = self.forward(x)  # (B, K)
-                loss = F.cross_entropy(logits.float(), y, label_smoothing=self.cfg.train.label_smoothing)
+                loss = self.criterion(logits.float(), y, x, idx)
             self.optimizer.zero_grad(set_to_none=True)
             loss.backward()
             if self.gradflow:
@@ -139,8 +142,8 @@ class Trainer:
             if self.gradflow:
                 self.gradflow.after_step()
             self.scheduler.step()
-            if self.cfg.train.label_smoothing > 0:  # log plain cross-entropy, comparable with val and test
-                loss = F.cross_entropy(logits.detach().float(), y)
+            if not isinstance(self.criterion, CrossEntropy) or self.cfg.train.label_smoothing > 0:
+                loss = F.cross_entropy(logits.detach().float(), y)  # log plain CE, comparable with val and test
             acc.update(loss, logits, y)
         stats = acc.compute(self.reduce)
         if not math.isfinite(stats["loss"]):
@@ -260,6 +263,7 @@ def run_experiment(cfg: ExperimentConfig, parent: Path, data_root: Path) -> RunD
         model = model.to(memory_format=torch.channels_last)
     if dist.active and device.type == "cuda":
         model = nn.SyncBatchNorm.convert_sync_batchnorm(model)  # batch statistics over the global batch
+    criterion = build_criterion(cfg, splits, device)  # a bad teacher run fails here, before the run folder
     run = _open_run_dir(parent, cfg, device, dist)
     n_params = sum(p.numel() for p in model.parameters())
     where = f"{device} x {dist.world} processes" if dist.active else f"{device}"
@@ -270,7 +274,7 @@ def run_experiment(cfg: ExperimentConfig, parent: Path, data_root: Path) -> RunD
 
     t0 = time.perf_counter()
     try:
-        trainer = Trainer(cfg, model, splits, device, run, dist)
+        trainer = Trainer(cfg, model, splits, device, run, dist, criterion)
         try:
             trainer.fit()
         except KeyboardInterrupt:
