@@ -1,0 +1,26 @@
+"""Adversarial attacks on [0, 1] images (normalisation lives inside the model, so eps is in pixel units).
+
+`fgsm` and `pgd` (L_inf) untargeted, targeted ("standard", one-vs-one "ovo", one-vs-rest "ovr") and least-likely;
+a registry (`register_attack`, `attack_names`, `get_attack`) that enrols an attack in the CLI and the test matrix;
+`evaluate_attack` for robust accuracy over a dataset at several eps.
+"""
+
+from dla.attacks.common import VARIANTS, AttackError, attack_mode, least_likely_target
+from dla.attacks.evaluate import evaluate_attack
+from dla.attacks.fgsm import fgsm
+from dla.attacks.pgd import pgd
+from dla.attacks.registry import AttackSpec, attack_names, get_attack, register_attack
+
+__all__ = [
+    "VARIANTS",
+    "AttackError",
+    "AttackSpec",
+    "attack_mode",
+    "attack_names",
+    "evaluate_attack",
+    "fgsm",
+    "get_attack",
+    "least_likely_target",
+    "pgd",
+    "register_attack",
+]

@@ -1,0 +1,84 @@
+"""One decorator enrols an attack (timm-style) in `get_attack`, `evaluate_attack`, the CLI and the test matrix.
+
+An attack is a function `fn(model, x, y, eps, **options) -> x_adv`: images (B, C, H, W) in [0, 1] in, adversarial
+images of the same shape, dtype and device out, with ||x_adv - x||_inf <= eps (pixel units; normalisation is a
+module inside the model). Every keyword option needs a default, so a registered attack can be run from its name
+and eps alone; tests/attacks/test_contract.py checks the shared guarantees of every registered attack.
+"""
+
+from __future__ import annotations
+
+import importlib
+import inspect
+from collections.abc import Callable
+from dataclasses import dataclass
+
+import torch
+
+from dla.attacks.common import AttackError
+
+AttackFn = Callable[..., torch.Tensor]
+
+
+@dataclass(frozen=True)
+class AttackSpec:
+    name: str
+    fn: AttackFn
+    description: str
+    targeted: bool  # supports `targeted=True, target=...` and `least_likely=True`
+
+    def options(self) -> list[str]:
+        """Keyword options of `fn`, after (model, x, y, eps)."""
+        params = list(inspect.signature(self.fn).parameters.values())[4:]
+        return [p.name for p in params if p.kind is not inspect.Parameter.VAR_KEYWORD]
+
+    def check_options(self, kw: dict[str, object]) -> None:
+        """One clear error for a misspelt option, before any work, rather than a TypeError mid-evaluation."""
+        params = inspect.signature(self.fn).parameters.values()
+        if any(p.kind is inspect.Parameter.VAR_KEYWORD for p in params):
+            return
+        known = self.options()
+        for k in kw:
+            if k not in known:
+                options = ", ".join(known) or "none"
+                raise AttackError(f"attack {self.name!r} has no option {k!r}; its options: {options}")
+
+    def __call__(
+        self, model: torch.nn.Module, x: torch.Tensor, y: torch.Tensor | None, eps: float, **kw: object
+    ) -> torch.Tensor:
+        self.check_options(kw)
+        return self.fn(model, x, y, eps, **kw)
+
+
+_REGISTRY: dict[str, AttackSpec] = {}
+
+
+def register_attack(name: str, description: str, targeted: bool = True) -> Callable[[AttackFn], AttackFn]:
+    """Decorate `fn(model, x, y, eps, **options) -> x_adv`; see the module docstring for the contract."""
+
+    def decorate(fn: AttackFn) -> AttackFn:
+        if name in _REGISTRY:
+            raise ValueError(f"attack {name!r} registered twice")
+        _REGISTRY[name] = AttackSpec(name, fn, description, targeted)
+        return fn
+
+    return decorate
+
+
+def _ensure_builtin() -> None:
+    # Importing the modules runs their decorators. By module path: `dla.attacks.fgsm` the attribute is the function.
+    for module in ("dla.attacks.fgsm", "dla.attacks.pgd"):
+        importlib.import_module(module)
+
+
+def attack_names() -> list[str]:
+    _ensure_builtin()
+    return sorted(_REGISTRY)
+
+
+def get_attack(name: str) -> AttackSpec:
+    """The registered attack `name`; call it like the function: `get_attack("pgd")(model, x, y, eps, steps=20)`."""
+    _ensure_builtin()
+    if name not in _REGISTRY:
+        raise AttackError(f"unknown attack {name!r}; known: {', '.join(sorted(_REGISTRY))}")
+    return _REGISTRY[name]

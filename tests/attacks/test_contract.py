@@ -1,0 +1,201 @@
+"""Every registered attack honours the attack contract; the registry and the argument checks behave.
+
+A new `@register_attack` enrols itself in the contract matrix below: no edit to this file is needed.
+"""
+
+from __future__ import annotations
+
+import pytest
+import torch
+from torch import nn
+
+from dla.attacks import AttackError, attack_mode, attack_names, fgsm, get_attack, pgd, register_attack
+from dla.attacks import registry as registry_module
+from dla.attacks.common import eps_in_dtype, project
+
+from .toys import CLASSES, SHAPE, images, labels, tiny_model
+
+GOALS = ["untargeted", "targeted", "least_likely"]
+
+
+def _goal_kwargs(goal: str, y: torch.Tensor) -> dict[str, object]:
+    if goal == "targeted":
+        return {"targeted": True, "target": (y + 1) % CLASSES}
+    if goal == "least_likely":
+        return {"least_likely": True}
+    return {}
+
+
+def _modes(model: nn.Module) -> list[bool]:
+    return [m.training for m in model.modules()]
+
+
+def _assert_in_ball(x_adv: torch.Tensor, x: torch.Tensor, eps: float) -> None:
+    """||x_adv - x||_inf <= eps and x_adv in [0, 1], however one measures: in x's dtype, as a Python float, in fp64."""
+    d = (x_adv - x).abs().amax()
+    assert d <= eps and d.item() <= eps
+    assert (x_adv.double() - x.double()).abs().amax().item() <= eps
+    assert x_adv.amin() >= 0 and x_adv.amax() <= 1
+
+
+@pytest.mark.parametrize("name", attack_names())
+@pytest.mark.parametrize("eps", [0.0, 1 / 255, 8 / 255])
+@pytest.mark.parametrize("goal", GOALS)
+@pytest.mark.parametrize("start", ["train", "mixed"])
+def test_attack_contract(name: str, eps: float, goal: str, start: str) -> None:
+    spec = get_attack(name)
+    if goal != "untargeted" and not spec.targeted:
+        pytest.skip(f"{name} is untargeted only")
+    model = tiny_model().train()
+    if start == "mixed":
+        model[2].eval()  # a frozen BatchNorm inside a training model
+        model[-1].bias.requires_grad_(False)  # a frozen parameter
+    modes, flags = _modes(model), [p.requires_grad for p in model.parameters()]
+    state = {k: v.clone() for k, v in model.state_dict().items()}
+    x, y = images(8), labels(8)
+    kw = _goal_kwargs(goal, y)
+    before = (x.clone(), y.clone(), {k: v.clone() for k, v in kw.items() if isinstance(v, torch.Tensor)})
+
+    torch.manual_seed(0)
+    x_adv = spec(model, x, y, eps, **kw)
+
+    assert x_adv.shape == x.shape and x_adv.dtype == x.dtype and x_adv.device == x.device
+    assert not x_adv.requires_grad and x_adv.grad_fn is None
+    _assert_in_ball(x_adv, x, eps)
+    if eps == 0:
+        assert torch.equal(x_adv, x)
+    else:
+        assert not torch.equal(x_adv, x)  # it did move
+    assert _modes(model) == modes  # every module back in its own mode
+    assert [p.requires_grad for p in model.parameters()] == flags
+    assert all(p.grad is None for p in model.parameters())
+    assert all(torch.equal(v, state[k]) for k, v in model.state_dict().items())  # BatchNorm stats untouched
+    assert torch.equal(x, before[0]) and torch.equal(y, before[1])  # inputs not mutated
+    assert all(torch.equal(kw[k], v) for k, v in before[2].items())
+    # Eval mode inside: the same seed gives the same result, whatever the mode the model is in.
+    model.eval()
+    torch.manual_seed(0)
+    assert torch.equal(spec(model, x, y, eps, **kw), x_adv)
+
+
+@pytest.mark.parametrize("name", attack_names())
+def test_attack_leaves_a_grad_requiring_input_alone_and_ignores_no_grad(name: str) -> None:
+    model, y = tiny_model(), labels(6)
+    x = images(6).requires_grad_()
+    x_before = x.detach().clone()
+    torch.manual_seed(0)
+    with torch.no_grad():  # a caller's no_grad does not stop an attack
+        x_adv = get_attack(name)(model, x, y, 4 / 255)
+    assert x.grad is None and torch.equal(x.detach(), x_before)
+    torch.manual_seed(0)
+    assert torch.equal(x_adv, get_attack(name)(model, x_before, y, 4 / 255))
+    assert not torch.equal(x_adv, x_before)
+
+
+@pytest.mark.parametrize("name", attack_names())
+def test_attack_keeps_float64_and_handles_an_empty_batch(name: str) -> None:
+    model = tiny_model(dtype=torch.float64)
+    x_adv = get_attack(name)(model, images(4, dtype=torch.float64), labels(4), 8 / 255)
+    assert x_adv.dtype == torch.float64
+    empty = torch.rand(0, *SHAPE)
+    assert get_attack(name)(model.float(), empty, torch.zeros(0, dtype=torch.long), 8 / 255).shape == empty.shape
+
+
+@pytest.mark.parametrize("name", attack_names())
+def test_state_is_restored_when_an_attack_fails(name: str) -> None:
+    model = tiny_model().train()
+    model[-1].bias.requires_grad_(False)
+    modes, flags = _modes(model), [p.requires_grad for p in model.parameters()]
+    x, y = images(3), labels(3)
+    with pytest.raises(AttackError, match="target holds class 7, but the model has 5 classes"):
+        get_attack(name)(model, x, y, 8 / 255, targeted=True, target=7)  # found only after a forward pass
+    assert _modes(model) == modes and [p.requires_grad for p in model.parameters()] == flags
+    assert all(p.grad is None for p in model.parameters())
+
+
+def test_attack_mode_restores_everything_even_on_an_exception() -> None:
+    model = tiny_model().train()
+    model[2].eval()
+    model[1].weight.requires_grad_(False)
+    modes, flags = _modes(model), [p.requires_grad for p in model.parameters()]
+    with pytest.raises(RuntimeError, match="boom"), attack_mode(model):
+        assert not any(_modes(model)) and not any(p.requires_grad for p in model.parameters())
+        raise RuntimeError("boom")
+    assert _modes(model) == modes and [p.requires_grad for p in model.parameters()] == flags
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64, torch.float16])
+@pytest.mark.parametrize("eps", [1 / 255, 8 / 255, 0.1, 0.3, 1 / 3])
+def test_project_is_exact_despite_rounding(dtype: torch.dtype, eps: float) -> None:
+    g = torch.Generator().manual_seed(3)
+    x = torch.rand(4000, generator=g, dtype=torch.float64).to(dtype)
+    x[:8] = torch.tensor([0.0, 1.0, 0.5, 0.25, 1 - 1e-7, 1e-7, 0.75, 0.999])
+    x_adv = x + eps * (torch.randint(0, 3, x.shape, generator=g) - 1).to(dtype)  # x, x + eps, x - eps
+    x_adv = x_adv + 1e-3 * torch.randn(x.shape, generator=g, dtype=torch.float64).to(dtype)  # and a little beyond
+    _assert_in_ball(project(x_adv, x, eps), x, eps)
+    assert eps_in_dtype(eps, dtype) <= eps
+
+
+# ---- the registry and its errors -----------------------------------------------------------------------------
+
+
+def test_builtin_attacks_are_registered() -> None:
+    assert {"fgsm", "pgd"} <= set(attack_names())
+    assert get_attack("fgsm").fn is fgsm and get_attack("pgd").fn is pgd
+    assert "steps" in get_attack("pgd").options() and "steps" not in get_attack("fgsm").options()
+
+
+def test_register_a_new_attack(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(registry_module, "_REGISTRY", dict(registry_module._REGISTRY))
+
+    @register_attack("noise", "a random sign step: the baseline a real attack must beat", targeted=False)
+    def noise(model: nn.Module, x: torch.Tensor, y: torch.Tensor | None, eps: float, *, seed: int = 0) -> torch.Tensor:
+        g = torch.Generator().manual_seed(seed)
+        return project(x + eps * torch.randn(x.shape, generator=g).sign(), x, eps)
+
+    assert "noise" in attack_names()
+    x = images(3)
+    x_adv = get_attack("noise")(tiny_model(), x, None, 0.1, seed=1)
+    _assert_in_ball(x_adv, x, 0.1)
+    with pytest.raises(ValueError, match="registered twice"):
+        register_attack("noise", "again")(noise)
+    with pytest.raises(AttackError, match="'noise' has no option 'steps'; its options: seed"):
+        get_attack("noise")(tiny_model(), x, None, 0.1, steps=3)
+
+
+BAD_REQUESTS = [
+    ("fgsm", {"eps": -0.1}, "eps must be a finite number >= 0"),
+    ("fgsm", {"eps": float("nan")}, "eps must be a finite number >= 0"),
+    ("fgsm", {"loss": "hinge"}, "loss must be 'ce'"),
+    ("fgsm", {"target": 2}, "target= is given but targeted=False"),
+    ("fgsm", {"targeted": True}, "targeted=True needs target="),
+    ("fgsm", {"variant": "ovo"}, "variant='ovo' is a targeted loss"),
+    ("fgsm", {"targeted": True, "target": 1, "variant": "ovx"}, "variant must be one of standard, ovo, ovr"),
+    ("fgsm", {"least_likely": True, "target": 1}, "pass either it or target="),
+    ("fgsm", {"targeted": True, "target": torch.zeros(2, dtype=torch.long)}, r"shape \(4,\) for this batch"),
+    ("fgsm", {"targeted": True, "target": torch.zeros(4)}, "integer tensor"),
+    ("fgsm", {"y": torch.tensor([0, 1, 2, 9])}, "y holds class 9, but the model has 5 classes"),
+    ("fgsm", {"y": None}, "y .* is required for untargeted attacks"),
+    ("fgsm", {"y": None, "targeted": True, "target": 1, "variant": "ovo"}, "required for untargeted attacks and"),
+    ("fgsm", {"x": images(4) * 2 - 0.5}, r"images in \[0, 1\]; got values in \[-0.5, 1.5\]"),
+    ("fgsm", {"x": (images(4) * 255).to(torch.uint8)}, "floating-point tensor"),
+    ("pgd", {"steps": -1}, "steps must be an integer >= 0"),
+    ("pgd", {"alpha": -1.0}, "alpha must be a finite number >= 0"),
+    ("pgd", {"restarts": 0}, "restarts must be an integer >= 1"),
+    ("pgd", {"restarts": 3, "random_start": False}, "restarts=3 needs random_start=True"),
+]
+
+
+@pytest.mark.parametrize(("name", "kw", "match"), BAD_REQUESTS, ids=[m[:30] for _, _, m in BAD_REQUESTS])
+def test_bad_requests_raise_one_clear_error(name: str, kw: dict[str, object], match: str) -> None:
+    kw = dict(kw)
+    args = {"x": kw.pop("x", images(4)), "y": kw.pop("y", labels(4)), "eps": kw.pop("eps", 8 / 255)}
+    with pytest.raises(AttackError, match=match):
+        get_attack(name)(tiny_model(), args["x"], args["y"], args["eps"], **kw)
+
+
+def test_unknown_attack_and_non_logit_models() -> None:
+    with pytest.raises(AttackError, match="unknown attack 'cw'; known: fgsm, pgd"):
+        get_attack("cw")
+    with pytest.raises(AttackError, match=r"logits \(B, K\); the model returned \(2, 4, 6, 6\)"):
+        fgsm(tiny_model()[:2], images(2), labels(2), 0.1)
