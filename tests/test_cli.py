@@ -37,7 +37,8 @@ def _no_complete_run(out: Path) -> None:
 def test_list_shows_the_catalogue(capsys: pytest.CaptureFixture[str]) -> None:
     code, out, _ = _cli(capsys, "list")
     assert code == 0 and "mnist_mlp" in out and "mlp_depth" in out
-    assert _cli(capsys, "list", "--models")[1].startswith("mlp")
+    models = [line.split()[0] for line in _cli(capsys, "list", "--models")[1].splitlines()]
+    assert {"mlp", "cnn", "resnet20", "resnet56"} <= set(models) and models == sorted(models)
     assert "fashion_mnist" in _cli(capsys, "list", "--datasets")[1]
 
 

@@ -48,6 +48,15 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("show", help="print a run's or a sweep's summary table")
     p.add_argument("run_dir")
 
+    p = sub.add_parser("explain", help="CAM / Grad-CAM / saliency grids for a trained run's first test images")
+    p.add_argument("run_dir", help="a run folder written by `dla run`")
+    p.add_argument("--method", default="all", help="cam, gradcam, saliency, a comma list, or all (default)")
+    p.add_argument("--n", type=int, default=16, help="how many test images, the first N (default: 16)")
+    p.add_argument("--target", default=None, help="class index or name to explain (default: each image's prediction)")
+    p.add_argument("--layer", default=None, help="Grad-CAM layer, a name from model.named_modules() "
+                                                 "(default: the last conv layer)")
+    p.add_argument("--data-root", default=None, help="dataset folder (default: $DLA_DATA, else ./data)")
+
     p = sub.add_parser("config", help="print the resolved config of an experiment (nothing is run)")
     p.add_argument("experiment")
     p.add_argument("overrides", nargs="*")
@@ -131,7 +140,18 @@ def cmd_config(args: argparse.Namespace) -> None:
         print(f"{key:<34} {default!s:<14} {text}")
 
 
-COMMANDS = {"list": cmd_list, "run": cmd_run, "sweep": cmd_sweep, "show": cmd_show, "config": cmd_config}
+def cmd_explain(args: argparse.Namespace) -> None:
+    from dla.data import resolve_data_root
+    from dla.explain.run import explain_run
+
+    paths = explain_run(Path(args.run_dir), args.method, args.n, args.target, args.layer,
+                        resolve_data_root(args.data_root))
+    for path in paths:
+        print(path)
+
+
+COMMANDS = {"list": cmd_list, "run": cmd_run, "sweep": cmd_sweep, "show": cmd_show, "config": cmd_config,
+            "explain": cmd_explain}
 
 
 def _exit_on_sigterm(signum: int, frame: object) -> None:

@@ -1,0 +1,75 @@
+"""Explanations of a CNN classifier's decisions: CAM, Grad-CAM and gradient saliency, as maps over the image.
+
+    maps = dla.explain.grad_cam(model, x)                     # (B, H, W) in [0, 1], predicted class
+    maps, raw = dla.explain.cam(model, x, target=3, raw=True)  # raw: (B, h, w) layer maps, signed, unscaled
+
+Every method takes images (B, C, H, W) in [0, 1] and returns maps of shape (B, H, W) at input resolution,
+non-negative and min-max normalised per sample for display; with `raw=True` it returns `(maps, raw)`, the
+layer map before ReLU, upsampling and normalisation. `target`: None (the predicted class), an int (that class
+for every image) or a (B,) list/tensor. The model's modes and `requires_grad` flags are restored, no hook
+outlives a call, `x` is not mutated, and sample i's map does not depend on the rest of the batch (see
+`dla.explain.base`). `dla explain RUN_DIR` draws the image / heatmap / overlay grids of a trained run.
+
+A new method is one `Explainer` subclass with `@register_method(name, description)`; it then works with
+`explain(model, x, name)`, `dla explain --method name` and the shared contract tests.
+
+`dla.explain.cam`, `.grad_cam` and `.saliency` are the functions: they shadow their modules of the same name, so
+reach a module's other names with `from dla.explain.grad_cam import GradCAM` rather than `import dla.explain.cam`.
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+from dla.explain.base import (
+    Explainer,
+    ExplainError,
+    Target,
+    default_layer,
+    explain,
+    method_class,
+    method_names,
+    register_method,
+)
+from dla.explain.cam import CAM
+from dla.explain.grad_cam import GradCAM
+from dla.explain.saliency import Saliency
+
+Maps = torch.Tensor | tuple[torch.Tensor, torch.Tensor]  # (B, H, W), or ((B, H, W), (B, h, w)) with raw=True
+
+
+def cam(model: nn.Module, x: torch.Tensor, target: Target = None, *, raw: bool = False) -> Maps:
+    """CAM (Zhou et al. 2016) of a GAP + linear network (`model.features`, `model.head`): (B, H, W) in [0, 1]."""
+    return CAM(model)(x, target, raw)
+
+
+def grad_cam(model: nn.Module, x: torch.Tensor, target: Target = None, layer: str | nn.Module | None = None, *,
+             raw: bool = False) -> Maps:
+    """Grad-CAM (Selvaraju et al. 2017) at `layer` (a name from `model.named_modules()`, a module, or None for
+    the last conv layer): (B, H, W) in [0, 1]."""
+    return GradCAM(model, layer)(x, target, raw)
+
+
+def saliency(model: nn.Module, x: torch.Tensor, target: Target = None, *, samples: int = 0, noise: float = 0.15,
+             seed: int = 0, raw: bool = False) -> Maps:
+    """|d score / d input|, max over channels (Simonyan et al. 2014): (B, H, W) in [0, 1]. `samples` > 0 averages
+    over that many noisy copies (SmoothGrad, noise std `noise` in pixel units, reproducible via `seed`)."""
+    return Saliency(model, samples, noise, seed)(x, target, raw)
+
+
+__all__ = [
+    "CAM",
+    "ExplainError",
+    "Explainer",
+    "GradCAM",
+    "Saliency",
+    "cam",
+    "default_layer",
+    "explain",
+    "grad_cam",
+    "method_class",
+    "method_names",
+    "register_method",
+    "saliency",
+]
