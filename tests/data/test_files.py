@@ -327,3 +327,14 @@ def test_copy_of_real_file_roundtrips_through_download(tmp_path: Path, http_serv
     dest = tmp_path / rf.path
     download(http_server.url(name), dest, rf.checksum)
     assert dest.read_bytes() == (mnist_raw / name).read_bytes()
+
+
+def test_atomic_write_gives_the_mode_a_plain_open_would(tmp_path: Path) -> None:
+    from dla.data.files import atomic_write
+
+    # mkstemp alone makes 0600 files: plots and tables nobody else on the machine could read.
+    with atomic_write(tmp_path / "a.png") as f:
+        f.write(b"x")
+    with open(tmp_path / "b.png", "wb") as f:
+        f.write(b"x")
+    assert (tmp_path / "a.png").stat().st_mode & 0o777 == (tmp_path / "b.png").stat().st_mode & 0o777
