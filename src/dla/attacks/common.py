@@ -28,7 +28,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from dla.errors import DlaError
-from dla.ood.scores import _eval_frozen
+from dla.nn.modes import eval_frozen
 
 Variant = Literal["standard", "ovo", "ovr"]
 VARIANTS: tuple[str, ...] = ("standard", "ovo", "ovr")
@@ -47,7 +47,7 @@ def attack_mode(model: nn.Module) -> Iterator[None]:
     `.grad` on the weights and builds no graph through them. Restored even when the attack raises. This is the
     same state the OOD scores need (`dla.ood.scores`), so it is that helper.
     """
-    with _eval_frozen(model):
+    with eval_frozen(model):
         yield
 
 

@@ -33,6 +33,7 @@ from torch import nn
 
 from dla.errors import DlaError
 from dla.nn import UnfoldConv2d
+from dla.nn.modes import eval_frozen
 
 Target = int | Sequence[int] | torch.Tensor | None
 
@@ -141,23 +142,6 @@ def normalise(maps: torch.Tensor) -> torch.Tensor:  # (B, H, W) -> (B, H, W) in 
     span = maps.amax(dim=(1, 2), keepdim=True) - lo
     # A flat map (no evidence anywhere, e.g. CAM after ReLU of an all-negative map) is all zeros, not NaN.
     return torch.where(span > 0, (maps - lo) / span.clamp_min(torch.finfo(maps.dtype).tiny), torch.zeros_like(maps))
-
-
-@contextmanager
-def eval_frozen(model: nn.Module) -> Iterator[None]:
-    """Eval mode and frozen parameters inside; every module's mode and every requires_grad flag restored after."""
-    modes = [(m, m.training) for m in model.modules()]  # per module: a model may mix modes (frozen BatchNorm)
-    flags = [(p, p.requires_grad) for p in model.parameters()]
-    model.eval()
-    for p, _ in flags:
-        p.requires_grad_(False)
-    try:
-        yield
-    finally:
-        for m, training in modes:
-            m.training = training
-        for p, requires_grad in flags:
-            p.requires_grad_(requires_grad)
 
 
 @contextmanager

@@ -17,13 +17,13 @@ perturbation is in pixel units.
 from __future__ import annotations
 
 import inspect
-from collections.abc import Callable, Iterable, Iterator, Sequence
-from contextlib import contextmanager
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 
 import torch
 from torch import nn
 
+from dla.nn.modes import eval_frozen
 from dla.ood.metrics import OODError
 
 ScoreFn = Callable[..., torch.Tensor]
@@ -66,23 +66,6 @@ def score_spec(name: str) -> ScoreSpec:
     return _REGISTRY[name]
 
 
-@contextmanager
-def _eval_frozen(model: nn.Module) -> Iterator[None]:
-    """Eval mode and frozen parameters inside; every module's mode and every requires_grad flag restored after."""
-    modes = [(m, m.training) for m in model.modules()]  # per module: a model may mix modes (frozen BatchNorm)
-    flags = [(p, p.requires_grad) for p in model.parameters()]
-    model.eval()
-    for p, _ in flags:
-        p.requires_grad_(False)
-    try:
-        yield
-    finally:
-        for m, training in modes:
-            m.training = training
-        for p, requires_grad in flags:
-            p.requires_grad_(requires_grad)
-
-
 def _check_options(spec: ScoreSpec, kw: dict[str, object]) -> None:
     params = list(inspect.signature(spec.fn).parameters.values())[2:]  # after (model, x)
     if any(p.kind is inspect.Parameter.VAR_KEYWORD for p in params):
@@ -115,7 +98,7 @@ def score(
         return torch.empty(0)
     chunks = x.split(batch_size) if batch_size else (x,)
     out = []
-    with _eval_frozen(model), torch.enable_grad() if spec.needs_grad else torch.no_grad():
+    with eval_frozen(model), torch.enable_grad() if spec.needs_grad else torch.no_grad():
         for chunk in chunks:
             s = spec.fn(model, chunk, **kw)
             if not isinstance(s, torch.Tensor) or s.shape != (chunk.shape[0],):
