@@ -100,6 +100,20 @@ def test_resume_refuses_a_changed_config(tmp_path: Path, data_root: Path):
         _run(tmp_path, data_root, "run_name=r", "train.epochs=1", "resume=true", "model.width=32")
 
 
+def test_resume_accepts_a_run_saved_before_new_keys_existed(tmp_path: Path, data_root: Path):
+    import yaml
+
+    run = _run(tmp_path, data_root, "run_name=old", "train.epochs=1")
+    run.results.unlink()  # as if interrupted
+    saved = yaml.safe_load(run.config.read_text())
+    del saved["distill"], saved["train"]["grad_flow_every"]  # keys a later dla added, at their defaults
+    run.config.write_text(yaml.safe_dump(saved))
+    assert _run(tmp_path, data_root, "run_name=old", "train.epochs=1", "resume=true").complete
+    run.results.unlink()
+    with pytest.raises(DlaError, match=r"config differs .* in train"):  # a new key away from its default is a change
+        _run(tmp_path, data_root, "run_name=old", "train.epochs=1", "resume=true", "train.grad_flow_every=5")
+
+
 def test_existing_run_folder_is_not_overwritten(tmp_path: Path, data_root: Path):
     _run(tmp_path, data_root, "run_name=same", "train.epochs=1")
     with pytest.raises(DlaError, match="already exists"):

@@ -17,7 +17,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from dla.config import ExperimentConfig, to_dict
+from dla.config import ExperimentConfig, from_dict, to_dict
 from dla.data import Splits, load_splits
 from dla.data.files import atomic_write
 from dla.data.loader import TensorLoader, augment
@@ -232,17 +232,34 @@ class Trainer:
 
 
 def _check_resume_config(run: RunDir, cfg: ExperimentConfig) -> None:
-    """A resumed run must train the same thing; only `resume` itself may differ."""
+    """A resumed run must train the same thing; only `resume` itself may differ.
+
+    A key the saved config does not have (added to dla after the run started) is no difference as long as it
+    holds its default: an upgrade between an interruption and its resume does not strand the run.
+    """
     import yaml
 
     saved = yaml.safe_load(run.config.read_text()) if run.config.is_file() else None
-    now = to_dict(cfg)
     if saved is None:
         return
-    diffs = [k for k in now if k not in ("resume", "run_name") and saved.get(k) != now[k]]
+    now, old = _flatten(to_dict(cfg)), _flatten(saved)
+    default = _flatten(to_dict(from_dict(ExperimentConfig, {"model": {"name": cfg.model.name}})))
+    diffs = sorted({k.split(".")[0] for k, v in now.items() if k.split(".")[0] not in ("resume", "run_name")
+                    and (old[k] != v if k in old else default.get(k) != v)})
+    diffs += sorted({k.split(".")[0] for k in old if k not in now} - set(diffs))
     if diffs:
         raise DlaError(f"cannot resume {run.path}: config differs from the saved one in {', '.join(diffs)}; "
                        "resume with the same overrides, or start a new run")
+
+
+def _flatten(d: dict[str, Any], prefix: str = "") -> dict[str, Any]:
+    out: dict[str, Any] = {}
+    for k, v in d.items():
+        if isinstance(v, dict) and v and k not in ("sweep", "variants"):
+            out.update(_flatten(v, f"{prefix}{k}."))
+        else:
+            out[f"{prefix}{k}"] = v
+    return out
 
 
 def run_experiment(cfg: ExperimentConfig, parent: Path, data_root: Path) -> RunDir:
