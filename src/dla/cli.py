@@ -55,6 +55,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--target", default=None, help="class index or name to explain (default: each image's prediction)")
     p.add_argument("--layer", default=None, help="Grad-CAM layer, a name from model.named_modules() "
                                                  "(default: the last conv layer)")
+    p.add_argument("--classmap", action="store_true", help="instead: the CNN as a fully-convolutional net on 2x2 "
+                                                           "mosaics of test images, a class per location (--n mosaics)")
     p.add_argument("--data-root", default=None, help="dataset folder (default: $DLA_DATA, else ./data)")
 
     p = sub.add_parser("config", help="print the resolved config of an experiment (nothing is run)")
@@ -142,8 +144,12 @@ def cmd_config(args: argparse.Namespace) -> None:
 
 def cmd_explain(args: argparse.Namespace) -> None:
     from dla.data import resolve_data_root
-    from dla.explain.run import explain_run
+    from dla.explain.run import classmap_for_run, explain_run
 
+    if args.classmap:
+        path, agreement = classmap_for_run(Path(args.run_dir), min(args.n, 8), resolve_data_root(args.data_root))
+        print(f"{path}\nlocations voting for the class of their own quadrant: {100 * agreement:.1f}%")
+        return
     paths = explain_run(Path(args.run_dir), args.method, args.n, args.target, args.layer,
                         resolve_data_root(args.data_root))
     for path in paths:

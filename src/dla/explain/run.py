@@ -13,7 +13,6 @@ from pathlib import Path
 import torch
 from torch import nn
 
-from dla.errors import CheckpointError, RunDirError
 from dla.explain.base import ExplainError, explain, find_layer, method_names
 from dla.explain.grid import TITLES, plot_explanations
 
@@ -33,52 +32,18 @@ def parse_methods(text: str | Sequence[str]) -> list[str]:
 
 def parse_target(target: int | str | None, classes: Sequence[str]) -> int | None:
     """A class index or a class name (case-insensitive) -> index, checked against the run's classes."""
-    if target is None:
-        return None
-    k = len(classes)
-    listing = ", ".join(f"{i}={c}" for i, c in enumerate(classes)) if k <= 20 else f"0 to {k - 1}"
-    if isinstance(target, str) and not target.strip().lstrip("-").isdigit():
-        names = {c.lower(): i for i, c in enumerate(classes)}
-        if target.strip().lower() not in names:
-            raise ExplainError(f"unknown target class {target!r}; this run's classes: {listing}")
-        return names[target.strip().lower()]
-    index = int(target)
-    if not 0 <= index < k:
-        raise ExplainError(f"target {index} is out of range: this run has {k} classes ({listing})")
-    return index
+    from dla.train.restore import parse_class
+
+    return None if target is None else parse_class(target, classes, "target", ExplainError)
 
 
 def load_run_model(run_dir: Path, data_root: Path) -> tuple[nn.Module, torch.Tensor, torch.Tensor, list[str]]:
     """The run's model with its best weights (eval mode, CPU), and its test images (N, C, H, W) uint8, labels (N,)
-    and class names."""
-    from dla.config import load_config
-    from dla.data import load_splits
-    from dla.models import ModelInputs, build_model
-    from dla.train.checkpoint import load_checkpoint
+    and class names (the run folder is checked and loaded by `dla.train.restore.load_trained`)."""
+    from dla.train.restore import load_trained
 
-    if not run_dir.is_dir():
-        raise RunDirError(f"{run_dir} is not a folder; pass a run folder written by `dla run`, such as "
-                          "runs/cnn_fmnist/<run>")
-    if not (run_dir / "config.yaml").is_file():
-        raise RunDirError(f"{run_dir} has no config.yaml; is it a run folder written by `dla run`? (a sweep's "
-                          "runs are its subfolders)")
-    best = run_dir / "checkpoints" / "best.pt"
-    if not best.is_file():
-        raise RunDirError(f"run {run_dir} is incomplete (no checkpoints/best.pt): it stopped before its first "
-                          "epoch ended; resume it with `dla run EXPERIMENT resume=true run_name=NAME`")
-    cfg = load_config(str(run_dir / "config.yaml"))
-    splits = load_splits(cfg.data, data_root, cfg.seed)
-    model = build_model(cfg.model, ModelInputs(splits.input_shape, len(splits.classes), splits.mean, splits.std))
-    state = load_checkpoint(best)
-    if state.get("model_name") not in (None, cfg.model.name):
-        raise CheckpointError(f"{best} holds a {state.get('model_name')!r} model but config.yaml says "
-                              f"{cfg.model.name!r}; the run folder was mixed up")
-    try:
-        model.load_state_dict(state["model"])
-    except (KeyError, RuntimeError) as exc:
-        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-        raise CheckpointError(f"{best} does not fit the model in config.yaml ({first[:160]})") from None
-    return model.eval(), splits.test.x, splits.test.y, splits.classes
+    run = load_trained(run_dir, data_root)
+    return run.model, run.splits.test.x, run.splits.test.y, run.splits.classes
 
 
 def explain_run(run_dir: str | Path, methods: str | Sequence[str] = "all", n: int = 16,
@@ -113,3 +78,18 @@ def explain_run(run_dir: str | Path, methods: str | Sequence[str] = "all", n: in
         paths.append(plot_explanations(x, maps, y.tolist(), pred.tolist(), classes, out / "all.png",
                                        title=f"{', '.join(labels.values())} of {what}: {run_name}"))
     return paths
+
+
+def classmap_for_run(run_dir: Path, n: int, data_root: Path) -> tuple[Path, float]:
+    """RUN_DIR/explain/classmap.png: n mosaics of four test images, each location's class from the
+    fully-convolutional view; returns the path and the fraction of locations that vote for their quadrant."""
+    from dla.explain.classmap import classmap_run, quadrant_agreement
+
+    if n < 1:
+        raise ExplainError(f"--n must be a positive number of mosaics; got {n}")
+    model, test_x, test_y, classes = load_run_model(run_dir, data_root)
+    x = test_x[: 64 * n].float().div(255)
+    y = test_y[: 64 * n]
+    path = classmap_run(model, x, y, classes, run_dir / "explain" / "classmap.png", n,
+                        title=f"fully-convolutional class map: {run_dir.parent.name}/{run_dir.name}")
+    return path, quadrant_agreement(model, x, y, 32)
