@@ -101,7 +101,7 @@ def register_dataset(
 
 def _ensure_builtin() -> None:
     # Importing the modules runs their @register_dataset decorators.
-    from dla.data import cifar, folder, mnist, noise, svhn  # noqa: F401
+    from dla.data import cifar, folder, miniplaces, mnist, noise, svhn  # noqa: F401
 
 
 def dataset_names() -> list[str]:

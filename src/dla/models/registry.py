@@ -49,7 +49,7 @@ def register_model(name: str, config_class: type[ModelConfig], description: str)
 
 
 def _ensure_builtin() -> None:
-    from dla.models import cnn, mlp  # noqa: F401  (registration happens on import)
+    from dla.models import cnn, mlp, resnet, simplenet, vit  # noqa: F401  (registration happens on import)
 
 
 def model_names() -> list[str]:

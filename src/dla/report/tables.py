@@ -7,6 +7,7 @@ import statistics
 from collections.abc import Sequence
 
 METRICS = ["loss", "accuracy", "precision", "recall", "f1"]
+OPTIONAL = ["top5"]  # reported only for datasets with more than 10 classes; a column when any row has it
 HEADERS = {"loss": "Loss", "accuracy": "Accuracy", "precision": "Precision", "recall": "Recall", "f1": "F1",
            "top5": "Top-5"}
 
@@ -22,8 +23,14 @@ def markdown_table(header: Sequence[str], rows: Sequence[Sequence[str]]) -> str:
     return "\n".join(lines) + "\n"
 
 
-def runs_table(rows: Sequence[tuple[str, dict[str, float]]], metrics: Sequence[str] = METRICS) -> str:
-    """One row per run: name, then each metric."""
+def with_optional(metrics: Sequence[str], results: Sequence[dict[str, float]]) -> list[str]:
+    """`metrics`, plus each optional metric (top-5) that some result has."""
+    return [*metrics, *(m for m in OPTIONAL if m not in metrics and any(r.get(m) is not None for r in results))]
+
+
+def runs_table(rows: Sequence[tuple[str, dict[str, float]]], metrics: Sequence[str] | None = None) -> str:
+    """One row per run: name, then each metric (default: METRICS, plus Top-5 where the results have it)."""
+    metrics = with_optional(METRICS, [r for _, r in rows]) if metrics is None else metrics
     return markdown_table(["Run", *(HEADERS[m] for m in metrics)],
                           [[name, *(fmt(m, r[m]) if r.get(m) is not None else "" for m in metrics)]
                            for name, r in rows])
@@ -44,8 +51,9 @@ def fmt_mean_std(metric: str, values: Sequence[float]) -> str:
 
 
 def mean_std_table(groups: Sequence[tuple[str, Sequence[dict[str, float]]]],
-                   metrics: Sequence[str] = METRICS) -> str:
-    """One row per config: mean ± std over its seeds, and n."""
+                   metrics: Sequence[str] | None = None) -> str:
+    """One row per config: mean ± std over its seeds, and n (default metrics as for `runs_table`)."""
+    metrics = with_optional(METRICS, [r for _, rs in groups for r in rs]) if metrics is None else metrics
     rows = []
     for name, results in groups:
         cells = []
