@@ -21,7 +21,7 @@ from dla.data.files import atomic_write
 from dla.distributed import launched_main
 from dla.report.gradflow import plot_gradflow, read_gradflow
 from dla.report.plots import plot_overlay
-from dla.report.tables import METRICS, mean_std_table
+from dla.report.tables import METRICS, OPTIONAL, mean_std_table
 from dla.runs import RunDir
 from dla.tracking import read_metrics
 from dla.train.loop import TrainingDiverged, run_experiment
@@ -134,7 +134,7 @@ def write_sweep_summary(sweep_dir: Path, experiment: str, axes: dict[str, list[A
         test = res.get("test", {})
         rows.append({"run": name, **{k: _value_text(v) for k, v in point.items()},
                      "status": status.get(name, "missing"),
-                     **{m: test.get(m) for m in METRICS},
+                     **{m: test.get(m) for m in [*METRICS, *OPTIONAL]},
                      "best_epoch": res.get("best_epoch"), "epochs_run": res.get("epochs_run"),
                      "train_seconds": res.get("train_seconds")})
     with atomic_write(sweep_dir / "sweep.csv", "w") as f:

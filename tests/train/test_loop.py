@@ -161,6 +161,19 @@ def test_truncated_and_foreign_checkpoints_are_named(tmp_path: Path):
         load_checkpoint(foreign)
 
 
+def test_any_garbage_file_is_a_checkpoint_error_not_a_traceback(tmp_path: Path):
+    import random
+
+    rng = random.Random(0)
+    path = tmp_path / "garbage.pt"
+    blobs = [b"", b"\x80", b"PK\x03\x04" + bytes(40), *(bytes(rng.randrange(256) for _ in range(rng.randrange(1, 400)))
+                                                     for _ in range(60))]
+    for blob in blobs:
+        path.write_bytes(blob)
+        with pytest.raises(CheckpointError):
+            load_checkpoint(path)
+
+
 def test_checkpoint_write_is_atomic(tmp_path: Path, monkeypatch: pytest.MonkeyPatch):
     path = tmp_path / "ck.pt"
     save_checkpoint(path, {"epoch": 1})

@@ -41,7 +41,8 @@ def load_checkpoint(path: Path) -> dict[str, Any]:
         first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
         raise CheckpointError(f"refused checkpoint {path}: it holds objects a weights-only load does not "
                               f"allow ({first[:160]}); it may run code, so it was not loaded") from None
-    except (RuntimeError, EOFError, zipfile.BadZipFile, ValueError, OSError) as exc:
+    except (RuntimeError, EOFError, zipfile.BadZipFile, ValueError, OSError, IndexError, KeyError) as exc:
+        # IndexError / KeyError: what torch's weights-only unpickler raises on some byte garbage.
         first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
         raise CheckpointError(f"checkpoint {path} is truncated or corrupt ({first[:160]}); "
                               "use checkpoints/best.pt or an earlier copy") from None
