@@ -59,6 +59,47 @@ def build_parser() -> argparse.ArgumentParser:
                                                            "mosaics of test images, a class per location (--n mosaics)")
     p.add_argument("--data-root", default=None, help="dataset folder (default: $DLA_DATA, else ./data)")
 
+    p = sub.add_parser("attack", help="FGSM / PGD on a trained run (or every run of a sweep): robust accuracy "
+                                      "per eps, table, plot, image grid")
+    p.add_argument("run_dir", help="a run folder written by `dla run`, or a sweep folder (then every finished run, "
+                                   "and mean ± std over seeds)")
+    p.add_argument("--method", default="pgd", help="registered attack: fgsm or pgd (default: pgd)")
+    p.add_argument("--eps", default="0,1/255,2/255,4/255,8/255",
+                   help="comma list of L_inf radii in pixel units, fractions allowed "
+                        "(default: 0,1/255,2/255,4/255,8/255)")
+    p.add_argument("--steps", type=int, default=None, help="pgd: steps (default: 10)")
+    p.add_argument("--alpha", default=None, help="pgd: step size, e.g. 1/255 (default: 2.5 * eps / steps)")
+    p.add_argument("--restarts", type=int, default=None, help="pgd: random restarts, the strongest kept (default: 1)")
+    p.add_argument("--targeted", default=None, metavar="CLASS", help="attack toward this class (index or name)")
+    p.add_argument("--least-likely", action="store_true", help="attack each image toward its least-likely class")
+    p.add_argument("--variant", default="standard", help="targeted loss: standard, ovo (one-vs-one) or ovr "
+                                                          "(one-vs-rest) (default: standard)")
+    p.add_argument("--n", "--limit", dest="n", type=int, default=None,
+                   help="attack the first N test images (default: the run's whole test split)")
+    p.add_argument("--batch-size", type=int, default=256, help="images attacked at once (default: 256)")
+    p.add_argument("--grid", type=int, default=8, help="images in grid.png (default: 8; 0 = no grid)")
+    p.add_argument("--seed", type=int, default=0, help="seed of PGD's random starts (default: 0)")
+    p.add_argument("--device", default="auto", help="auto (cuda, then mps, then cpu), cpu, cuda, cuda:N or mps")
+    p.add_argument("--data-root", default=None, help="dataset folder (default: $DLA_DATA, else ./data)")
+
+    p = sub.add_parser("ood", help="OOD detection on a trained run: AUROC / AUPR / FPR95 per OOD set and score, "
+                                   "ROC / PR / histogram plots")
+    p.add_argument("run_dir", help="a run folder written by `dla run`; its test split is the ID set")
+    p.add_argument("--ood", default="fashion_mnist,noise",
+                   help="comma list of OOD sets: datasets (their test split, converted to the run's channels and "
+                        "size), imagefolder:PATH, noise (seeded), heldout (classes a data.classes run left out) "
+                        "(default: fashion_mnist,noise)")
+    p.add_argument("--methods", default="msp,maxlogit,energy,odin",
+                   help="comma list of scores: msp, maxlogit, energy, odin, recon (default: msp,maxlogit,energy,odin)")
+    p.add_argument("--limit", type=int, default=2000, help="images per set, the first N (default: 2000; 0 = all)")
+    p.add_argument("--temperature", type=float, default=1000.0, help="odin: softmax temperature (default: 1000)")
+    p.add_argument("--eps", type=float, default=0.0014, help="odin: input step in pixel units (default: 0.0014)")
+    p.add_argument("--recon-features", action="store_true",
+                   help="recon: autoencode the classifier's penultimate features instead of the pixels")
+    p.add_argument("--recon-epochs", type=int, default=3, help="recon: autoencoder training epochs (default: 3)")
+    p.add_argument("--seed", type=int, default=0, help="seed of the noise set and the autoencoder (default: 0)")
+    p.add_argument("--data-root", default=None, help="dataset folder (default: $DLA_DATA, else ./data)")
+
     p = sub.add_parser("config", help="print the resolved config of an experiment (nothing is run)")
     p.add_argument("experiment")
     p.add_argument("overrides", nargs="*")
@@ -156,8 +197,32 @@ def cmd_explain(args: argparse.Namespace) -> None:
         print(path)
 
 
+def cmd_attack(args: argparse.Namespace) -> None:
+    from dla.attacks.run import attack_path, make_request
+    from dla.data import resolve_data_root
+
+    request = make_request(args.method, args.eps, steps=args.steps, alpha=args.alpha, restarts=args.restarts,
+                           targeted=args.targeted, variant=args.variant, least_likely=args.least_likely, n=args.n,
+                           batch_size=args.batch_size, grid=args.grid, seed=args.seed, device=args.device)
+    folder, text = attack_path(Path(args.run_dir), request, resolve_data_root(args.data_root))
+    print(text, end="")
+    print(f"attack folder: {folder}")
+
+
+def cmd_ood(args: argparse.Namespace) -> None:
+    from dla.data import resolve_data_root
+    from dla.ood.run import ood_run
+
+    report = ood_run(Path(args.run_dir), args.ood, args.methods, limit=args.limit, temperature=args.temperature,
+                     eps=args.eps, data_root=resolve_data_root(args.data_root), seed=args.seed,
+                     recon_features=args.recon_features, recon_epochs=args.recon_epochs,
+                     log=lambda line: print(line, file=sys.stderr, flush=True))  # stdout: the table only
+    print(report.table, end="")
+    print(f"ood folder: {report.folder}")
+
+
 COMMANDS = {"list": cmd_list, "run": cmd_run, "sweep": cmd_sweep, "show": cmd_show, "config": cmd_config,
-            "explain": cmd_explain}
+            "explain": cmd_explain, "attack": cmd_attack, "ood": cmd_ood}
 
 
 def _exit_on_sigterm(signum: int, frame: object) -> None:

@@ -66,6 +66,9 @@ class DataConfig:
     eval_batch_size: int = opt(1000, "batch size for validation and test", ge=1)
     limit_train: int = opt(0, "use only the first N training examples (0 = all); for quick checks", ge=0)
     limit_test: int = opt(0, "use only the first N test examples (0 = all); for quick checks", ge=0)
+    classes: list[int] = opt(help="keep only these class indices, relabelled 0..k-1 in this order (empty = all); "
+                                  "the other classes' test images become the `heldout` OOD set of `dla ood`",
+                             default_factory=list)
     workers: int = opt(2, "DataLoader workers for file-based datasets (ImageFolder)", ge=0)
     augment: AugmentConfig = opt(default_factory=AugmentConfig, help="training-time augmentation")
 
@@ -100,6 +103,29 @@ class EarlyStoppingConfig:
 
 
 @dataclass
+class OutlierExposureConfig:
+    dataset: str = opt("", "auxiliary OOD dataset for outlier exposure (Hendrycks et al. 2019): its train split, "
+                           "brought to the ID shape, is pushed to a uniform softmax; empty = off. Never the "
+                           "OOD set you test on", choices=lambda: ["", *_datasets()])
+    path: str = opt("", "folder of an imagefolder auxiliary set (under the data root, or absolute)")
+    weight: float = opt(0.5, "lambda: loss = CE(ID) + lambda * CE(auxiliary logits, uniform)", ge=0)
+    batch_size: int = opt(128, "auxiliary images per training step (drawn at random, seeded)", ge=1)
+
+
+@dataclass
+class AdversarialConfig:
+    method: Literal["none", "fgsm", "pgd"] = opt(
+        "none", "adversarial training: examples made on the fly by dla.attacks (eval mode) from each batch; "
+                "none = off. FGSM with a random start (Wong et al. 2020) is pgd with steps=1, alpha=1.25*eps")
+    eps: float = opt(0.1, "L_inf radius in pixel units ([0, 1] images; fractions like 8/255 allowed)", ge=0, le=1)
+    alpha: float = opt(0.0, "PGD step size in pixel units; 0 = 2.5 * eps / steps (Madry et al.)", ge=0, le=1)
+    steps: int = opt(7, "PGD steps per batch", ge=1, le=1000)
+    random_start: bool = opt(True, "PGD starts from a uniform random point of the eps-ball")
+    mix: float = opt(0.5, "weight of the adversarial loss: (1 - mix) * CE(clean) + mix * CE(adversarial); "
+                          "0.5 = Goodfellow et al. 2015, 1.0 = Madry et al. 2018", ge=0, le=1)
+
+
+@dataclass
 class TrainConfig:
     epochs: int = opt(20, "maximum number of epochs", ge=1)
     label_smoothing: float = opt(0.0, "cross-entropy label smoothing", ge=0, lt=1)
@@ -110,6 +136,10 @@ class TrainConfig:
     channels_last: bool = opt(False, "NHWC memory format for model and images (faster convs on CPU and GPU)")
     grad_flow_every: int = opt(0, "record per-layer gradient norms and update/weight ratios every N steps "
                                   "(gradflow.csv + plots); 0 = off", ge=0)
+    adversarial: AdversarialConfig = opt(default_factory=AdversarialConfig,
+                                         help="adversarial training (FGSM / PGD examples mixed into the loss)")
+    outlier_exposure: OutlierExposureConfig = opt(default_factory=OutlierExposureConfig,
+                                                  help="outlier exposure: an auxiliary OOD set trained to uniform")
 
 
 @dataclass
@@ -439,6 +469,24 @@ def validate(cfg: ExperimentConfig) -> ExperimentConfig:
         raise ConfigError("distill.teacher_outputs=cached needs the same images every epoch, but augmentation is on; "
                           "use distill.teacher_outputs=online, or data.augment.flip=false "
                           "data.augment.crop_padding=0")
+    adv = cfg.train.adversarial
+    if adv.method != "none" and cfg.distill.teacher:
+        raise ConfigError("train.adversarial and distill.teacher are not supported together (each is a training "
+                          "objective); set train.adversarial.method=none or distill.teacher=''")
+    if adv.method != "none" and adv.eps == 0:
+        raise ConfigError(f"train.adversarial.method={adv.method} needs train.adversarial.eps > 0 (e.g. 0.1 on "
+                          "MNIST, 8/255 on CIFAR-10); eps=0 would train on the clean images twice")
+    oe = cfg.train.outlier_exposure
+    if oe.dataset and (cfg.distill.teacher or adv.method != "none"):
+        raise ConfigError("train.outlier_exposure is not supported together with distill.teacher or "
+                          "train.adversarial (each is a training objective); set train.outlier_exposure.dataset=''")
+    if oe.dataset == cfg.data.name and oe.path == cfg.data.path:
+        raise ConfigError(f"train.outlier_exposure.dataset={oe.dataset!r} is the training set itself: its images "
+                          "would be pushed to uniform and to their labels at once (with data.classes too: its "
+                          "auxiliary images are all classes); pick another dataset (e.g. noise)")
+    if oe.dataset == "imagefolder" and not oe.path:
+        raise ConfigError("train.outlier_exposure.dataset=imagefolder needs train.outlier_exposure.path (a folder "
+                          "with train/<class>/ images)")
     return cfg
 
 

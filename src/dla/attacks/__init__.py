@@ -2,7 +2,8 @@
 
 `fgsm` and `pgd` (L_inf) untargeted, targeted ("standard", one-vs-one "ovo", one-vs-rest "ovr") and least-likely;
 a registry (`register_attack`, `attack_names`, `get_attack`) that enrols an attack in the CLI and the test matrix;
-`evaluate_attack` for robust accuracy over a dataset at several eps.
+`evaluate_attack` for robust accuracy over a dataset at several eps. `dla attack RUN_DIR | SWEEP_DIR` (tables,
+plots, image grids, mean ± std over a sweep's seeds) lives in `dla.attacks.run`.
 """
 
 from dla.attacks.common import VARIANTS, AttackError, attack_mode, least_likely_target

@@ -64,7 +64,7 @@ class Trainer:
         self.val_loader = self.shard_loader(splits.val.x, splits.val.y)
         self.num_classes = len(splits.classes)
         # Cross-entropy, or distillation from a teacher: what the loop minimises.
-        self.criterion = criterion or build_criterion(cfg, splits, device)
+        self.criterion = criterion or build_criterion(cfg, splits, device, model)
         self.optimizer = build_optimizer(model, cfg.optim)
         self.scheduler = build_scheduler(self.optimizer, cfg.schedule, len(self.train_loader), cfg.train.epochs)
         self.stopper = EarlyStopping(cfg.train.early_stopping)
@@ -280,7 +280,7 @@ def run_experiment(cfg: ExperimentConfig, parent: Path, data_root: Path) -> RunD
         model = model.to(memory_format=torch.channels_last)
     if dist.active and device.type == "cuda":
         model = nn.SyncBatchNorm.convert_sync_batchnorm(model)  # batch statistics over the global batch
-    criterion = build_criterion(cfg, splits, device)  # a bad teacher run fails here, before the run folder
+    criterion = build_criterion(cfg, splits, device, model)  # a bad teacher run fails here, before the run folder
     run = _open_run_dir(parent, cfg, device, dist)
     n_params = sum(p.numel() for p in model.parameters())
     where = f"{device} x {dist.world} processes" if dist.active else f"{device}"

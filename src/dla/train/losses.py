@@ -8,6 +8,8 @@ can look at the input (a teacher, an adversary) or at per-example state (cached 
 
 from __future__ import annotations
 
+import contextlib
+from collections.abc import Iterator
 from pathlib import Path
 
 import torch
@@ -89,12 +91,133 @@ def teacher_logits(teacher: nn.Module, x: torch.Tensor, batch_size: int, device:
     return torch.cat(out)
 
 
-Criterion = CrossEntropy | Distillation
+class Adversarial:
+    """Adversarial training: (1 - mix) * CE(clean logits) + mix * CE(model(x_adv)), x_adv made from each batch.
+
+    mix = 0.5 is Goodfellow et al. (2015)'s objective (with FGSM), mix = 1 Madry et al. (2018)'s (with PGD); mix = 0
+    is plain cross-entropy and makes no adversarial examples at all (the same weights as training without it).
+
+    The examples come from `dla.attacks` as every attack does: in eval mode with frozen weights, so the attack
+    targets the model that will be tested (BatchNorm running statistics, no dropout) and moves neither the
+    BatchNorm statistics nor any weight gradient. The forward pass that is trained on then runs in the caller's
+    mode (train), so BatchNorm normalises the adversarial batch with its own statistics, as the clean batch was.
+    This is what madrylab's `robustness` library does (eval for the attack, train for the update). PGD's random
+    start draws from the global RNG, which checkpoints save, so a resumed run replays the same examples.
+
+    The model is the plain module, not the DDP / compiled wrapper the loop calls: under DDP the clean and the
+    adversarial paths reach each weight through one summed gradient, so its all-reduce should still fire once
+    per step (reasoned from autograd, not covered by the tests, which run on one process).
+    """
+
+    def __init__(self, model: nn.Module, method: str, eps: float, alpha: float, steps: int, random_start: bool,
+                 mix: float, label_smoothing: float) -> None:
+        self.model, self.method, self.eps, self.steps, self.random_start = model, method, eps, steps, random_start
+        self.alpha = alpha or None  # 0 in the config = pgd's default, 2.5 * eps / steps
+        self.mix, self.label_smoothing = mix, label_smoothing
+
+    def examples(self, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+        """Adversarial copies of the batch x (B, C, H, W) in [0, 1] with labels y (B,)."""
+        from dla.attacks import fgsm, pgd  # here: dla.attacks imports dla.train.metrics, which imports this module
+
+        if self.method == "fgsm":
+            return fgsm(self.model, x, y, self.eps)
+        return pgd(self.model, x, y, self.eps, self.alpha, self.steps, random_start=self.random_start)
+
+    def __call__(self, logits: torch.Tensor, y: torch.Tensor, x: torch.Tensor, idx: torch.Tensor) -> torch.Tensor:
+        clean = F.cross_entropy(logits, y, label_smoothing=self.label_smoothing)
+        if self.mix == 0:
+            return clean
+        adv_logits = self.model(self.examples(x, y)).float()  # (B, K), in the model's training mode
+        adv = F.cross_entropy(adv_logits, y, label_smoothing=self.label_smoothing)
+        return adv if self.mix == 1 else (1 - self.mix) * clean + self.mix * adv
 
 
-def build_criterion(cfg: ExperimentConfig, splits: Splits, device: torch.device) -> Criterion:
+def uniform_cross_entropy(logits: torch.Tensor) -> torch.Tensor:
+    """Mean over the batch of CE(uniform, softmax(logits)) = -(1/K) sum_k log softmax(logits)_k: (B, K) -> ()."""
+    return -F.log_softmax(logits, dim=1).mean()
+
+
+class OutlierExposure:
+    """Outlier exposure (Hendrycks et al. 2019): CE(ID batch) + lambda * CE(uniform, softmax(model(x_aux))).
+
+    Each step draws `batch_size` auxiliary OOD images at random from `aux` (uint8 (N, C, H, W), already in the ID
+    shape, on the training device) with the global torch RNG, which checkpoints save, so a resumed run draws the
+    same ones. Their forward pass is a second one through the same module with every BatchNorm in eval mode:
+    the outliers are normalised with the ID running statistics, as they will be at test time, and those
+    statistics stay ID-only. The reference code instead concatenates ID and outlier images into one training
+    batch; with outliers as unlike the ID data as noise is to MNIST that mixes their statistics into the
+    running ones, and a first version that ran the auxiliary pass in train mode fell to 42% MNIST validation
+    accuracy. The model is the plain module, not the DDP / compiled wrapper (one summed gradient reaches each
+    weight).
+    """
+
+    def __init__(self, model: nn.Module, aux: torch.Tensor, weight: float, batch_size: int,
+                 label_smoothing: float, channels_last: bool = False) -> None:
+        self.model, self.aux, self.weight, self.batch_size = model, aux, weight, batch_size
+        self.label_smoothing, self.channels_last = label_smoothing, channels_last
+
+    def aux_batch(self) -> torch.Tensor:
+        """(batch_size, C, H, W) float auxiliary images in [0, 1], drawn with replacement."""
+        idx = torch.randint(0, len(self.aux), (self.batch_size,))  # CPU global RNG: saved in checkpoints
+        x = self.aux[idx.to(self.aux.device)].float().div_(255)
+        return x.contiguous(memory_format=torch.channels_last) if self.channels_last else x
+
+    def __call__(self, logits: torch.Tensor, y: torch.Tensor, x: torch.Tensor, idx: torch.Tensor) -> torch.Tensor:
+        ce = F.cross_entropy(logits, y, label_smoothing=self.label_smoothing)
+        if self.weight == 0:
+            return ce
+        with batchnorm_eval(self.model):
+            ood_logits = self.model(self.aux_batch()).float()  # (B_aux, K)
+        return ce + self.weight * uniform_cross_entropy(ood_logits)
+
+
+@contextlib.contextmanager
+def batchnorm_eval(model: nn.Module) -> Iterator[None]:
+    """Every BatchNorm layer in eval mode inside (running statistics used, not updated); modes restored after."""
+    norms = [(m, m.training) for m in model.modules() if isinstance(m, nn.modules.batchnorm._BatchNorm)]
+    for m, _ in norms:
+        m.eval()
+    try:
+        yield
+    finally:
+        for m, training in norms:
+            m.train(training)
+
+
+def load_auxiliary(cfg: ExperimentConfig, splits: Splits, device: torch.device) -> torch.Tensor:
+    """The outlier-exposure set's training images, converted to the ID shape: uint8 (N, C, H, W) on `device`."""
+    from dla.data import resolve_data_root
+    from dla.ood.data import load_registered
+
+    oe = cfg.train.outlier_exposure
+    # Seeded apart from the ID data: with dataset=noise this is not the noise any test draws.
+    aux = load_registered(oe.dataset, splits.root or resolve_data_root(), splits.input_shape, train=True,
+                          path=oe.path, seed=cfg.seed + 7)
+    if len(aux) == 0:
+        raise ConfigError(f"train.outlier_exposure.dataset={oe.dataset!r} has no training images")
+    return aux.x.to(device)
+
+
+Criterion = CrossEntropy | Distillation | Adversarial | OutlierExposure
+
+
+def build_criterion(cfg: ExperimentConfig, splits: Splits, device: torch.device,
+                    model: nn.Module | None = None) -> Criterion:
+    """The config's objective; `model` (the module being trained) is needed by adversarial training and outlier
+    exposure only."""
     ls = cfg.train.label_smoothing
     d = cfg.distill
+    adv = cfg.train.adversarial
+    if adv.method != "none":  # config.validate refuses it together with distillation
+        if model is None:
+            raise ValueError("adversarial training needs the model: build_criterion(cfg, splits, device, model)")
+        return Adversarial(model, adv.method, adv.eps, adv.alpha, adv.steps, adv.random_start, adv.mix, ls)
+    oe = cfg.train.outlier_exposure
+    if oe.dataset:  # config.validate refuses it together with distillation or adversarial training
+        if model is None:
+            raise ValueError("outlier exposure needs the model: build_criterion(cfg, splits, device, model)")
+        return OutlierExposure(model, load_auxiliary(cfg, splits, device), oe.weight, oe.batch_size, ls,
+                               cfg.train.channels_last)
     if not d.teacher:
         return CrossEntropy(ls)
     inputs = ModelInputs(splits.input_shape, len(splits.classes), splits.mean, splits.std)
