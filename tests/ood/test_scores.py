@@ -1,11 +1,13 @@
 """Every registered OOD score honours the scoring contract; the built-ins compute what their papers say.
 
-A new `@register_score` enrols itself in the contract matrix below: no edit to this file is needed.
+A new `@register_score` enrols itself in the contract matrix below: no edit to this file is needed, unless the
+score has an option it cannot run without (recon's autoencoder); `REQUIRED` then supplies it.
 """
 
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 
 import pytest
 import torch
@@ -14,8 +16,23 @@ from torch import nn
 from dla.nn import Normalize
 from dla.ood import OODError, register_score, score, score_loader, score_names
 from dla.ood import scores as scores_module
+from dla.ood.recon import train_autoencoder
 
 SHAPE = (3, 6, 6)
+
+
+def _recon_options() -> dict[str, object]:
+    # A pixel autoencoder fit for one epoch to 16 images of the test shape: enough to be a real one.
+    return {"autoencoder": train_autoencoder(torch.rand(16, *SHAPE, generator=torch.Generator().manual_seed(9)),
+                                             epochs=1, batch_size=8)}
+
+
+# Options without a usable default, per score: what the contract tests pass to `score`.
+REQUIRED: dict[str, Callable[[], dict[str, object]]] = {"recon": _recon_options}
+
+
+def _opts(name: str) -> dict[str, object]:
+    return REQUIRED[name]() if name in REQUIRED else {}
 
 
 def tiny_model(seed: int = 0, classes: int = 5) -> nn.Sequential:
@@ -54,8 +71,9 @@ def test_score_contract(name: str, start: str) -> None:
     state = {k: v.clone() for k, v in model.state_dict().items()}
     x = torch.rand(8, *SHAPE, generator=torch.Generator().manual_seed(1))
     x_before = x.clone()
+    kw = _opts(name)
 
-    s = score(model, x, name)
+    s = score(model, x, name, **kw)
 
     assert s.shape == (8,) and s.dtype == torch.float32 and s.device.type == "cpu"
     assert torch.isfinite(s).all() and not s.requires_grad
@@ -65,20 +83,21 @@ def test_score_contract(name: str, start: str) -> None:
     assert all(torch.equal(v, state[k]) for k, v in model.state_dict().items())  # BatchNorm stats untouched
     assert torch.equal(x, x_before) and x.grad is None and not x.requires_grad
     # Eval mode: scoring twice gives the same numbers (no dropout), whatever mode the model started in.
-    torch.testing.assert_close(score(model, x, name), s, rtol=0, atol=0)
+    torch.testing.assert_close(score(model, x, name, **kw), s, rtol=0, atol=0)
 
 
 @pytest.mark.parametrize("name", score_names())
 def test_score_is_per_sample_and_batch_size_does_not_matter(name: str) -> None:
     model = tiny_model().train()
     x = torch.rand(7, *SHAPE, generator=torch.Generator().manual_seed(2))
-    full = score(model, x, name)
-    alone = torch.cat([score(model, x[i : i + 1], name) for i in range(len(x))])
+    kw = _opts(name)
+    full = score(model, x, name, **kw)
+    alone = torch.cat([score(model, x[i : i + 1], name, **kw) for i in range(len(x))])
     torch.testing.assert_close(alone, full, rtol=1e-5, atol=1e-6)
     for bs in (1, 3, 7, 100):
-        torch.testing.assert_close(score(model, x, name, batch_size=bs), full, rtol=1e-5, atol=1e-6)
+        torch.testing.assert_close(score(model, x, name, batch_size=bs, **kw), full, rtol=1e-5, atol=1e-6)
     # Reversing the batch reverses the scores: nothing leaks between samples.
-    torch.testing.assert_close(score(model, x.flip(0), name), full.flip(0), rtol=1e-5, atol=1e-6)
+    torch.testing.assert_close(score(model, x.flip(0), name, **kw), full.flip(0), rtol=1e-5, atol=1e-6)
 
 
 @pytest.mark.parametrize("name", score_names())
@@ -86,10 +105,11 @@ def test_score_leaves_a_grad_requiring_input_alone(name: str) -> None:
     model = tiny_model().eval()
     x = torch.rand(4, *SHAPE, generator=torch.Generator().manual_seed(3)).requires_grad_()
     x_before = x.detach().clone()
+    kw = _opts(name)
     with torch.no_grad():  # and the caller's no_grad does not stop gradient-based scores
-        s = score(model, x, name)
+        s = score(model, x, name, **kw)
     assert x.grad is None and torch.equal(x.detach(), x_before)
-    torch.testing.assert_close(s, score(model, x_before, name), rtol=0, atol=0)
+    torch.testing.assert_close(s, score(model, x_before, name, **kw), rtol=0, atol=0)
 
 
 @pytest.mark.parametrize("name", score_names())
@@ -98,10 +118,11 @@ def test_score_loader_concatenates_batches(name: str) -> None:
     x = torch.rand(10, *SHAPE, generator=torch.Generator().manual_seed(4))
     y = torch.zeros(10, dtype=torch.long)
     batches = [(x[:4], y[:4]), (x[4:9], y[4:9]), (x[9:], y[9:])]  # what a DataLoader yields
-    full = score(model, x, name)
-    torch.testing.assert_close(score_loader(model, batches, name), full, rtol=1e-5, atol=1e-6)
-    torch.testing.assert_close(score_loader(model, [x[:5], x[5:]], name), full, rtol=1e-5, atol=1e-6)
-    assert score_loader(model, [], name).shape == (0,)
+    kw = _opts(name)
+    full = score(model, x, name, **kw)
+    torch.testing.assert_close(score_loader(model, batches, name, **kw), full, rtol=1e-5, atol=1e-6)
+    torch.testing.assert_close(score_loader(model, [x[:5], x[5:]], name, **kw), full, rtol=1e-5, atol=1e-6)
+    assert score_loader(model, [], name, **kw).shape == (0,)
 
 
 # ---- the registry and its errors -----------------------------------------------------------------------------

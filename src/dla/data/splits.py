@@ -21,6 +21,10 @@ class Splits:
     spec: DatasetSpec
     mean: tuple[float, ...]
     std: tuple[float, ...]
+    # With `data.classes`: the test images of the classes left out, with their original labels and names
+    # (the "held-out classes" OOD set). None when every class is kept.
+    heldout: ImageSet | None = None
+    root: Path | None = None  # the data root they were read from (auxiliary sets are looked up there too)
 
     @property
     def classes(self) -> list[str]:
@@ -36,6 +40,25 @@ def _seeded_perm(n: int, seed: int) -> torch.Tensor:
     return torch.randperm(n, generator=torch.Generator().manual_seed(seed))
 
 
+def keep_classes(data: ImageSet, keep: list[int]) -> tuple[ImageSet, ImageSet]:
+    """(the examples of classes `keep`, relabelled 0..k-1 in `keep`'s order with their names; the rest, as is)."""
+    k = len(data.classes)
+    bad = [c for c in keep if not 0 <= c < k]
+    if bad:
+        raise ConfigError(f"config key 'data.classes' has {bad[0]}, which is not a class index of this dataset "
+                          f"(0 to {k - 1}: {', '.join(data.classes[:12])}{', ...' if k > 12 else ''})")
+    if len(set(keep)) != len(keep):
+        raise ConfigError(f"config key 'data.classes' = {keep} lists a class twice; name each class once")
+    if len(keep) < 2:
+        raise ConfigError(f"config key 'data.classes' = {keep} keeps fewer than 2 classes; a classifier needs two")
+    new_label = torch.full((k,), -1, dtype=torch.int64)  # old label -> new label, -1 = left out
+    new_label[torch.tensor(keep)] = torch.arange(len(keep))
+    mapped = new_label[data.y]
+    inside = mapped >= 0
+    kept = ImageSet(data.x[inside], mapped[inside], [data.classes[c] for c in keep])
+    return kept, data.subset(torch.nonzero(~inside).flatten())
+
+
 def load_splits(cfg: DataConfig, root: Path, seed: int) -> Splits:
     """Load a dataset and split it; the test set is only read here and used once at the end."""
     spec = get_dataset(cfg.name)
@@ -48,10 +71,16 @@ def load_splits(cfg: DataConfig, root: Path, seed: int) -> Splits:
         test, full = full.subset(perm[:n_test].sort().values), full.subset(perm[n_test:].sort().values)
     else:
         test = spec.load(ctx, False)
+    heldout = None
+    if cfg.classes:  # before the limits, so limit_train counts examples of the kept classes
+        full, _ = keep_classes(full, cfg.classes)
+        test, heldout = keep_classes(test, cfg.classes)
     if cfg.limit_train:
         full = full.subset(torch.arange(min(cfg.limit_train, len(full))))
     if cfg.limit_test:
         test = test.subset(torch.arange(min(cfg.limit_test, len(test))))
+        if heldout is not None:
+            heldout = heldout.subset(torch.arange(min(cfg.limit_test, len(heldout))))
     if cfg.val_size >= len(full):
         raise ConfigError(f"config key 'data.val_size' = {cfg.val_size} leaves no training data "
                           f"({len(full)} training examples); choose a value below {len(full)}")
@@ -65,4 +94,5 @@ def load_splits(cfg: DataConfig, root: Path, seed: int) -> Splits:
         xf = train.x.float().div_(255)
         mean = tuple(xf.mean(dim=(0, 2, 3)).tolist())
         std = tuple(xf.std(dim=(0, 2, 3)).clamp_min(1e-3).tolist())
-    return Splits(train=train, val=val, test=test, spec=spec, mean=mean, std=std)
+    return Splits(train=train, val=val, test=test, spec=spec, mean=mean, std=std, heldout=heldout,
+                  root=root)

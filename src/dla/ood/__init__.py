@@ -1,13 +1,18 @@
 """Out-of-distribution detection: per-sample scores (higher = more in-distribution) and threshold-free metrics.
 
+`dla ood RUN_DIR` (`dla.ood.run.ood_run`) evaluates a trained run against OOD sets with every score.
+
 `dla.ood.metrics` is the metrics *function*: it shadows its module of the same name, so import the helpers with
 `from dla.ood.metrics import OODError` (which reads the module) rather than `import dla.ood.metrics as m`.
 """
 
 from dla.ood.metrics import OODError, fpr_at_tpr, metrics, pr_curve, roc_curve
+from dla.ood.recon import ConvAutoencoder, FeatureAutoencoder, train_autoencoder  # registers "recon"
 from dla.ood.scores import ScoreSpec, register_score, score, score_loader, score_names, score_spec
 
 __all__ = [
+    "ConvAutoencoder",
+    "FeatureAutoencoder",
     "OODError",
     "ScoreSpec",
     "fpr_at_tpr",
@@ -19,4 +24,5 @@ __all__ = [
     "score_loader",
     "score_names",
     "score_spec",
+    "train_autoencoder",
 ]
