@@ -8,7 +8,9 @@ For a few layer shapes of the lab's CNNs, both layers get the same weights and t
 2. memory saved for backward: every tensor autograd keeps between forward and backward goes through
    `torch.autograd.graph.saved_tensors_hooks`; we add up the bytes of the distinct storages (the weight, which
    both sides keep, included). This is deterministic: no allocator statistics involved;
-3. the im2col buffer: C*K*K x L numbers per image, computed, not measured. Our forward and backward each
+3. peak memory of one forward + backward, each side in a fresh process: the rise of the resident-set
+   high-water mark on the CPU (ru_maxrss), `torch.cuda.max_memory_allocated` on a GPU;
+4. the im2col buffer: C*K*K x L numbers per image, computed, not measured. Our forward and backward each
    materialise one such matrix (and backward one more for dcols) as a transient; saving it instead of x is
    the alternative design the module docstring discusses.
 
@@ -108,6 +110,54 @@ def saved_bytes(layer: nn.Module, x: torch.Tensor) -> int:
     return sum(storages.values())
 
 
+_PEAK_CHILD = """
+import sys, torch
+from torch import nn
+from dla.nn import UnfoldConv2d
+impl, c_in, c_out, size, k, stride, pad, batch, grad, dev = sys.argv[1:]
+c_in, c_out, size, k, stride, pad, batch = map(int, (c_in, c_out, size, k, stride, pad, batch))
+torch.set_num_threads(1)
+cls = nn.Conv2d if impl == "conv" else UnfoldConv2d
+layer = cls(c_in, c_out, k, stride=stride, padding=pad, bias=False).to(dev)
+x = torch.randn(batch, c_in, size, size, device=dev).requires_grad_(grad == "1")
+out = (size + 2 * pad - k) // stride + 1
+g = torch.randn(batch, c_out, out, out, device=dev)
+if dev == "cuda":
+    layer(x).backward(g)  # warm-up: the caching allocator and cuDNN workspaces
+    x.grad = None
+    layer.zero_grad(set_to_none=True)
+    torch.cuda.synchronize(); torch.cuda.reset_peak_memory_stats(); base = torch.cuda.memory_allocated()
+    layer(x).backward(g); torch.cuda.synchronize(); print(torch.cuda.max_memory_allocated() - base)
+else:
+    # Linux resets the resident-set high-water mark (VmHWM) when 5 is written to clear_refs: after the reset it
+    # is the live set, and one pass raises it by the pass's peak. A one-image pass first loads the kernels' code
+    # and one-time buffers, which are not the pass's memory.
+    def hwm():
+        return next(int(l.split()[1]) for l in open("/proc/self/status") if l.startswith("VmHWM")) * 1024
+    def rss():
+        return next(int(l.split()[1]) for l in open("/proc/self/status") if l.startswith("VmRSS")) * 1024
+    layer(x[:1].detach().requires_grad_(x.requires_grad)).backward(g[:1])  # load kernels, not batch-sized
+    layer.zero_grad(set_to_none=True)
+    open("/proc/self/clear_refs", "w").write("5")
+    before = rss()
+    layer(x).backward(g)
+    print(hwm() - before)
+"""
+
+
+def peak_bytes(impl: str, spec: Layer, batch: int, device: torch.device) -> int:
+    """Peak memory one forward + backward adds, in a fresh process: CUDA's max_memory_allocated on a GPU; on the
+    CPU the rise of the resident-set high-water mark over the live inputs (a first pass, kernels' one-time
+    buffers included; the gradients written count too)."""
+    import subprocess
+
+    args = [impl, spec.c_in, spec.c_out, spec.size, spec.kernel, spec.stride, spec.padding, batch,
+            int(spec.input_grad), device.type]
+    out = subprocess.run([sys.executable, "-c", _PEAK_CHILD, *map(str, args)], capture_output=True, text=True,
+                         check=True, env={**os.environ, "OMP_NUM_THREADS": "1"})
+    return int(out.stdout.strip().splitlines()[-1])
+
+
 def fwd_bwd(layer: nn.Module, x: torch.Tensor, g: torch.Tensor) -> list[torch.Tensor | None]:
     x.grad = None
     layer.zero_grad(set_to_none=True)
@@ -164,6 +214,7 @@ def bench_layer(spec: Layer, batch: int, bias: bool, warmup: int, repeats: int,
         for name, layer in sides.items():
             times[name].append(time_pass(layer, x, g, device))
     median = {name: statistics.median(ts) for name, ts in times.items()}
+    peak = {name: peak_bytes(name, spec, batch, device) for name in sides}
     return {
         "layer": spec.name,
         "spec": asdict(spec),
@@ -176,6 +227,8 @@ def bench_layer(spec: Layer, batch: int, bias: bool, warmup: int, repeats: int,
         "time_ratio": median["ours"] / median["conv"],
         "saved_bytes": saved,
         "saved_ratio": saved["ours"] / saved["conv"],
+        "peak_bytes": peak,
+        "peak_ratio": peak["ours"] / max(peak["conv"], 1),
         "input_bytes": x.nbytes,
         "im2col_bytes": batch * spec.c_in * spec.kernel**2 * l_out * x.element_size(),
     }
@@ -188,15 +241,16 @@ def markdown(results: list[dict[str, Any]], machine: dict[str, Any], args: argpa
         f"{machine['date']})",
         "",
         "| layer | nn.Conv2d ms | ours ms | time ratio | nn.Conv2d saved MiB | ours saved MiB | saved ratio "
-        "| im2col MiB (transient) |",
-        "|---|---:|---:|---:|---:|---:|---:|---:|",
+        "| im2col MiB (transient) | nn.Conv2d peak MiB | ours peak MiB | peak ratio |",
+        "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
     ]
     for r in results:
         t, s = r["time_ms"], r["saved_bytes"]
         first = "" if r["spec"]["input_grad"] else " (no input grad)"
         lines.append(f"| {r['layer']}{first} | {t['conv']:.1f} | {t['ours']:.1f} | {r['time_ratio']:.2f}x "
                      f"| {s['conv'] / MiB:.2f} | {s['ours'] / MiB:.2f} | {r['saved_ratio']:.2f}x "
-                     f"| {r['im2col_bytes'] / MiB:.1f} |")
+                     f"| {r['im2col_bytes'] / MiB:.1f} | {r['peak_bytes']['conv'] / MiB:.1f} "
+                     f"| {r['peak_bytes']['ours'] / MiB:.1f} | {r['peak_ratio']:.2f}x |")
     return "\n".join(lines)
 
 
