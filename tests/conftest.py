@@ -6,6 +6,7 @@ import os
 from pathlib import Path
 
 import pytest
+import torch
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -54,3 +55,62 @@ class PickleBomb:
 
     def __reduce__(self):
         return (Path.touch, (self.marker,))
+
+
+TINY_SHAPE = (3, 6, 6)  # (C, H, W) of `tiny_classifier`'s images
+
+
+def tiny_classifier(seed: int = 0, classes: int = 5, dtype: torch.dtype = torch.float32) -> torch.nn.Sequential:
+    """Normalize + conv + BatchNorm + Dropout: train mode would mix the batch and add noise, eval mode must not.
+
+    The model the attack, OOD-score and explanation contracts borrow and must give back as they found it.
+    """
+    from dla.nn import Normalize
+
+    nn = torch.nn
+    torch.manual_seed(seed)
+    model = nn.Sequential(
+        Normalize((0.5, 0.4, 0.3), (0.2, 0.25, 0.3)),
+        nn.Conv2d(3, 4, 3, padding=1),
+        nn.BatchNorm2d(4),
+        nn.ReLU(),
+        nn.Dropout(0.5),
+        nn.Flatten(),
+        nn.Linear(4 * TINY_SHAPE[1] * TINY_SHAPE[2], classes),
+    )
+    bn = model[2]
+    with torch.no_grad():  # running statistics unlike any batch's, so eval and train mode give different outputs
+        bn.running_mean.uniform_(-0.5, 0.5)
+        bn.running_var.uniform_(0.5, 2.0)
+        bn.weight.uniform_(0.5, 1.5)
+    return model.to(dtype)
+
+
+def run_cli(capsys: pytest.CaptureFixture[str], *argv: str) -> tuple[int, str, str]:
+    """`dla ARGV` in-process: (exit code, stdout, stderr)."""
+    from dla.cli import main
+
+    code = main(list(argv))
+    out, err = capsys.readouterr()
+    return code, out, err
+
+
+def one_line_error(capsys: pytest.CaptureFixture[str], argv: list[str], *needles: str) -> str:
+    """`dla ARGV` must fail with exit 2 and exactly one `dla: error:` line holding every needle."""
+    code, _, err = run_cli(capsys, *argv)
+    lines = err.strip().splitlines()
+    assert code == 2 and len(lines) == 1 and lines[0].startswith("dla: error: "), (code, err)
+    for n in needles:
+        assert n in lines[0], (n, lines[0])
+    return lines[0]
+
+
+def png_size(path: Path) -> tuple[int, int]:
+    """(width, height) of a whole, valid PNG (not just a file with the right name)."""
+    from PIL import Image
+
+    with Image.open(path) as im:
+        im.verify()
+    with Image.open(path) as im:
+        assert im.format == "PNG"
+        return im.size

@@ -10,15 +10,8 @@ from pathlib import Path
 import pytest
 import torch
 
-from dla.cli import main
-
 from .conftest import QUICK, PickleBomb, needs_mnist
-
-
-def _cli(capsys: pytest.CaptureFixture[str], *argv: str) -> tuple[int, str, str]:
-    code = main(list(argv))
-    out, err = capsys.readouterr()
-    return code, out, err
+from .conftest import run_cli as _cli
 
 
 def _assert_one_line_error(code: int, err: str, *needles: str) -> None:

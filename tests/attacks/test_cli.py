@@ -15,13 +15,13 @@ from PIL import Image
 from dla.attacks import evaluate_attack
 from dla.attacks.plots import fmt_eps
 from dla.attacks.run import group_name, parse_eps, robustness_table
-from dla.cli import main
 from dla.config import load_config
 from dla.runs import RunDir
 from dla.train import run_experiment
 from dla.train.restore import TrainedRun, load_trained
 
 from ..conftest import DATA_ROOT, QUICK, needs_mnist
+from ..conftest import run_cli as _cli
 
 ROW_KEYS = ("eps", "n", "loss", "accuracy", "precision", "recall", "f1")
 
@@ -47,10 +47,6 @@ def run(mlp_run: RunDir, tmp_path: Path) -> Path:
     return dst
 
 
-def _cli(capsys: pytest.CaptureFixture[str], *argv: str) -> tuple[int, str, str]:
-    code = main(list(argv))
-    out, err = capsys.readouterr()
-    return code, out, err
 
 
 def _png(path: Path) -> tuple[int, int]:

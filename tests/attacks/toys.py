@@ -7,29 +7,15 @@ from torch import nn
 
 from dla.nn import Normalize
 
-SHAPE = (3, 6, 6)  # (C, H, W)
+from ..conftest import TINY_SHAPE, tiny_classifier
+
+SHAPE = TINY_SHAPE  # (C, H, W)
 CLASSES = 5
 MEAN, STD = (0.5, 0.4, 0.3), (0.2, 0.25, 0.3)
 
 
 def tiny_model(seed: int = 0, dtype: torch.dtype = torch.float32) -> nn.Sequential:
-    """Normalize + conv + BatchNorm + Dropout: train mode would mix the batch and add noise, eval mode must not."""
-    torch.manual_seed(seed)
-    model = nn.Sequential(
-        Normalize(MEAN, STD),
-        nn.Conv2d(3, 4, 3, padding=1),
-        nn.BatchNorm2d(4),
-        nn.ReLU(),
-        nn.Dropout(0.5),
-        nn.Flatten(),
-        nn.Linear(4 * SHAPE[1] * SHAPE[2], CLASSES),
-    )
-    bn = model[2]
-    with torch.no_grad():  # running statistics unlike any batch's, so eval and train mode give different outputs
-        bn.running_mean.uniform_(-0.5, 0.5)
-        bn.running_var.uniform_(0.5, 2.0)
-        bn.weight.uniform_(0.5, 1.5)
-    return model.to(dtype)
+    return tiny_classifier(seed, CLASSES, dtype)
 
 
 def linear_model(seed: int = 0, dtype: torch.dtype = torch.float64) -> nn.Sequential:

@@ -9,12 +9,13 @@ from pathlib import Path
 import pytest
 from PIL import Image
 
-from dla.cli import main
 from dla.config import load_config
 from dla.runs import RunDir
 from dla.train import run_experiment
 
 from ..conftest import DATA_ROOT, QUICK, needs_mnist
+from ..conftest import one_line_error as _one_line_error
+from ..conftest import run_cli as _cli
 
 TINY_CNN = ["data.name=mnist", "data.limit_train=1500", "data.val_size=500", "data.limit_test=200", "model.width=4",
             "train.epochs=1", "tracking.progress=off", "data.augment.flip=false", "data.augment.crop_padding=0"]
@@ -36,19 +37,8 @@ def mlp_run(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RunDir]:
     yield _train(tmp_path_factory.mktemp("runs"), "mnist_mlp", [*QUICK, "train.epochs=1"])
 
 
-def _cli(capsys: pytest.CaptureFixture[str], *argv: str) -> tuple[int, str, str]:
-    code = main(list(argv))
-    out, err = capsys.readouterr()
-    return code, out, err
 
 
-def _one_line_error(capsys: pytest.CaptureFixture[str], argv: list[str], *needles: str) -> str:
-    code, _, err = _cli(capsys, *argv)
-    lines = err.strip().splitlines()
-    assert code == 2 and len(lines) == 1 and lines[0].startswith("dla: error: "), (code, err)
-    for n in needles:
-        assert n in lines[0], (n, lines[0])
-    return lines[0]
 
 
 def _image_size(path: Path) -> tuple[int, int]:

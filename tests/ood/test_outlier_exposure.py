@@ -8,13 +8,14 @@ from pathlib import Path
 import pytest
 import torch
 import torch.nn.functional as F
-from tests.conftest import DATA_ROOT, QUICK, needs_mnist
 from torch import nn
 
 from dla.config import ConfigError, load_config
 from dla.data import load_splits
 from dla.train import run_experiment
 from dla.train.losses import OutlierExposure, build_criterion, uniform_cross_entropy
+
+from ..conftest import DATA_ROOT, QUICK, needs_mnist
 
 
 def test_uniform_cross_entropy_by_hand() -> None:

@@ -10,9 +10,7 @@ from pathlib import Path
 import pytest
 import torch
 from PIL import Image
-from tests.conftest import DATA_ROOT, HAVE_MNIST, QUICK, needs_mnist
 
-from dla.cli import main
 from dla.config import load_config
 from dla.data.mnist import FASHION_CLASSES
 from dla.ood import metrics, score
@@ -22,6 +20,10 @@ from dla.runs import RunDir
 from dla.train import run_experiment
 from dla.train.checkpoint import load_checkpoint
 from dla.train.restore import load_trained
+
+from ..conftest import DATA_ROOT, HAVE_MNIST, QUICK, needs_mnist
+from ..conftest import one_line_error as _one_line_error
+from ..conftest import run_cli as _cli
 
 # About 5 s on one CPU thread: 1,000 training digits, a width-4 CNN, one epoch.
 TINY_CNN = ["data.limit_train=1500", "data.val_size=500", "data.limit_test=300", "model.width=4", "train.epochs=1",
@@ -57,19 +59,8 @@ def heldout_run(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RunDir]:
     yield _train(tmp_path_factory.mktemp("runs"), "cnn_mnist_heldout", TINY_CNN)
 
 
-def _cli(capsys: pytest.CaptureFixture[str], *argv: str) -> tuple[int, str, str]:
-    code = main(list(argv))
-    out, err = capsys.readouterr()
-    return code, out, err
 
 
-def _one_line_error(capsys: pytest.CaptureFixture[str], argv: list[str], *needles: str) -> str:
-    code, _, err = _cli(capsys, *argv)
-    lines = err.strip().splitlines()
-    assert code == 2 and len(lines) == 1 and lines[0].startswith("dla: error: "), (code, err)
-    for n in needles:
-        assert n in lines[0], (n, lines[0])
-    return lines[0]
 
 
 def _png(path: Path) -> tuple[int, int]:

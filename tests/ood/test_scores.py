@@ -18,7 +18,9 @@ from dla.ood import OODError, register_score, score, score_loader, score_names
 from dla.ood import scores as scores_module
 from dla.ood.recon import train_autoencoder
 
-SHAPE = (3, 6, 6)
+from ..conftest import TINY_SHAPE, tiny_classifier
+
+SHAPE = TINY_SHAPE
 
 
 def _recon_options() -> dict[str, object]:
@@ -36,23 +38,7 @@ def _opts(name: str) -> dict[str, object]:
 
 
 def tiny_model(seed: int = 0, classes: int = 5) -> nn.Sequential:
-    """Normalize + conv + BatchNorm + Dropout: train mode would mix the batch and add noise, eval mode must not."""
-    torch.manual_seed(seed)
-    model = nn.Sequential(
-        Normalize((0.5, 0.4, 0.3), (0.2, 0.25, 0.3)),
-        nn.Conv2d(3, 4, 3, padding=1),
-        nn.BatchNorm2d(4),
-        nn.ReLU(),
-        nn.Dropout(0.5),
-        nn.Flatten(),
-        nn.Linear(4 * SHAPE[1] * SHAPE[2], classes),
-    )
-    bn = model[2]
-    with torch.no_grad():  # running statistics unlike any batch's, so eval and train mode give different outputs
-        bn.running_mean.uniform_(-0.5, 0.5)
-        bn.running_var.uniform_(0.5, 2.0)
-        bn.weight.uniform_(0.5, 1.5)
-    return model
+    return tiny_classifier(seed, classes)
 
 
 def _modes(model: nn.Module) -> list[bool]:

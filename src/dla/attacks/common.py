@@ -28,7 +28,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from dla.errors import DlaError
-from dla.nn.modes import eval_frozen
+from dla.nn.modes import classifier_logits, eval_frozen
 
 Variant = Literal["standard", "ovo", "ovr"]
 VARIANTS: tuple[str, ...] = ("standard", "ovo", "ovr")
@@ -53,11 +53,7 @@ def attack_mode(model: nn.Module) -> Iterator[None]:
 
 def logits_of(model: nn.Module, x: torch.Tensor) -> torch.Tensor:
     """The model's logits (B, K), in at least float32 so that the loss is not rounded in bf16/fp16."""
-    z = model(x)
-    if not isinstance(z, torch.Tensor) or z.ndim != 2 or z.shape[0] != x.shape[0]:
-        got = tuple(z.shape) if isinstance(z, torch.Tensor) else type(z).__name__
-        raise AttackError(f"attacks need a classifier returning logits (B, K); the model returned {got}")
-    return z if z.dtype in (torch.float32, torch.float64) else z.float()
+    return classifier_logits(model, x, AttackError, "attacks")
 
 
 def check_images(x: torch.Tensor) -> torch.Tensor:

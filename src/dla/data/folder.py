@@ -77,9 +77,13 @@ def load_imagefolder(ctx: LoadContext, train: bool) -> ImageSet:
     _, _, classes = scan(train_dir)
     split_dir = train_dir if train else next(root / s for s in ("test", "val") if (root / s).is_dir())
     files, labels, _ = scan(split_dir, classes)
-    channels = ctx.channels or 3
+    return ImageSet(decode_images(files, ctx, split_dir), torch.tensor(labels, dtype=torch.int64), classes)
+
+
+def decode_images(files: list[Path], ctx: LoadContext, where: Path) -> torch.Tensor:
+    """(N, C, H, W) uint8 images, decoded (and resized to data.image_size) in DataLoader workers."""
     # Batches come back as lists and are stacked here: an error inside a worker would carry its traceback.
-    loader = DataLoader(_Decode(files, ctx.image_size, channels), batch_size=256,
+    loader = DataLoader(_Decode(files, ctx.image_size, ctx.channels or 3), batch_size=256,
                         num_workers=ctx.workers, collate_fn=list)
     try:
         images = [img for batch in loader for img in batch]
@@ -88,6 +92,6 @@ def load_imagefolder(ctx: LoadContext, train: bool) -> ImageSet:
         raise DataError(last.removeprefix(f"{DataError.__module__}.{DataError.__qualname__}: ")) from None
     sizes = sorted({tuple(img.shape) for img in images})
     if len(sizes) > 1:
-        raise DataError(f"images under {split_dir} differ in size (C, H, W = {sizes[0]}, {sizes[-1]}, ...); "
+        raise DataError(f"images under {where} differ in size (C, H, W = {sizes[0]}, {sizes[-1]}, ...); "
                         "set data.image_size to resize them")
-    return ImageSet(torch.stack(images), torch.tensor(labels, dtype=torch.int64), classes)
+    return torch.stack(images)

@@ -19,10 +19,9 @@ from __future__ import annotations
 from pathlib import Path, PurePosixPath
 
 import torch
-from torch.utils.data import DataLoader
 
 from dla.data.files import DataError
-from dla.data.folder import _Decode
+from dla.data.folder import decode_images
 from dla.data.registry import ImageSet, LoadContext, register_dataset
 
 HOME = "http://miniplaces.csail.mit.edu/"  # where the data and development kit are published
@@ -102,18 +101,7 @@ def read_classes(root: Path, train_labels: list[int]) -> list[str]:
 
 def decode(files: list[Path], ctx: LoadContext, where: Path) -> torch.Tensor:
     """(N, C, H, W) uint8 images, decoded and resized in DataLoader workers by ImageFolder's decoder."""
-    loader = DataLoader(_Decode(files, ctx.image_size, ctx.channels or 3), batch_size=256, num_workers=ctx.workers,
-                        collate_fn=list)
-    try:
-        images = [img for batch in loader for img in batch]
-    except DataError as exc:  # re-raised from a worker with the worker's traceback as its message
-        last = str(exc).rstrip().splitlines()[-1]
-        raise DataError(last.removeprefix(f"{DataError.__module__}.{DataError.__qualname__}: ")) from None
-    sizes = sorted({tuple(img.shape) for img in images})
-    if len(sizes) > 1:
-        raise DataError(f"images listed in {where} differ in size (C, H, W = {sizes[0]}, {sizes[-1]}, ...); set "
-                        "data.image_size to resize them")
-    return torch.stack(images)
+    return decode_images(files, ctx, where)
 
 
 @register_dataset("miniplaces", description="MiniPlaces scenes, 100 classes (images/ + train.txt, val.txt as test)")

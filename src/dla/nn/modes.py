@@ -5,7 +5,10 @@ from __future__ import annotations
 from collections.abc import Iterator
 from contextlib import contextmanager
 
+import torch
 from torch import nn
+
+from dla.errors import DlaError
 
 
 @contextmanager
@@ -28,3 +31,13 @@ def eval_frozen(model: nn.Module) -> Iterator[None]:
             m.training = training
         for p, requires_grad in flags:
             p.requires_grad_(requires_grad)
+
+
+def classifier_logits(model: nn.Module, x: torch.Tensor, error: type[DlaError], who: str) -> torch.Tensor:
+    """model(x) checked to be (B, K) logits, in at least float32 (bf16/fp16 logits would round losses and
+    softmax scores into ties); anything else is one `error` line naming what `who` needs."""
+    z = model(x)
+    if not isinstance(z, torch.Tensor) or z.ndim != 2 or z.shape[0] != x.shape[0]:
+        got = tuple(z.shape) if isinstance(z, torch.Tensor) else type(z).__name__
+        raise error(f"{who} need a classifier returning logits (B, K); the model returned {got}")
+    return z if z.dtype in (torch.float32, torch.float64) else z.float()

@@ -23,7 +23,7 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
-from dla.nn.modes import eval_frozen
+from dla.nn.modes import classifier_logits, eval_frozen
 from dla.ood.metrics import OODError
 
 ScoreFn = Callable[..., torch.Tensor]
@@ -140,12 +140,7 @@ def score_loader(
 
 
 def _logits(model: nn.Module, x: torch.Tensor) -> torch.Tensor:
-    logits = model(x)
-    if not isinstance(logits, torch.Tensor) or logits.ndim != 2 or logits.shape[0] != x.shape[0]:
-        got = tuple(logits.shape) if isinstance(logits, torch.Tensor) else type(logits).__name__
-        raise OODError(f"these scores need a classifier returning logits (B, K); the model returned {got}")
-    # Softmax and logsumexp in at least float32 (bf16/fp16 logits would round the scores into ties).
-    return logits if logits.dtype in (torch.float32, torch.float64) else logits.float()
+    return classifier_logits(model, x, OODError, "these scores")
 
 
 def _check_temperature(temperature: float) -> None:
