@@ -19,7 +19,7 @@ The first-layer shape (3 -> 64) has an input without gradient, as a network's fi
 
 Run from the repository root:
 
-    python benchmarks/unfold_conv.py --threads 1                 # writes benchmarks/results/unfold_conv.json
+    python benchmarks/unfold_conv.py --threads 1                 # writes benchmarks/results_unfold_conv.json
     python benchmarks/unfold_conv.py --quick --out /tmp/uc.json  # smoke test, a few seconds
 """
 
@@ -42,7 +42,7 @@ from torch import nn
 
 from dla.nn import UnfoldConv2d
 
-DEFAULT_OUT = Path(__file__).resolve().parent / "results" / "unfold_conv.json"
+DEFAULT_OUT = Path(__file__).resolve().parent / "results_unfold_conv.json"
 MiB = 2**20
 
 
