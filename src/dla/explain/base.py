@@ -8,7 +8,9 @@ input for saliency). Everything else is shared and done once here:
   depend on the other samples of the batch; each module's mode and each parameter's `requires_grad` are
   restored afterwards, and parameters are frozen while explaining, so no `.grad` is left on them;
 - `target=None` explains the predicted class; an int explains that class for every sample; a (B,) tensor or
-  list names one class per sample; out-of-range classes are a one-line `ExplainError`;
+  list names one class per sample; out-of-range classes are a one-line `ExplainError`. The prediction costs one
+  no-grad forward pass; a given target costs none for a method with `scores_checked = True` (it runs the model
+  itself and reads the scores through `selected_scores`, which checks the range), one otherwise;
 - the layer map is rectified (ReLU: only evidence *for* the class), upsampled to the input's H x W
   (bilinear, align_corners=False, as captum's `LayerAttribution.interpolate`) and min-max normalised per
   sample to [0, 1] for display;
@@ -48,12 +50,17 @@ class Explainer:
 
     name: ClassVar[str] = ""
     description: ClassVar[str] = ""
+    # True: `layer_map` runs the model and reads the target's scores through `selected_scores` (or calls
+    # `check_range`) itself, so a given target needs no separate forward pass to check its range (the built-in
+    # methods). False, the safe default: the template checks it on a no-grad forward pass first.
+    scores_checked: ClassVar[bool] = False
 
     def __init__(self, model: nn.Module) -> None:
         self.model = model
 
     def layer_map(self, x: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
-        """(B, C, H, W) images in [0, 1], (B,) class indices -> (B, h, w) signed class evidence.
+        """(B, C, H, W) images in [0, 1], (B,) class indices -> (B, h, w) signed class evidence. With
+        `scores_checked`, a given target's range is not yet checked: read the scores with `selected_scores`.
 
         Runs with the model in eval mode, parameters frozen and autograd enabled; `x` is detached and must
         not be modified in place.
@@ -63,10 +70,12 @@ class Explainer:
     def __call__(self, x: torch.Tensor, target: Target = None, raw: bool = False
                  ) -> torch.Tensor | tuple[torch.Tensor, torch.Tensor]:
         x = check_images(x)
+        t = None if target is None else target_tensor(target, x.shape[0], x.device)  # (B,), range not yet checked
         with eval_frozen(self.model):
-            with torch.no_grad():
-                logits = class_scores(self.model, x)  # (B, K)
-            t = resolve_target(target, logits)  # (B,)
+            if t is None or not self.scores_checked:
+                with torch.no_grad():
+                    logits = class_scores(self.model, x)  # (B, K)
+                t = logits.argmax(dim=1) if t is None else check_range(t, logits.shape[1])  # (B,)
             with torch.enable_grad():
                 layer = self.layer_map(x, t).detach()  # (B, h, w)
         if layer.ndim != 3 or layer.shape[0] != x.shape[0]:
@@ -97,38 +106,39 @@ def class_scores(model: nn.Module, x: torch.Tensor) -> torch.Tensor:
     return logits
 
 
-def resolve_target(target: Target, logits: torch.Tensor) -> torch.Tensor:
-    """None -> predicted class; int -> that class for all; (B,) tensor or list -> one class per sample."""
-    b, k = logits.shape
-    if target is None:
-        return logits.argmax(dim=1)
-    if isinstance(target, bool):
+def target_tensor(target: Target, b: int, device: torch.device) -> torch.Tensor:
+    """An int, or a (B,) list/tensor of ints, as a (B,) long tensor on `device`; the range is `check_range`'s."""
+    if isinstance(target, bool) or target is None:
         raise ExplainError(f"target must be a class index, a (B,) list/tensor of them, or None; got {target!r}")
     if isinstance(target, int):
-        t = torch.full((b,), target, dtype=torch.long)
-    else:
-        try:
-            t = torch.as_tensor(target)
-        except (TypeError, ValueError, RuntimeError):
-            raise ExplainError(f"target must be a class index, a (B,) list/tensor of them, or None; "
-                               f"got {target!r:.80}") from None
-        if t.dtype.is_floating_point or t.dtype.is_complex or t.dtype == torch.bool:
-            raise ExplainError(f"target must hold integer class indices; got dtype {t.dtype}")
-        if t.ndim == 0:
-            t = t.expand(b)
-        if t.shape != (b,):
-            raise ExplainError(f"target must be an int or have one class per image, shape ({b},); "
-                               f"got shape {tuple(t.shape)}")
-    bad = t[(t < 0) | (t >= k)]
+        return torch.full((b,), target, dtype=torch.long, device=device)
+    try:
+        t = torch.as_tensor(target)
+    except (TypeError, ValueError, RuntimeError):
+        raise ExplainError(f"target must be a class index, a (B,) list/tensor of them, or None; "
+                           f"got {target!r:.80}") from None
+    if t.dtype.is_floating_point or t.dtype.is_complex or t.dtype == torch.bool:
+        raise ExplainError(f"target must hold integer class indices; got dtype {t.dtype}")
+    if t.ndim == 0:
+        t = t.expand(b)
+    if t.shape != (b,):
+        raise ExplainError(f"target must be an int or have one class per image, shape ({b},); "
+                           f"got shape {tuple(t.shape)}")
+    return t.to(device=device, dtype=torch.long)
+
+
+def check_range(target: torch.Tensor, k: int) -> torch.Tensor:
+    """`target` (B,) itself, once every class is in 0..k-1; else a one-line ExplainError."""
+    bad = target[(target < 0) | (target >= k)]
     if bad.numel():
         raise ExplainError(f"target class {int(bad[0])} is out of range: the model has {k} classes (0 to {k - 1})")
-    return t.to(device=logits.device, dtype=torch.long)
+    return target
 
 
 def selected_scores(logits: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
     """Sum over the batch of each sample's target logit. In eval mode samples are independent, so the gradient
-    of this sum w.r.t. any activation is, row by row, each sample's own gradient."""
-    return logits.gather(1, target.view(-1, 1)).sum()
+    of this sum w.r.t. any activation is, row by row, each sample's own gradient. Checks the target's range."""
+    return logits.gather(1, check_range(target, logits.shape[1]).view(-1, 1)).sum()
 
 
 def upsample(maps: torch.Tensor, size: Sequence[int]) -> torch.Tensor:  # (B, h, w) -> (B, H, W)

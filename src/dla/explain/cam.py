@@ -16,7 +16,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from dla.explain.base import Explainer, ExplainError, register_method
+from dla.explain.base import Explainer, ExplainError, check_range, register_method
 
 NEEDS = ("cam needs a network ending in global average pooling + linear: a `features(x)` method returning the "
          "last conv maps (B, C, h, w) and a `head` nn.Linear applied to their spatial mean (dla's cnn and resnet "
@@ -26,6 +26,8 @@ NEEDS = ("cam needs a network ending in global average pooling + linear: a `feat
 @register_method("cam", "class activation map (Zhou et al. 2016): last conv maps weighted by the class's FC "
                         "weights; needs a GAP + linear head")
 class CAM(Explainer):
+    scores_checked = True  # the target is checked on the method's own forward pass: see Explainer
+
     def __init__(self, model: nn.Module) -> None:
         super().__init__(model)
         missing = [what for what, ok in (("features", callable(getattr(model, "features", None))),
@@ -45,5 +47,6 @@ class CAM(Explainer):
             logits, gap = self.model(x), head(feats.mean(dim=(2, 3)))  # (B, K) twice
             if not torch.allclose(gap, logits, rtol=1e-3, atol=1e-4 * max(1.0, logits.abs().max().item())):
                 raise ExplainError(f"{type(self.model).__name__}'s logits are not head(mean of features(x)): {NEEDS}")
+            check_range(target, logits.shape[1])
             weights = head.weight[target]  # (B, C): each sample's class row of the FC layer
             return torch.einsum("bc,bchw->bhw", weights.to(feats.dtype), feats)  # (B, h, w)

@@ -31,6 +31,8 @@ from dla.explain.base import (
 @register_method("gradcam", "Grad-CAM (Selvaraju et al. 2017): a layer's maps weighted by their spatially "
                             "averaged class-score gradients; default layer: the last conv")
 class GradCAM(Explainer):
+    scores_checked = True  # the target is checked on the method's own forward pass: see Explainer
+
     def __init__(self, model: nn.Module, layer: str | nn.Module | None = None) -> None:
         super().__init__(model)
         self.layer_name, self.layer = find_layer(model, layer)

@@ -22,6 +22,8 @@ from dla.explain.base import Explainer, ExplainError, class_scores, register_met
 @register_method("saliency", "vanilla gradient |d score / d input| (Simonyan et al. 2014), max over colour "
                              "channels; optional SmoothGrad")
 class Saliency(Explainer):
+    scores_checked = True  # the target is checked on the method's own forward pass: see Explainer
+
     def __init__(self, model: nn.Module, samples: int = 0, noise: float = 0.15, seed: int = 0) -> None:
         super().__init__(model)
         if isinstance(samples, bool) or not isinstance(samples, int) or samples < 0:
