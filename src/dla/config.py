@@ -123,6 +123,19 @@ class AdversarialConfig:
     random_start: bool = opt(True, "PGD starts from a uniform random point of the eps-ball")
     mix: float = opt(0.5, "weight of the adversarial loss: (1 - mix) * CE(clean) + mix * CE(adversarial); "
                           "0.5 = Goodfellow et al. 2015, 1.0 = Madry et al. 2018", ge=0, le=1)
+    fraction: float = opt(1.0, "fraction of each batch attacked: the adversarial term is the loss on the batch whose "
+                               "first round(fraction * B) rows are replaced by adversarial copies", gt=0, le=1)
+    guard: bool | None = opt(None, "catastrophic-overfitting guard (Wong et al. 2020): PGD accuracy on a fixed "
+                                   "validation batch after each epoch; on a collapse, back to the previous epoch's "
+                                   "weights and stop. Default (null): on for method=fgsm only")
+    guard_drop: float = opt(0.2, "guard: a collapse is robust accuracy this far (absolute) below its best", gt=0, le=1)
+    guard_steps: int = opt(10, "guard: PGD steps (alpha = 2.5 * eps / steps, at the training eps)", ge=1, le=1000)
+    guard_size: int = opt(256, "guard: number of validation images (the first ones, fixed)", ge=1)
+
+    @property
+    def guarded(self) -> bool:
+        """Whether the guard runs: `guard` when set, else on for FGSM training (the method that overfits so)."""
+        return self.method != "none" and (self.method == "fgsm" if self.guard is None else self.guard)
 
 
 @dataclass

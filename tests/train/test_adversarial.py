@@ -15,6 +15,8 @@ from dla.config import load_config
 from dla.errors import ConfigError
 from dla.train import run_experiment
 from dla.train.checkpoint import load_checkpoint
+from dla.train.guard import AdversarialGuard
+from dla.train.loop import Trainer
 from dla.train.losses import Adversarial, CrossEntropy, build_criterion
 from dla.train.restore import load_trained
 
@@ -57,6 +59,9 @@ def test_the_section_defaults_to_off_and_takes_fractions() -> None:
     ("train.adversarial.steps=0", "'train.adversarial.steps' must be >= 1; got 0"),
     ("train.adversarial.mix=1.5", "'train.adversarial.mix' must be <= 1"),
     ("train.adversarial.alpha=x", "'train.adversarial.alpha' must be a number; got 'x'"),
+    ("train.adversarial.fraction=0", "'train.adversarial.fraction' must be > 0"),
+    ("train.adversarial.fraction=1.5", "'train.adversarial.fraction' must be <= 1"),
+    ("train.adversarial.guard_drop=0", "'train.adversarial.guard_drop' must be > 0"),
     ("train.adversarial.epsilon=0.1", "unknown config key 'train.adversarial.epsilon' (did you mean 'eps'?)"),
 ])
 def test_bad_values_name_the_key(override: str, message: str) -> None:
@@ -145,6 +150,78 @@ def test_batchnorm_sees_the_attack_in_eval_mode_and_trains_on_it_in_train_mode()
     assert int(bn.num_batches_tracked) == 2
 
 
+@pytest.mark.parametrize("method", ["fgsm", "pgd"])
+def test_fraction_one_is_the_whole_batch_exactly(method: str) -> None:
+    model, (x, y) = _net(), _batch()
+    losses = []
+    for fraction in (None, 1.0):
+        crit = _criterion(model, method) if fraction is None else Adversarial(
+            model, method, eps=0.1, alpha=0.03, steps=4, random_start=True, mix=1.0, label_smoothing=0.0,
+            fraction=fraction)
+        torch.manual_seed(7)
+        losses.append(crit(model(x), y, x, torch.arange(len(y))))
+    torch.testing.assert_close(losses[0], losses[1], rtol=0, atol=0)
+
+
+@pytest.mark.parametrize("method", ["fgsm", "pgd"])
+def test_fraction_half_attacks_the_first_half_and_keeps_the_rest_clean(method: str) -> None:
+    model, (x, y) = _net(), _batch(12)
+    crit = Adversarial(model, method, eps=0.1, alpha=0.03, steps=4, random_start=True, mix=0.5, label_smoothing=0.0,
+                       fraction=0.5)
+    torch.manual_seed(7)
+    loss = crit(model(x), y, x, torch.arange(12))
+    # By hand: rows 0-5 adversarial (attacked on their own: the random start has their shape), rows 6-11 clean.
+    torch.manual_seed(7)
+    head = fgsm(model, x[:6], y[:6], 0.1) if method == "fgsm" else pgd(model, x[:6], y[:6], 0.1, 0.03, 4)
+    mixed = torch.cat([head, x[6:]])
+    assert not torch.equal(head, x[:6])
+    want = 0.5 * F.cross_entropy(model(x), y) + 0.5 * F.cross_entropy(model(mixed), y)
+    torch.testing.assert_close(loss, want, rtol=0, atol=0)
+    per_row = F.cross_entropy(model(mixed), y, reduction="none") - F.cross_entropy(model(x), y, reduction="none")
+    assert torch.all(per_row[6:] == 0) and per_row[:6].mean() > 0
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# The catastrophic-overfitting guard
+
+
+def test_the_guard_is_on_for_fgsm_by_default_and_can_be_set() -> None:
+    def guarded(*overrides: str) -> bool:
+        return load_config("mnist_mlp", list(overrides)).train.adversarial.guarded
+
+    assert guarded("train.adversarial.method=fgsm") and not guarded("train.adversarial.method=pgd")
+    assert not guarded("train.adversarial.method=fgsm", "train.adversarial.guard=false")
+    assert guarded("train.adversarial.method=pgd", "train.adversarial.guard=true")
+    assert not guarded("train.adversarial.guard=true")  # no adversarial training: nothing to guard
+
+
+def test_the_guard_flags_a_drop_from_the_best_and_keeps_the_last_good_weights(monkeypatch: pytest.MonkeyPatch) -> None:
+    cfg = load_config("mnist_mlp", ["train.adversarial.method=fgsm", "train.adversarial.guard_drop=0.2"])
+    model, (x, y) = _net(), _batch(8)
+    guard = AdversarialGuard(cfg.train.adversarial, x, y)
+    accuracy = iter([0.5, 0.6, 0.45, 0.39])
+    monkeypatch.setattr(AdversarialGuard, "robust_accuracy", lambda self, m: next(accuracy))
+    for epoch in (1, 2, 3):  # 0.45 is 0.15 below the best 0.6: not a collapse
+        guard.measure(model, epoch)
+        assert not guard.collapsed
+        with torch.no_grad():
+            model[1].weight.add_(1.0)
+    guard.measure(model, 4)  # 0.39 < 0.6 - 0.2
+    assert guard.collapsed and guard.good_epoch == 3 and guard.best_epoch == 2
+    torch.testing.assert_close(guard.good_weights["1.weight"], model[1].weight.detach() - 1)
+    assert "fell to 39.0% in epoch 4 (best 60.0% at epoch 2); stopped with the weights of epoch 3" in guard.message(4)
+
+
+def test_the_guard_s_own_pgd_is_seeded_and_leaves_the_global_rng_alone() -> None:
+    cfg = load_config("mnist_mlp", ["train.adversarial.method=fgsm", "train.adversarial.eps=0.3"])
+    model, (x, y) = _net(), _batch(32)
+    guard = AdversarialGuard(cfg.train.adversarial, x, y)
+    state = torch.get_rng_state()
+    first = guard.robust_accuracy(model)
+    assert guard.robust_accuracy(model) == first and torch.equal(torch.get_rng_state(), state)
+    assert model.training and first < (model(x).argmax(1) == y).float().mean().item()
+
+
 # ---------------------------------------------------------------------------------------------------------------
 # Real runs
 
@@ -180,3 +257,37 @@ def test_a_short_adversarial_run_is_more_robust_than_a_standard_one(tmp_path: Pa
     clean_adv, pgd_adv = (r["accuracy"] for r in robust["pgd"])
     assert clean_std > 0.8 and clean_adv > 0.7  # both learnt the digits (measured: 0.90, 0.81)
     assert pgd_adv > pgd_std + 0.2, robust  # measured: 0.22 standard vs 0.53 adversarial
+
+
+@needs_mnist
+def test_a_collapse_stops_training_with_the_weights_of_the_epoch_before(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+                                                                      capsys: pytest.CaptureFixture[str]) -> None:
+    snapshots: list[dict[str, torch.Tensor]] = []
+    accuracy = iter([0.6, 0.1, 0.1])  # epoch 2 collapses (0.5 below the best)
+
+    def fake(self: AdversarialGuard, model: nn.Module) -> float:
+        snapshots.append({k: v.clone() for k, v in model.state_dict().items()})
+        return next(accuracy)
+
+    tested: list[dict[str, torch.Tensor]] = []
+    real_test = Trainer.test
+
+    def test(self: Trainer) -> dict[str, float]:
+        tested.append({k: v.clone() for k, v in self.model.state_dict().items()})  # the weights fit() ended with
+        return real_test(self)
+
+    monkeypatch.setattr(AdversarialGuard, "robust_accuracy", fake)
+    monkeypatch.setattr(Trainer, "test", test)
+    run = run_experiment(load_config("mnist_mlp", [*TINY, "train.epochs=3", "run_name=guarded",
+                                                   "train.adversarial.method=fgsm"]), tmp_path, DATA_ROOT)
+    out = capsys.readouterr().out
+    assert len(snapshots) == 2 and "epoch   3/" not in out  # stopped after epoch 2
+    assert "catastrophic overfitting: PGD-10 accuracy at eps 0.1" in out
+    assert "fell to 10.0% in epoch 2 (best 60.0% at epoch 1); stopped with the weights of epoch 1" in out
+    assert "robust 60.00%" in out
+    epoch1 = snapshots[0]
+    assert all(torch.equal(tested[0][k], epoch1[k]) for k in epoch1)
+    assert not all(torch.equal(snapshots[1][k], epoch1[k]) for k in epoch1)
+    for path in (run.last, run.best):  # neither checkpoint holds the collapsed epoch
+        ckpt = load_checkpoint(path)
+        assert ckpt["epoch"] == 1 and all(torch.equal(ckpt["model"][k], epoch1[k]) for k in epoch1)

@@ -66,8 +66,8 @@ def check_images(x: torch.Tensor) -> torch.Tensor:
     if x.numel() and (x.amin() < 0 or x.amax() > 1):
         lo, hi = float(x.amin()), float(x.amax())
         raise AttackError(
-            f"x must hold images in [0, 1]; got values in [{lo:.3g}, {hi:.3g}]: pass unnormalised images "
-            "(normalisation belongs inside the model, e.g. dla.nn.Normalize as its first layer)"
+            f"x must hold images in [0, 1] (models take [0, 1] images and normalise inside, e.g. with dla.nn.Normalize "
+            f"as their first layer); got min {lo:.3g}, max {hi:.3g}: pass unnormalised images"
         )
     return x
 
@@ -76,6 +76,14 @@ def check_eps(eps: float, name: str = "eps") -> float:
     if isinstance(eps, bool) or not isinstance(eps, int | float) or not 0 <= eps < float("inf"):
         raise AttackError(f"{name} must be a finite number >= 0 in pixel units (e.g. 8/255); got {eps!r}")
     return float(eps)
+
+
+def check_alpha(alpha: float, name: str = "alpha") -> float:
+    """A step size: finite and > 0 (a zero step never moves the image; leave it unset for the default)."""
+    if isinstance(alpha, bool) or not isinstance(alpha, int | float) or not 0 < alpha < float("inf"):
+        raise AttackError(f"{name} must be a finite step size > 0 in pixel units (e.g. 2/255), or left unset for "
+                          f"2.5 * eps / steps; got {alpha!r}")
+    return float(alpha)
 
 
 def _labels(labels: torch.Tensor | int, batch: int, device: torch.device, name: str) -> torch.Tensor:

@@ -10,6 +10,7 @@ from dla.attacks.common import (
     Goal,
     Variant,
     attack_mode,
+    check_alpha,
     check_eps,
     check_images,
     input_gradient,
@@ -66,9 +67,7 @@ def pgd(
         raise AttackError(f"restarts must be an integer >= 1; got {restarts!r}")
     if restarts > 1 and not random_start:
         raise AttackError(f"restarts={restarts} needs random_start=True: without it every restart is the same run")
-    if alpha is None:
-        alpha = 2.5 * eps / max(steps, 1)
-    alpha = check_eps(alpha, "alpha")
+    alpha = 2.5 * eps / max(steps, 1) if alpha is None else check_alpha(alpha)
     with attack_mode(model):
         goal = make_goal(model, x, y, targeted=targeted, target=target, variant=variant, least_likely=least_likely)
         if eps == 0 or x.shape[0] == 0:

@@ -23,7 +23,15 @@ from typing import Any
 
 import torch
 
-from dla.attacks.common import VARIANTS, AttackError, attack_mode, check_eps, least_likely_target, logits_of
+from dla.attacks.common import (
+    VARIANTS,
+    AttackError,
+    attack_mode,
+    check_alpha,
+    check_eps,
+    least_likely_target,
+    logits_of,
+)
 from dla.attacks.evaluate import evaluate_attack
 from dla.attacks.plots import fmt_eps, plot_accuracy_vs_eps, plot_attack_grid
 from dla.attacks.registry import get_attack
@@ -115,7 +123,7 @@ def make_request(method: str = "pgd", eps: str | Sequence[float] = DEFAULT_EPS, 
         options[name] = value
     if "alpha" in options:
         a = options["alpha"]
-        options["alpha"] = check_eps(parse_number(a, "--alpha") if isinstance(a, str) else a, "--alpha")
+        options["alpha"] = check_alpha(parse_number(a, "--alpha") if isinstance(a, str) else a, "--alpha")
     for name in ("steps", "restarts"):
         v = options.get(name)
         low = 1 if name == "restarts" else 0

@@ -42,6 +42,7 @@ from dla.tracking import NullTracker, Tracker, check_tracking, progress, read_me
 from dla.train.checkpoint import load_checkpoint, rng_state, save_checkpoint, set_rng_state
 from dla.train.early_stopping import EarlyStopping
 from dla.train.gradflow import GradFlowRecorder
+from dla.train.guard import AdversarialGuard
 from dla.train.losses import Criterion, CrossEntropy, build_criterion
 from dla.train.metrics import MetricAccumulator
 from dla.train.optim import build_optimizer, build_scheduler
@@ -68,6 +69,8 @@ class Trainer:
         self.optimizer = build_optimizer(model, cfg.optim)
         self.scheduler = build_scheduler(self.optimizer, cfg.schedule, len(self.train_loader), cfg.train.epochs)
         self.stopper = EarlyStopping(cfg.train.early_stopping)
+        adv = cfg.train.adversarial  # FGSM training: stop at catastrophic overfitting (dla.train.guard)
+        self.guard = AdversarialGuard(adv, splits.val.x, splits.val.y, cfg.seed) if adv.guarded else None
         self.forward = model
         if dist.active:
             from torch.nn.parallel import DistributedDataParallel
@@ -100,11 +103,17 @@ class Trainer:
             lr = self.optimizer.param_groups[0]["lr"]
             train = self.train_one_epoch(epoch)
             val = self.evaluate(self.val_loader)
+            if self.guard:
+                val["robust_accuracy"] = self.guard.measure(self.model, epoch)
             seconds = time.perf_counter() - t0
-            improved = self.stopper.step(val[metric], epoch)
 
             self.tracker.log(epoch, "train", train, lr=lr, seconds=seconds)
             self.tracker.log(epoch, "val", val)
+            if self.guard and broadcast_object(self.guard.collapsed, self.dist):
+                self.model.load_state_dict(self.guard.good_weights)  # neither checkpoint holds this epoch
+                self._say(self.guard.message(epoch))
+                break
+            improved = self.stopper.step(val[metric], epoch)
             if self.dist.main:
                 self.save(self.run.last, epoch)
                 if improved:
@@ -228,7 +237,8 @@ class Trainer:
                      improved: bool) -> None:
         print(f"epoch {epoch:3d}/{self.cfg.train.epochs}  train loss {train['loss']:.4f} "
               f"acc {100 * train['accuracy']:.2f}%  val loss {val['loss']:.4f} acc {100 * val['accuracy']:.2f}%  "
-              f"{seconds:.1f}s{'  *' if improved else ''}", flush=True)
+              + (f"robust {100 * val['robust_accuracy']:.2f}%  " if "robust_accuracy" in val else "")
+              + f"{seconds:.1f}s{'  *' if improved else ''}", flush=True)
 
 
 def _check_resume_config(run: RunDir, cfg: ExperimentConfig) -> None:

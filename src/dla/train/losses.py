@@ -104,16 +104,21 @@ class Adversarial:
     This is what madrylab's `robustness` library does (eval for the attack, train for the update). PGD's random
     start draws from the global RNG, which checkpoints save, so a resumed run replays the same examples.
 
+    `fraction` < 1 attacks only the first n = round(fraction * B) examples of each batch (the batch is shuffled,
+    so they are a random subset): the adversarial term is then CE on the batch with those n rows replaced by
+    their adversarial copies and the other B - n rows clean, so that fraction = 1 is the loss above exactly and
+    the attack costs n / B of its full price. (Kurakin et al. 2017 train on such mixed batches.)
+
     The model is the plain module, not the DDP / compiled wrapper the loop calls: under DDP the clean and the
     adversarial paths reach each weight through one summed gradient, so its all-reduce should still fire once
     per step (reasoned from autograd, not covered by the tests, which run on one process).
     """
 
     def __init__(self, model: nn.Module, method: str, eps: float, alpha: float, steps: int, random_start: bool,
-                 mix: float, label_smoothing: float) -> None:
+                 mix: float, label_smoothing: float, fraction: float = 1.0) -> None:
         self.model, self.method, self.eps, self.steps, self.random_start = model, method, eps, steps, random_start
         self.alpha = alpha or None  # 0 in the config = pgd's default, 2.5 * eps / steps
-        self.mix, self.label_smoothing = mix, label_smoothing
+        self.mix, self.label_smoothing, self.fraction = mix, label_smoothing, fraction
 
     def examples(self, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
         """Adversarial copies of the batch x (B, C, H, W) in [0, 1] with labels y (B,)."""
@@ -127,7 +132,9 @@ class Adversarial:
         clean = F.cross_entropy(logits, y, label_smoothing=self.label_smoothing)
         if self.mix == 0:
             return clean
-        adv_logits = self.model(self.examples(x, y)).float()  # (B, K), in the model's training mode
+        n = round(self.fraction * x.shape[0])  # the rows attacked; the rest of the adversarial batch stays clean
+        x_adv = self.examples(x, y) if n == x.shape[0] else torch.cat([self.examples(x[:n], y[:n]), x[n:]])
+        adv_logits = self.model(x_adv).float()  # (B, K), in the model's training mode
         adv = F.cross_entropy(adv_logits, y, label_smoothing=self.label_smoothing)
         return adv if self.mix == 1 else (1 - self.mix) * clean + self.mix * adv
 
@@ -211,7 +218,8 @@ def build_criterion(cfg: ExperimentConfig, splits: Splits, device: torch.device,
     if adv.method != "none":  # config.validate refuses it together with distillation
         if model is None:
             raise ValueError("adversarial training needs the model: build_criterion(cfg, splits, device, model)")
-        return Adversarial(model, adv.method, adv.eps, adv.alpha, adv.steps, adv.random_start, adv.mix, ls)
+        return Adversarial(model, adv.method, adv.eps, adv.alpha, adv.steps, adv.random_start, adv.mix, ls,
+                           adv.fraction)
     oe = cfg.train.outlier_exposure
     if oe.dataset:  # config.validate refuses it together with distillation or adversarial training
         if model is None:
