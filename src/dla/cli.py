@@ -54,7 +54,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--n", type=int, default=16, help="how many test images, the first N (default: 16)")
     p.add_argument("--target", default=None, help="class index or name to explain (default: each image's prediction)")
     p.add_argument("--layer", default=None, help="Grad-CAM layer, a name from model.named_modules() "
-                                                 "(default: the last conv layer)")
+                                                 "(default: the block holding the last conv layer)")
     p.add_argument("--classmap", action="store_true", help="instead: the CNN as a fully-convolutional net on 2x2 "
                                                            "mosaics of test images, a class per location (--n mosaics)")
     p.add_argument("--data-root", default=None, help="dataset folder (default: $DLA_DATA, else ./data)")

@@ -37,7 +37,7 @@ def test_grad_cam_equals_captum_layer_grad_cam(residual: bool, layer: str | None
     model = registry_cnn(dtype=F64, residual=residual)
     x = images(5, dtype=F64)
     target = model(x).argmax(dim=1)
-    module = dict(model.named_modules())[layer or "stages.3.0.conv2"]
+    module = dict(model.named_modules())[layer or "stages.3.0"]
     want_raw, want = captum_grad_cam(model, x, target, module)
 
     maps, raw = grad_cam(model, x, layer=layer, raw=True)  # target None: the predicted class, as given to captum
@@ -89,7 +89,7 @@ def test_cam_equals_grad_cam_at_the_last_conv_of_a_gap_linear_network() -> None:
     torch.manual_seed(0)
     model = GapNet().to(F64).eval()
     x = images(4, dtype=F64, shape=(3, 12, 12))
-    assert default_layer(model) == "body.3"  # the last conv, whose output the head pools
+    assert default_layer(model) == "body"  # the block holding the last conv: what the head pools
 
     cam_maps, cam_raw = cam(model, x, raw=True)
     gc_maps, gc_raw = grad_cam(model, x, raw=True)
@@ -172,17 +172,20 @@ class Twice(nn.Module):
         return self.head(self.body[1](self.body(x)).mean(dim=(2, 3)))
 
 
-def test_the_default_layer_is_the_last_conv_of_the_main_path() -> None:
-    assert default_layer(registry_cnn()) == "stages.3.0.conv2"
+def test_the_default_layer_is_the_block_of_the_last_main_path_conv() -> None:
+    # Its output is after BatchNorm, ReLU and the residual addition: the rectified features the head pools.
+    assert default_layer(registry_cnn()) == "stages.3.0"
     residual = registry_cnn(residual=True)  # its last block registers a 1x1 projection shortcut after conv2
     assert "stages.3.0.shortcut.0" in dict(residual.named_modules())
-    assert default_layer(residual) == "stages.3.0.conv2"
+    assert default_layer(residual) == "stages.3.0"
+    top = torch.nn.Sequential(torch.nn.Conv2d(1, 2, 3), torch.nn.ReLU())  # a conv directly in the model
+    assert default_layer(top) == "0"
 
 
 def test_grad_cam_reads_unfold_convs_like_nn_conv2d() -> None:
     model = registry_cnn(dtype=F64)
     unfold = swap_convs(copy.deepcopy(model))
-    assert isinstance(dict(unfold.named_modules())[default_layer(unfold)], UnfoldConv2d)
+    assert any(isinstance(m, UnfoldConv2d) for m in dict(unfold.named_modules())[default_layer(unfold)].modules())
     x = images(3, dtype=F64)
     torch.testing.assert_close(grad_cam(unfold, x, raw=True)[1], grad_cam(model, x, raw=True)[1], rtol=1e-7,
                                atol=1e-10)

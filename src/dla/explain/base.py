@@ -176,10 +176,14 @@ SIDE_BRANCHES = ("shortcut", "downsample")  # dla's and torchvision's names for 
 
 
 def default_layer(model: nn.Module) -> str:
-    """The last conv layer in module order, not counting 1x1 projection shortcuts.
+    """The block that holds the last conv layer (not counting 1x1 projection shortcuts), or that conv itself
+    when it sits directly in the model.
 
-    A residual block registers its projection shortcut after its second conv, but the shortcut is a side
-    branch: the network's last conv *features* come from the main path.
+    Grad-CAM's "last convolutional layer" means the last rectified conv feature maps. The conv module's own
+    output comes before its BatchNorm, ReLU and residual addition, where a weighted sum is often negative
+    everywhere and the map is blank; its block's output is what the head sees (for a GAP + linear network,
+    exactly CAM's features), as pytorch-grad-cam's `model.layer4[-1]` convention takes it. A residual block
+    registers its projection shortcut after its second conv, but the shortcut is a side branch.
     """
     convs = [name for name, m in model.named_modules() if isinstance(m, CONV_TYPES)]
     main = [name for name in convs if not set(name.split(".")) & set(SIDE_BRANCHES)]
@@ -187,7 +191,8 @@ def default_layer(model: nn.Module) -> str:
         raise ExplainError(f"{type(model).__name__} has no conv layer (nn.Conv2d or UnfoldConv2d) for Grad-CAM's "
                            f"default; pass layer=NAME of a layer with (B, C, h, w) output; "
                            f"layers: {', '.join(layer_names(model)) or 'none'}")
-    return (main or convs)[-1]
+    last = (main or convs)[-1]
+    return last.rsplit(".", 1)[0] if "." in last else last
 
 
 def layer_names(model: nn.Module) -> list[str]:
