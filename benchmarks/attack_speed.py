@@ -17,10 +17,7 @@ Run from the repository root:
 from __future__ import annotations
 
 import argparse
-import datetime
 import json
-import os
-import platform
 import statistics
 import sys
 import time
@@ -36,33 +33,11 @@ from dla.attacks import fgsm, pgd
 from dla.models import ModelInputs, build_model
 from dla.models.cnn import CNNConfig
 
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from machine import machine_info
+
 DEFAULT_OUT = Path(__file__).resolve().parent / "results_attack_speed.json"
 EPS = 0.1
-
-
-def machine_info(threads: int, device: torch.device) -> dict[str, Any]:
-    cpu = platform.processor() or platform.machine()
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                cpu = line.split(":", 1)[1].strip()
-                break
-    except OSError:
-        pass
-    info = {
-        "cpu": cpu,
-        "logical_cpus": os.cpu_count(),
-        "threads": threads,
-        "torch": torch.__version__,
-        "torchattacks": torchattacks.__version__,
-        "python": platform.python_version(),
-        "platform": platform.platform(),
-        "device": str(device),
-        "date": datetime.datetime.now(datetime.UTC).isoformat(timespec="seconds"),
-    }
-    if device.type == "cuda":
-        info["gpu"] = torch.cuda.get_device_name(device)
-    return info
 
 
 def build(device: torch.device) -> nn.Module:
@@ -155,7 +130,7 @@ def main() -> None:
                      "ratio": m_theirs / m_ours, "ours_times_s": t_ours, "torchattacks_times_s": t_theirs})
         print(f"{name}: dla {args.batch / m_ours:.0f} images/s, torchattacks {args.batch / m_theirs:.0f} images/s, "
               f"ratio {m_theirs / m_ours:.2f}", flush=True)
-    result = {"machine": machine_info(args.threads, device),
+    result = {"machine": machine_info(args.threads, device, torchattacks=torchattacks.__version__),
               "settings": {k: v for k, v in vars(args).items() if k != "out"} | {"model": "cnn depth=9 width=16"},
               "rows": rows}
     args.out.parent.mkdir(parents=True, exist_ok=True)

@@ -26,10 +26,8 @@ Run from the repository root:
 from __future__ import annotations
 
 import argparse
-import datetime
 import json
 import os
-import platform
 import statistics
 import sys
 import time
@@ -41,6 +39,9 @@ import torch
 from torch import nn
 
 from dla.nn import UnfoldConv2d
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from machine import machine_info
 
 DEFAULT_OUT = Path(__file__).resolve().parent / "results_unfold_conv.json"
 MiB = 2**20
@@ -70,31 +71,6 @@ LAYERS = [
 ]
 
 
-def machine_info(threads: int, device: torch.device) -> dict[str, Any]:
-    cpu = platform.processor() or platform.machine()
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                cpu = line.split(":", 1)[1].strip()
-                break
-    except OSError:
-        pass
-    info = {
-        "cpu": cpu,
-        "logical_cpus": os.cpu_count(),
-        "threads": threads,
-        "torch": torch.__version__,
-        "python": platform.python_version(),
-        "platform": platform.platform(),
-        "mkldnn": torch.backends.mkldnn.is_available(),
-        "device": str(device),
-        "date": datetime.datetime.now(datetime.UTC).isoformat(timespec="seconds"),
-    }
-    if device.type == "cuda":
-        info["gpu"] = torch.cuda.get_device_name(device)
-    return info
-
-
 def saved_bytes(layer: nn.Module, x: torch.Tensor) -> int:
     """Bytes of the distinct storages autograd saves for backward in one forward pass of `layer`."""
     storages: dict[int, int] = {}
@@ -114,6 +90,7 @@ _PEAK_CHILD = """
 import sys, torch
 from torch import nn
 from dla.nn import UnfoldConv2d
+
 impl, c_in, c_out, size, k, stride, pad, batch, grad, dev = sys.argv[1:]
 c_in, c_out, size, k, stride, pad, batch = map(int, (c_in, c_out, size, k, stride, pad, batch))
 torch.set_num_threads(1)
