@@ -130,14 +130,14 @@ def test_accelerate_launch_runs_the_same_loop(single: Path, tmp_path: Path) -> N
 
 
 SLOW_RANK0 = """
-import time, torch
+import pathlib, sys, time, torch
 from dla.distributed import all_reduce_sum, init_from_env, shutdown
 d = init_from_env("cpu")
 all_reduce_sum(torch.ones(1), d)
 if d.main:
     time.sleep(2)  # rank 0 still writing plots while rank 1 is already done
 shutdown(ok=True)
-print("rank", d.rank, "left")
+pathlib.Path(sys.argv[1], f"rank{d.rank}.left").touch()  # a file each: the ranks' stdout lines interleave
 """
 
 
@@ -145,6 +145,6 @@ def test_ranks_that_finish_at_different_times_all_exit_cleanly(tmp_path: Path) -
     # gloo aborts (SIGABRT) a rank that destroys the group while a peer is still busy; shutdown waits for all.
     script = tmp_path / "slow_rank0.py"
     script.write_text(SLOW_RANK0)
-    proc = _torchrun(2, [str(script)], timeout=120)
+    proc = _torchrun(2, [str(script), str(tmp_path)], timeout=120)
     assert proc.returncode == 0, proc.stdout + proc.stderr
-    assert sorted(line for line in proc.stdout.splitlines() if "left" in line) == ["rank 0 left", "rank 1 left"]
+    assert sorted(p.name for p in tmp_path.glob("*.left")) == ["rank0.left", "rank1.left"]
