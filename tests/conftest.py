@@ -114,3 +114,14 @@ def png_size(path: Path) -> tuple[int, int]:
     with Image.open(path) as im:
         assert im.format == "PNG"
         return im.size
+
+
+def train_run(tmp: Path, experiment: str, overrides: list[str]):
+    """A real run of `experiment` under tmp/<experiment>/ on the shared data root, offline: for the commands
+    (explain, attack, ood) that start from a finished run."""
+    from dla.config import load_config
+    from dla.train import run_experiment
+
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setenv("DLA_OFFLINE", "1")
+        return run_experiment(load_config(experiment, overrides), tmp / experiment, DATA_ROOT)

@@ -10,7 +10,6 @@ from pathlib import Path
 
 import pytest
 import torch
-from PIL import Image
 
 from dla.attacks import evaluate_attack
 from dla.attacks.plots import fmt_eps
@@ -20,7 +19,7 @@ from dla.runs import RunDir
 from dla.train import run_experiment
 from dla.train.restore import TrainedRun, load_trained
 
-from ..conftest import DATA_ROOT, QUICK, needs_mnist
+from ..conftest import DATA_ROOT, QUICK, needs_mnist, png_size
 from ..conftest import run_cli as _cli
 
 ROW_KEYS = ("eps", "n", "loss", "accuracy", "precision", "recall", "f1")
@@ -47,14 +46,6 @@ def run(mlp_run: RunDir, tmp_path: Path) -> Path:
     return dst
 
 
-
-
-def _png(path: Path) -> tuple[int, int]:
-    with Image.open(path) as im:
-        im.verify()
-    with Image.open(path) as im:
-        assert im.format == "PNG"
-        return im.size
 
 
 def _same_rows(got: list[dict], want: list[dict]) -> None:
@@ -87,9 +78,9 @@ def test_fgsm_end_to_end_rows_files_and_the_clean_accuracy(capsys: pytest.Captur
     assert "| eps | Loss | Accuracy | Precision | Recall |" in lines
     assert lines[lines.index("| eps | Loss | Accuracy | Precision | Recall |") + 3].startswith("| 4/255 | ")
     assert f"| {100 * clean['accuracy']:.2f}% |" in out
-    w, h = _png(folder / "grid.png")
+    w, h = png_size(folder / "grid.png")
     assert h > 400 and w > 500  # 4 rows of original + 2 eps x (adversarial, difference)
-    _png(folder / "accuracy_vs_eps.png")
+    png_size(folder / "accuracy_vs_eps.png")
 
 
 @needs_mnist
@@ -126,7 +117,7 @@ def test_targeted_attacks_report_their_success_rate(capsys: pytest.CaptureFixtur
     _same_rows(results["rows"], want)
     assert "| eps | Loss | Accuracy | Precision | Recall | Target success |" in out.splitlines()
     assert results["rows"][1]["success_rate"] > results["rows"][0]["success_rate"]
-    _png(run / "attacks" / folder / "grid.png")
+    png_size(run / "attacks" / folder / "grid.png")
 
 
 @needs_mnist
@@ -204,7 +195,7 @@ def test_a_sweep_folder_attacks_every_finished_run_and_averages_over_seeds(
     assert f"| variant=b | {100 * acc[0]:.2f} ± 0.00% | {100 * acc[1]:.2f} ± 0.00% | 1 |" in out
     assert out.index("| variant=b |") < out.index("| variant=a |")
     assert "| Config | eps 0 (clean) | eps 0.1 | n |" in out
-    _png(folder / "accuracy_vs_eps.png")
+    png_size(folder / "accuracy_vs_eps.png")
 
 
 def test_robustness_table_is_mean_and_sample_std_per_config() -> None:

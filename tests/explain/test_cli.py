@@ -9,11 +9,9 @@ from pathlib import Path
 import pytest
 from PIL import Image
 
-from dla.config import load_config
 from dla.runs import RunDir
-from dla.train import run_experiment
 
-from ..conftest import DATA_ROOT, QUICK, needs_mnist
+from ..conftest import DATA_ROOT, QUICK, needs_mnist, train_run
 from ..conftest import one_line_error as _one_line_error
 from ..conftest import run_cli as _cli
 
@@ -21,20 +19,14 @@ TINY_CNN = ["data.name=mnist", "data.limit_train=1500", "data.val_size=500", "da
             "train.epochs=1", "tracking.progress=off", "data.augment.flip=false", "data.augment.crop_padding=0"]
 
 
-def _train(tmp: Path, experiment: str, overrides: list[str]) -> RunDir:
-    with pytest.MonkeyPatch.context() as mp:
-        mp.setenv("DLA_OFFLINE", "1")
-        return run_experiment(load_config(experiment, overrides), tmp / experiment, DATA_ROOT)
-
-
 @pytest.fixture(scope="module")
 def cnn_run(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RunDir]:
-    yield _train(tmp_path_factory.mktemp("runs"), "cnn_fmnist", TINY_CNN)  # a few seconds on a CPU
+    yield train_run(tmp_path_factory.mktemp("runs"), "cnn_fmnist", TINY_CNN)  # a few seconds on a CPU
 
 
 @pytest.fixture(scope="module")
 def mlp_run(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RunDir]:
-    yield _train(tmp_path_factory.mktemp("runs"), "mnist_mlp", [*QUICK, "train.epochs=1"])
+    yield train_run(tmp_path_factory.mktemp("runs"), "mnist_mlp", [*QUICK, "train.epochs=1"])
 
 
 

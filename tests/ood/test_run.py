@@ -11,17 +11,15 @@ import pytest
 import torch
 from PIL import Image
 
-from dla.config import load_config
 from dla.data.mnist import FASHION_CLASSES
 from dla.ood import metrics, score
 from dla.ood.data import load_registered, noise_images
 from dla.ood.recon import ConvAutoencoder
 from dla.runs import RunDir
-from dla.train import run_experiment
 from dla.train.checkpoint import load_checkpoint
 from dla.train.restore import load_trained
 
-from ..conftest import DATA_ROOT, HAVE_MNIST, QUICK, needs_mnist
+from ..conftest import DATA_ROOT, HAVE_MNIST, QUICK, needs_mnist, train_run
 from ..conftest import one_line_error as _one_line_error
 from ..conftest import run_cli as _cli
 
@@ -43,20 +41,14 @@ needs_fashion = pytest.mark.skipif(not (HAVE_MNIST and _have_fashion()),
                                    reason="MNIST or Fashion-MNIST not found")
 
 
-def _train(tmp: Path, experiment: str, overrides: list[str]) -> RunDir:
-    with pytest.MonkeyPatch.context() as mp:
-        mp.setenv("DLA_OFFLINE", "1")
-        return run_experiment(load_config(experiment, overrides), tmp / experiment, DATA_ROOT)
-
-
 @pytest.fixture(scope="module")
 def cnn_run(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RunDir]:
-    yield _train(tmp_path_factory.mktemp("runs"), "cnn_mnist", TINY_CNN)
+    yield train_run(tmp_path_factory.mktemp("runs"), "cnn_mnist", TINY_CNN)
 
 
 @pytest.fixture(scope="module")
 def heldout_run(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RunDir]:
-    yield _train(tmp_path_factory.mktemp("runs"), "cnn_mnist_heldout", TINY_CNN)
+    yield train_run(tmp_path_factory.mktemp("runs"), "cnn_mnist_heldout", TINY_CNN)
 
 
 
@@ -197,7 +189,7 @@ def test_bad_requests_are_one_line_and_write_nothing(capsys: pytest.CaptureFixtu
 
 @needs_mnist
 def test_recon_features_needs_a_model_with_features(capsys: pytest.CaptureFixture[str], tmp_path: Path) -> None:
-    mlp = _train(tmp_path, "mnist_mlp", [*QUICK, "train.epochs=1"])
+    mlp = train_run(tmp_path, "mnist_mlp", [*QUICK, "train.epochs=1"])
     _one_line_error(capsys, ["ood", str(mlp.path), "--ood", "noise", "--methods", "recon", "--recon-features"],
                     "MLP has no features(x) method", "drop --recon-features")
     assert not (mlp.path / "ood").exists()

@@ -22,6 +22,7 @@ from dla.config import ModelConfig, opt
 from dla.errors import ConfigError
 from dla.models.registry import ModelInputs, register_model
 from dla.nn import Normalize
+from dla.nn.init import kaiming_conv_bn
 
 
 @dataclass
@@ -131,12 +132,7 @@ class CNN(nn.Module):
         self._init(cfg)
 
     def _init(self, cfg: CNNConfig) -> None:
-        for m in self.modules():
-            if isinstance(m, nn.Conv2d):
-                nn.init.kaiming_normal_(m.weight, mode="fan_out", nonlinearity="relu")
-            elif isinstance(m, nn.BatchNorm2d):
-                nn.init.ones_(m.weight)
-                nn.init.zeros_(m.bias)
+        kaiming_conv_bn(self)
         if cfg.zero_init_residual and cfg.residual and cfg.norm == "batch":
             for m in self.modules():
                 if isinstance(m, BasicBlock):

@@ -43,6 +43,7 @@ from dla.data.root import offline, resolve_data_root
 from dla.errors import CheckpointError, DataError
 from dla.models.registry import ModelInputs, register_model
 from dla.nn import Normalize
+from dla.nn.init import kaiming_conv_bn
 
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
@@ -114,12 +115,7 @@ class ResNet18(nn.Module):
 
     def _init(self) -> None:
         # torchvision's initialisation (fc keeps nn.Linear's default, as in torchvision).
-        for m in self.modules():
-            if isinstance(m, nn.Conv2d):
-                nn.init.kaiming_normal_(m.weight, mode="fan_out", nonlinearity="relu")
-            elif isinstance(m, nn.BatchNorm2d):
-                nn.init.ones_(m.weight)
-                nn.init.zeros_(m.bias)
+        kaiming_conv_bn(self)
 
     def backbone(self) -> list[nn.Module]:
         """Everything `finetune=head` freezes: all of torchvision's modules but fc."""
