@@ -117,8 +117,12 @@ def cmd_list(args: argparse.Namespace) -> None:
     if args.datasets:
         from dla.data import dataset_names, get_dataset
 
+        from dla.text.datasets import TEXT_DATASETS
+
         for name in dataset_names():
             print(f"{name:<20} {get_dataset(name).description}")
+        for name, text in sorted(TEXT_DATASETS.items()):
+            print(f"{name:<20} {text.description} (task={text.task})")
         return
     from dla.config import experiment_names, read_experiment
 
@@ -132,7 +136,7 @@ def cmd_run(args: argparse.Namespace) -> None:
     from dla.config import load_config
     from dla.data import resolve_data_root
     from dla.distributed import launched_main
-    from dla.train import run_experiment
+    from dla.tasks import run_experiment
 
     cfg = load_config(args.experiment, args.overrides)
     run = run_experiment(cfg, Path(args.out) / cfg.experiment, resolve_data_root(args.data_root))

@@ -175,6 +175,49 @@ class TrackingConfig:
 
 
 @dataclass
+class LMConfig:
+    """Language modelling (task=lm): a decoder-only transformer trained on random contiguous blocks."""
+
+    tokenizer: Literal["char", "gpt2"] = opt("char", "char = one token per character, vocabulary saved with the "
+                                                     "run; gpt2 = GPT-2 byte-level BPE (data root gpt2_tokenizer/)")
+    block_size: int = opt(64, "context length in tokens", ge=2, le=8192)
+    train_fraction: float = opt(0.9, "the first fraction of the text trains, the rest validates", gt=0, lt=1)
+    max_iters: int = opt(2000, "optimizer steps", ge=1)
+    eval_interval: int = opt(250, "estimate train/val loss every N steps (and at the last step)", ge=1)
+    eval_iters: int = opt(200, "batches averaged per loss estimate (fixed, seeded, the same at every evaluation)",
+                          ge=1)
+    warmup_iters: int = opt(100, "linear warmup from 0 over this many steps", ge=0)
+    lr_decay_iters: int = opt(0, "cosine decay ends here (then min lr); 0 = max_iters", ge=0)
+    min_lr_ratio: float = opt(0.1, "floor of the cosine decay as a fraction of optim.lr", ge=0, le=1)
+    patience: int = opt(0, "stop after this many evaluations without a new best val loss; 0 = never", ge=0)
+    sample_tokens: int = opt(500, "tokens generated into samples.txt from the best checkpoint at the end", ge=0)
+    sample_prompt: str = opt("", "prompt of that sample (empty = the first line of the text)")
+    temperature: float = opt(0.8, "sampling temperature of that sample", gt=0)
+    top_k: int = opt(50, "sample among the k most likely tokens; 0 = all", ge=0)
+    top_p: float = opt(0.95, "nucleus sampling: the smallest set of tokens holding this probability", gt=0, le=1)
+
+
+@dataclass
+class TextClsConfig:
+    """Text classification with a pretrained Hugging Face encoder (task=textcls)."""
+
+    method: Literal["features", "finetune", "lora"] = opt(
+        "features", "features = frozen encoder, cached pooled features + a small head; finetune = every weight; "
+                    "lora = PEFT LoRA adapters + the head")
+    encoder: str = opt("all-MiniLM-L6-v2", "Hugging Face encoder: a hub id (online), a local folder, or a name "
+                                           "under the data root's models/")
+    max_length: int = opt(64, "tokens per sentence (longer ones are cut)", ge=8, le=4096)
+    pooling: Literal["mean", "cls"] = opt("mean", "sentence vector: attention-masked mean of the last hidden "
+                                                  "states, or the first ([CLS]) token")
+    head: Literal["logreg", "mlp"] = opt("logreg", "features: logistic regression or a 2-layer MLP head")
+    head_hidden: int = opt(256, "hidden width of the MLP head", ge=1)
+    lora_targets: str = opt("q,v", "lora: comma list of q, k, v, o (attention output), ffn, or all-linear")
+    lora_r: int = opt(8, "lora: rank r", ge=1, le=1024)
+    lora_alpha: float = opt(16.0, "lora: scaling alpha (the update is scaled by alpha / r)", gt=0)
+    lora_dropout: float = opt(0.1, "lora: dropout on the adapter input", ge=0, lt=1)
+
+
+@dataclass
 class ModelConfig:
     """Base of every model's config; the registry maps `name` to a subclass with its hyperparameters."""
 
@@ -185,6 +228,10 @@ class ModelConfig:
 class ExperimentConfig:
     experiment: str = opt("", "experiment name (the YAML file's stem); names the runs/<experiment>/ folder")
     description: str = opt("", "one line for `dla list`")
+    task: Literal["classify", "lm", "textcls"] = opt(
+        "classify", "what the run trains: classify = image classification (Labs 1 and 3); lm = a language model "
+                    "on a text corpus (section lm); textcls = sentence classification with a pretrained "
+                    "encoder (section textcls)")
     seed: int = opt(0, "seeds Python, NumPy and torch; data order and splits derive from it", ge=0)
     device: str = opt("auto", "auto (cuda, then mps, then cpu), cpu, cuda, cuda:N or mps")
     run_name: str = opt("", "run folder name; empty = derived from the time and seed")
@@ -196,6 +243,8 @@ class ExperimentConfig:
     train: TrainConfig = opt(default_factory=TrainConfig, help="training loop")
     tracking: TrackingConfig = opt(default_factory=TrackingConfig, help="logging")
     distill: DistillConfig = opt(default_factory=DistillConfig, help="knowledge distillation from a teacher run")
+    lm: LMConfig = opt(default_factory=LMConfig, help="language modelling (task=lm)")
+    textcls: TextClsConfig = opt(default_factory=TextClsConfig, help="text classification (task=textcls)")
     sweep: dict[str, list[Any]] = opt(default_factory=dict, help="grid for `dla sweep`: dotted key -> values")
     variants: dict[str, dict[str, Any]] = opt(
         default_factory=dict, help="named bundles of overrides; a sweep axis `variant: [name, ...]` picks one")
@@ -203,8 +252,9 @@ class ExperimentConfig:
 
 def _datasets() -> list[str]:
     from dla.data.registry import dataset_names
+    from dla.text.datasets import text_dataset_names
 
-    return dataset_names()
+    return sorted([*dataset_names(), *text_dataset_names()])
 
 
 def _models() -> list[str]:
@@ -477,6 +527,7 @@ def validate(cfg: ExperimentConfig) -> ExperimentConfig:
                           "(letters, digits, . _ , = + -; no slashes)")
     if not _RUN_NAME_RE.match(cfg.experiment):
         raise ConfigError(f"experiment name {cfg.experiment!r} must be a plain folder name")
+    _check_task_data(cfg)
     aug = cfg.data.augment
     if cfg.distill.teacher and cfg.distill.teacher_outputs == "cached" and (aug.flip or aug.crop_padding):
         raise ConfigError("distill.teacher_outputs=cached needs the same images every epoch, but augmentation is on; "
@@ -501,6 +552,20 @@ def validate(cfg: ExperimentConfig) -> ExperimentConfig:
         raise ConfigError("train.outlier_exposure.dataset=imagefolder needs train.outlier_exposure.path (a folder "
                           "with train/<class>/ images)")
     return cfg
+
+
+def _check_task_data(cfg: ExperimentConfig) -> None:
+    """Each task reads its own kind of dataset: images, a text corpus, or labelled sentences."""
+    from dla.text.datasets import TEXT_DATASETS
+
+    text = TEXT_DATASETS.get(cfg.data.name)
+    wanted = text.task if text else "classify"
+    if wanted != cfg.task:
+        kinds = {"classify": "an image dataset", "lm": "a text corpus", "textcls": "a sentence dataset"}
+        names = [n for n, d in TEXT_DATASETS.items() if d.task == cfg.task] if cfg.task != "classify" else []
+        hint = f" such as {', '.join(names)}" if names else " (`dla list --datasets`)"
+        raise ConfigError(f"data.name={cfg.data.name!r} is {kinds[wanted]}, but task={cfg.task} needs "
+                          f"{kinds[cfg.task]}{hint}")
 
 
 def dump_yaml(cfg: Any) -> str:

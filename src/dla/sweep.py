@@ -23,8 +23,9 @@ from dla.report.gradflow import plot_gradflow, read_gradflow
 from dla.report.plots import plot_overlay
 from dla.report.tables import METRICS, OPTIONAL, mean_std_table
 from dla.runs import RunDir
+from dla.tasks import run_experiment
 from dla.tracking import read_metrics
-from dla.train.loop import TrainingDiverged, run_experiment
+from dla.train.loop import TrainingDiverged
 
 
 def split_args(args: Sequence[str]) -> tuple[dict[str, list[Any]], list[str]]:
