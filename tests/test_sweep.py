@@ -3,13 +3,14 @@
 from __future__ import annotations
 
 import csv
+import json
 import statistics
 from pathlib import Path
 
 import pytest
 
 from dla.errors import ConfigError
-from dla.sweep import point_name, run_sweep, split_args
+from dla.sweep import dependency_order, point_dependencies, point_name, run_sweep, split_args
 
 from .conftest import QUICK, needs_mnist
 
@@ -47,3 +48,81 @@ def test_sweep_summary_is_mean_and_std_of_its_runs(tmp_path: Path, data_root: Pa
     stamps = {p: p.stat().st_mtime_ns for p in sweep.glob("*/results.json")}
     run_sweep("mnist_mlp", args, tmp_path, data_root, "s")
     assert {p: p.stat().st_mtime_ns for p in sweep.glob("*/results.json")} == stamps
+
+
+# A distilled student reads its teacher's run folder: listed first, it must still wait for the teacher (which a
+# second free worker would otherwise start it beside).
+DISTILL_YAML = """
+description: "test: a distilled student and its teacher"
+data: {name: mnist, limit_train: 1000, val_size: 200, limit_test: 200, batch_size: 100}
+model: {name: mlp, width: 16, depth: 1}
+train: {epochs: 1}
+tracking: {progress: "off", tensorboard: false}
+variants:
+  distilled:
+    distill.teacher: "{sweep}/variant=teacher,seed={seed}"
+  teacher:
+    model.width: 32
+  orphan:
+    distill.teacher: "{sweep}/no-such-run"
+sweep:
+  variant: [distilled, teacher]
+  seed: [0]
+"""
+
+
+def _tests(sweep: Path) -> dict[str, dict]:
+    return {p.parent.name: json.loads(p.read_text())["test"] for p in sorted(sweep.glob("*/results.json"))}
+
+
+def test_point_dependencies_match_whole_run_names(tmp_path: Path) -> None:
+    names = ["a,seed=1", "a,seed=10", "b,seed=1"]
+    overrides = [["x=1"], [f"t={tmp_path}/a,seed=1"], [f"t={tmp_path}/a,seed=10/checkpoints/best.pt", "seed=1"]]
+    deps = point_dependencies(names, overrides, tmp_path)
+    assert deps == [set(), {"a,seed=1"}, {"a,seed=10"}]
+    assert dependency_order(["s", "t"], [{"t"}, set()]) == [1, 0]
+
+
+@needs_mnist
+def test_parallel_sweep_runs_each_point_once_like_the_sequential_one(tmp_path: Path, data_root: Path) -> None:
+    exp = tmp_path / "dist.yaml"
+    exp.write_text(DISTILL_YAML)
+    par = run_sweep(str(exp), [], tmp_path, data_root, "par", jobs=2, progress_mode="off")
+    seq = run_sweep(str(exp), [], tmp_path, data_root, "seq", jobs=1, progress_mode="off")
+    names = ["variant=distilled,seed=0", "variant=teacher,seed=0"]
+    # Every point once: one log each, one training run in it; CPU training is deterministic, so the same numbers.
+    assert sorted(p.stem for p in (par / "logs").glob("*.log")) == names
+    for name in names:
+        assert (par / "logs" / f"{name}.log").read_text().count(f"run {par / name}") == 1
+    assert _tests(par) == _tests(seq) and sorted(_tests(par)) == names
+    with open(par / "sweep.csv", newline="") as f:
+        assert {r["run"]: r["status"] for r in csv.DictReader(f)} == dict.fromkeys(names, "done")
+    # The students were distilled from their own finished teachers: started after the teacher's results.
+    student, teacher = par / names[0], par / names[1]
+    assert str(teacher) in (student / "config.yaml").read_text()
+    assert (student / "config.yaml").stat().st_mtime_ns > (teacher / "results.json").stat().st_mtime_ns
+
+    # Interrupted: one point lost its results (it keeps checkpoints/last.pt). The rerun trains that one only,
+    # resuming it, and the finished ones stay untouched.
+    stamps = {p: p.stat().st_mtime_ns for p in par.glob("*/results.json")}
+    lost = par / "variant=distilled,seed=0" / "results.json"
+    before = json.loads(lost.read_text())["test"]
+    lost.unlink()
+    run_sweep(str(exp), [], tmp_path, data_root, "par", jobs=2, progress_mode="off")
+    assert json.loads(lost.read_text())["test"] == before
+    assert {p: p.stat().st_mtime_ns for p in par.glob("*/results.json") if p != lost} == \
+        {p: t for p, t in stamps.items() if p != lost}
+    assert "resuming" in (par / "logs" / "variant=distilled,seed=0.log").read_text()
+
+
+@needs_mnist
+def test_a_failed_point_does_not_stop_the_others(tmp_path: Path, data_root: Path) -> None:
+    exp = tmp_path / "dist.yaml"
+    exp.write_text(DISTILL_YAML)
+    sweep = run_sweep(str(exp), ["variant=orphan,teacher", "seed=0"], tmp_path, data_root, "f", jobs=2,
+                      progress_mode="off")
+    with open(sweep / "sweep.csv", newline="") as f:
+        status = {r["run"]: r["status"] for r in csv.DictReader(f)}
+    assert status == {"variant=orphan,seed=0": "failed", "variant=teacher,seed=0": "done"}
+    assert "Not finished (diverged, failed or missing): variant=orphan,seed=0" in (sweep / "summary.md").read_text()
+    assert "no-such-run" in (sweep / "logs" / "variant=orphan,seed=0.log").read_text()

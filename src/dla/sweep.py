@@ -5,23 +5,36 @@ with one value apply to every point (and narrow an axis of the same key to that 
 picks named bundles of overrides from the experiment's `variants:` section. Each point is an ordinary run
 folder named after its values, so a sweep interrupted half-way is continued by running the same command with
 the same --name: finished points are skipped and unfinished ones resume from their last checkpoint.
+
+`--jobs N` runs N points at once, each in its own process (`python -m dla.sweep JOB`, output in
+SWEEP_DIR/logs/<run>.log): one GPU each, round-robin, when CUDA is present, else a share of the CPU cores. A
+point whose overrides name another point's run folder (the distilled student and its teacher) starts only
+after that point finished. A failed point is reported and the others go on; Ctrl-C stops the workers, whose
+atomic checkpoints stay resumable. With --jobs 1 the points run in this process, as they always did.
 """
 
 from __future__ import annotations
 
+import contextlib
 import csv
 import itertools
+import json
+import os
+import signal
+import subprocess
+import sys
 import time
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from dla.config import ConfigError, load_config, parse_override, read_experiment
+from dla.config import ConfigError, ExperimentConfig, load_config, parse_override, read_experiment
 from dla.data.files import atomic_write
 from dla.distributed import launched_main
+from dla.errors import DlaError
 from dla.report.gradflow import plot_gradflow, read_gradflow
 from dla.report.plots import plot_overlay
-from dla.report.tables import METRICS, OPTIONAL, mean_std_table
+from dla.report.tables import fmt, header, mean_std_table, metric_columns, numeric_metrics
 from dla.runs import RunDir
 from dla.tasks import run_experiment
 from dla.tracking import read_metrics
@@ -79,7 +92,56 @@ def point_overrides(point: dict[str, Any], variants: dict[str, Any], sweep_dir: 
     return out
 
 
-def run_sweep(name: str, args: Sequence[str], out_root: Path, data_root: Path, sweep_name: str = "") -> Path:
+def point_dependencies(names: Sequence[str], overrides: Sequence[Sequence[str]], sweep_dir: Path) -> list[set[str]]:
+    """For each point, the other points whose run folders its overrides name (a distilled student's teacher).
+
+    A value names a point when it is a path inside `sweep_dir` whose first component is that point's run name;
+    comparing whole path components keeps 'seed=1' from matching 'seed=10'.
+    """
+    known = set(names)
+    root = sweep_dir.resolve()
+    deps: list[set[str]] = []
+    for name, ovs in zip(names, overrides, strict=True):
+        found: set[str] = set()
+        for ov in ovs:
+            value = ov.split("=", 1)[1].strip() if "=" in ov else ""
+            if not value or ("/" not in value and "\\" not in value):
+                continue
+            try:
+                rel = Path(value).resolve().relative_to(root)
+            except (ValueError, OSError):
+                continue
+            if rel.parts and rel.parts[0] in known and rel.parts[0] != name:
+                found.add(rel.parts[0])
+        deps.append(found)
+    return deps
+
+
+def dependency_order(names: Sequence[str], deps: Sequence[set[str]]) -> list[int]:
+    """Indices of the points in the sweep's order, except that a point comes after every point it depends on."""
+    order: list[int] = []
+    placed: set[str] = set()
+    pending = list(range(len(names)))
+    while pending:
+        ready = [i for i in pending if deps[i] <= placed]
+        if not ready:  # a cycle: keep the given order; the points that cannot start will fail with their message
+            ready = pending[:1]
+        i = ready[0]
+        order.append(i)
+        placed.add(names[i])
+        pending.remove(i)
+    return order
+
+
+def run_sweep(name: str, args: Sequence[str], out_root: Path, data_root: Path, sweep_name: str = "",
+              jobs: int = 1, progress_mode: str = "auto") -> Path:
+    """Run every point of the sweep (skipping finished ones), then write sweep.csv, summary.md and plots.
+
+    jobs > 1 runs that many points at once, each in its own process (`python -m dla.sweep`), one GPU each
+    (round-robin) when several are visible; a point that reads another point's run folder waits for it.
+    """
+    if isinstance(jobs, bool) or not isinstance(jobs, int) or jobs < 1:
+        raise ConfigError(f"--jobs must be a positive number of parallel runs; got {jobs!r}")
     raw = read_experiment(name)
     cli_axes, fixed = split_args(args)
     yaml_axes = raw.get("sweep") or {}
@@ -98,20 +160,85 @@ def run_sweep(name: str, args: Sequence[str], out_root: Path, data_root: Path, s
     experiment = load_config(name, fixed).experiment
     sweep_dir = out_root / experiment / (sweep_name or f"sweep-{time.strftime('%Y%m%d-%H%M%S')}")
     # Validate every point before running any, so a typo in the last axis costs nothing.
-    configs = [load_config(name, [*fixed, *point_overrides(p, raw.get("variants") or {}, sweep_dir),
-                                  f"run_name={point_name(p)}", "sweep={}", "variants={}"]) for p in points]
+    overrides = [[*fixed, *point_overrides(p, raw.get("variants") or {}, sweep_dir), f"run_name={point_name(p)}",
+                  "sweep={}", "variants={}"] for p in points]
+    configs = [load_config(name, ov) for ov in overrides]
+    if jobs > 1 and int(os.environ.get("WORLD_SIZE", "1")) > 1:
+        raise ConfigError("--jobs > 1 starts its own processes; under torchrun / accelerate use --jobs 1")
+    names = [cfg.run_name for cfg in configs]
+    deps = point_dependencies(names, overrides, sweep_dir)
+    order = dependency_order(names, deps)
     sweep_dir.mkdir(parents=True, exist_ok=True)
     print(f"sweep {experiment}: {len(points)} runs over {', '.join(f'{k} ({len(v)})' for k, v in axes.items())} "
-          f"-> {sweep_dir}", flush=True)
+          f"-> {sweep_dir}" + (f", {jobs} at a time" if jobs > 1 else ""), flush=True)
 
     status: dict[str, str] = {}
-    for i, (_point, cfg) in enumerate(zip(points, configs, strict=True), 1):
+    live = LiveTable(len(points), progress_mode)
+    for i in order:
+        if RunDir(sweep_dir / names[i]).complete:
+            status[names[i]] = "done"
+            live.finished(names[i], "skipped (finished before)", sweep_dir / names[i])
+    try:
+        if jobs == 1:
+            _run_in_process([(i, configs[i]) for i in order if names[i] not in status], sweep_dir, data_root,
+                            status, live)
+        else:
+            try:
+                _run_in_processes([i for i in order if names[i] not in status], name, overrides, names, deps,
+                                  sweep_dir, data_root, jobs, status, live)
+            except KeyboardInterrupt:
+                raise DlaError(f"sweep interrupted; finished runs are kept and the others resume from their last "
+                               f"checkpoint: run the same command with --name {sweep_dir.name}") from None
+    finally:
+        live.close()
+    if launched_main():  # under torchrun every rank runs each point; rank 0 writes the summary
+        write_sweep_summary(sweep_dir, experiment, axes, points, status)
+    return sweep_dir
+
+
+class LiveTable:
+    """A progress bar over the sweep's points (terminals only) and a table that grows by one plain-text row per
+    finished point: name, status, its main test metrics, so a long sweep shows results as they come."""
+
+    def __init__(self, total: int, mode: str = "auto") -> None:
+        self.total, self.done = total, 0
+        self.header_printed = False
+        self.bar = None
+        if mode == "on" or (mode == "auto" and sys.stderr.isatty()):
+            from tqdm.auto import tqdm
+
+            self.bar = tqdm(total=total, desc="sweep", unit="run", dynamic_ncols=True, leave=False)
+
+    def say(self, line: str) -> None:
+        if self.bar is not None:
+            self.bar.write(line)
+        else:
+            print(line, flush=True)
+
+    def finished(self, name: str, state: str, run_dir: Path) -> None:
+        self.done += 1
+        test: dict[str, float] = {}
+        if RunDir(run_dir).complete:
+            test = numeric_metrics(RunDir(run_dir).read_results().get("test") or {})
+        metrics = [m for m in metric_columns([test]) if m in ("loss", "accuracy", "bpc", "f1", "top5")][:3]
+        cells = "  ".join(f"{header(m)} {fmt(m, test[m])}" for m in metrics)
+        if not self.header_printed:
+            self.say(f"{'#':>7}  {'run':<28} {'status':<12} test")
+            self.header_printed = True
+        self.say(f"{self.done:>3}/{self.total:<3}  {name:<28} {state:<12} {cells}")
+        if self.bar is not None:
+            self.bar.update(1)
+
+    def close(self) -> None:
+        if self.bar is not None:
+            self.bar.close()
+
+
+def _run_in_process(todo: Sequence[tuple[int, ExperimentConfig]], sweep_dir: Path, data_root: Path,
+                    status: dict[str, str], live: LiveTable) -> None:
+    for _i, cfg in todo:
         run = RunDir(sweep_dir / cfg.run_name)
-        print(f"[{i}/{len(points)}] {cfg.run_name}", flush=True)
-        if run.complete:
-            status[cfg.run_name] = "done"
-            print("  already finished; skipped", flush=True)
-            continue
+        live.say(f"-> {cfg.run_name}")
         if run.last.is_file():
             cfg.resume = True
         try:
@@ -119,23 +246,155 @@ def run_sweep(name: str, args: Sequence[str], out_root: Path, data_root: Path, s
             status[cfg.run_name] = "done"
         except TrainingDiverged as exc:
             status[cfg.run_name] = "diverged"
-            print(f"  diverged: {exc}", flush=True)
-    if launched_main():  # under torchrun every rank runs each point; rank 0 writes the summary
-        write_sweep_summary(sweep_dir, experiment, axes, points, status)
-    return sweep_dir
+            live.say(f"  diverged: {exc}")
+        live.finished(cfg.run_name, status[cfg.run_name], run.path)
+
+
+_DIVERGED = 3  # a worker's exit code for TrainingDiverged (2 is a DlaError, as for the CLI)
+
+
+def _worker_env(slot: int, jobs: int) -> dict[str, str]:
+    """The environment of the worker in `slot`: one GPU of those visible (round-robin), or a share of the cores."""
+    import torch
+
+    env = dict(os.environ)
+    n_gpus = torch.cuda.device_count() if torch.cuda.is_available() else 0
+    if n_gpus:
+        visible = [d for d in env.get("CUDA_VISIBLE_DEVICES", "").split(",") if d.strip()] or \
+            [str(i) for i in range(n_gpus)]
+        env["CUDA_VISIBLE_DEVICES"] = visible[slot % len(visible)]
+    threads = max(1, (os.cpu_count() or 1) // jobs)
+    if env.get("OMP_NUM_THREADS", "").isdigit():  # a limit the user set (a shared machine) is kept
+        threads = min(threads, int(env["OMP_NUM_THREADS"]))
+    env["OMP_NUM_THREADS"] = str(threads)
+    env["PYTHONUNBUFFERED"] = "1"
+    return env
+
+
+def _run_in_processes(todo: Sequence[int], experiment: str, overrides: Sequence[Sequence[str]],
+                      names: Sequence[str], deps: Sequence[set[str]], sweep_dir: Path, data_root: Path, jobs: int,
+                      status: dict[str, str], live: LiveTable) -> None:
+    """Start up to `jobs` workers; a point starts once every point it depends on is done. Its output goes to
+    SWEEP_DIR/logs/<run>.log; a failure is reported with its last line and the other points go on."""
+    logs = sweep_dir / "logs"
+    logs.mkdir(exist_ok=True)
+    pending = list(todo)
+    running: dict[int, tuple[int, subprocess.Popen, Any]] = {}  # slot -> (point, process, log file)
+    try:
+        while pending or running:
+            for i in list(pending):  # a dependency that failed: this point cannot run
+                bad = [d for d in deps[i] if status.get(d, "done") != "done"]
+                if bad:
+                    pending.remove(i)
+                    status[names[i]] = "not run"
+                    live.finished(names[i], "not run", sweep_dir / names[i])
+                    live.say(f"  {names[i]} not run: it needs {', '.join(sorted(bad))}, which did not finish")
+            free = [s for s in range(jobs) if s not in running]
+            while free and pending:
+                ready = [i for i in pending if all(status.get(d) == "done" for d in deps[i])]
+                if not ready:
+                    if not running:  # waiting on nothing: a cycle
+                        for i in pending:
+                            status[names[i]] = "not run"
+                            live.finished(names[i], "not run", sweep_dir / names[i])
+                        pending.clear()
+                    break
+                i, slot = ready[0], free.pop(0)
+                pending.remove(i)
+                running[slot] = (i, *_start_worker(i, experiment, overrides, names, sweep_dir, data_root, slot,
+                                                   jobs, logs))
+                live.say(f"-> {names[i]} (process {running[slot][1].pid}, log {logs / (names[i] + '.log')})")
+            for slot, (i, proc, log) in list(running.items()):
+                if proc.poll() is None:
+                    continue
+                log.close()
+                del running[slot]
+                done = proc.returncode == 0 and RunDir(sweep_dir / names[i]).complete
+                status[names[i]] = "done" if done else "diverged" if proc.returncode == _DIVERGED else "failed"
+                live.finished(names[i], status[names[i]], sweep_dir / names[i])
+                if not done:
+                    live.say(f"  {names[i]} {status[names[i]]}: {_last_line(logs / (names[i] + '.log'))}")
+            time.sleep(0.1)
+    except BaseException:  # Ctrl-C or SIGTERM: stop the workers the way Ctrl-C stops a run (last.pt kept)
+        _stop([proc for _i, proc, _log in running.values()])
+        for _i, _proc, log in running.values():
+            log.close()
+        raise
+
+
+def _stop(procs: Sequence[subprocess.Popen]) -> None:
+    """SIGINT (a run saves nothing more and explains how to resume), then SIGTERM for a worker that ignores it
+    (started from a shell's background job), then SIGKILL. Checkpoints are written atomically, so whichever
+    signal ends a worker, its last.pt is whole and the point resumes from it."""
+    for sig, grace in ((signal.SIGINT, 10.0), (signal.SIGTERM, 10.0), (signal.SIGKILL, 10.0)):
+        alive = [p for p in procs if p.poll() is None]
+        for p in alive:
+            p.send_signal(sig)
+        deadline = time.monotonic() + grace
+        for p in alive:
+            with contextlib.suppress(subprocess.TimeoutExpired):
+                p.wait(timeout=max(0.1, deadline - time.monotonic()))
+
+
+def _start_worker(i: int, experiment: str, overrides: Sequence[Sequence[str]], names: Sequence[str],
+                  sweep_dir: Path, data_root: Path, slot: int, jobs: int, logs: Path) -> tuple[subprocess.Popen, Any]:
+    resume = (sweep_dir / names[i] / "checkpoints" / "last.pt").is_file()
+    job = {"experiment": experiment, "overrides": list(overrides[i]), "parent": str(sweep_dir),
+           "data_root": str(data_root), "resume": resume}
+    # Appended to, so a resumed point's log keeps the part before the interruption; closed when the worker ends.
+    log = open(logs / f"{names[i]}.log", "a")  # noqa: SIM115
+    # Its own session: Ctrl-C in the terminal reaches the sweep, which stops the workers in order.
+    proc = subprocess.Popen([sys.executable, "-m", "dla.sweep", json.dumps(job)], stdout=log,
+                            stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, env=_worker_env(slot, jobs),
+                            start_new_session=True)
+    return proc, log
+
+
+def _last_line(path: Path) -> str:
+    try:
+        lines = [ln for ln in path.read_text(errors="replace").splitlines() if ln.strip()]
+    except OSError:
+        return "(no log)"
+    return lines[-1].strip() if lines else "(empty log)"
+
+
+def _exit_on_sigterm(signum: int, frame: object) -> None:
+    raise SystemExit(128 + signum)  # so `finally` blocks and atomic writes clean up, as in the CLI
+
+
+def worker_main(argv: Sequence[str]) -> int:
+    """One sweep point in its own process: `python -m dla.sweep '{"experiment": ..., "overrides": [...], ...}'`."""
+    signal.signal(signal.SIGTERM, _exit_on_sigterm)
+    job = json.loads(argv[0])
+    try:
+        cfg = load_config(job["experiment"], job["overrides"])
+        cfg.resume = bool(job["resume"])
+        run_experiment(cfg, Path(job["parent"]), Path(job["data_root"]))
+    except TrainingDiverged as exc:
+        print(f"diverged: {exc}", flush=True)
+        return _DIVERGED
+    except DlaError as exc:
+        print(f"dla: error: {' '.join(str(exc).split())}", flush=True)
+        return 2
+    return 0
 
 
 def write_sweep_summary(sweep_dir: Path, experiment: str, axes: dict[str, list[Any]],
                         points: list[dict[str, Any]], status: dict[str, str]) -> None:
     rows: list[dict[str, Any]] = []
+    results = {}
+    for point in points:
+        run = RunDir(sweep_dir / point_name(point))
+        results[point_name(point)] = run.read_results() if run.complete else {}
+    # Columns: whatever numeric test metrics the runs report (accuracy etc., or loss and bpc for a language model).
+    metrics = metric_columns([numeric_metrics(r.get("test") or {}) for r in results.values()])
     for point in points:
         name = point_name(point)
-        run = RunDir(sweep_dir / name)
-        res = run.read_results() if run.complete else {}
+        res = results[name]
         test = res.get("test", {})
         rows.append({"run": name, **{k: _value_text(v) for k, v in point.items()},
                      "status": status.get(name, "missing"),
-                     **{m: test.get(m) for m in [*METRICS, *OPTIONAL]},
+                     **{m: test.get(m) for m in metrics},
                      "best_epoch": res.get("best_epoch"), "epochs_run": res.get("epochs_run"),
                      "train_seconds": res.get("train_seconds")})
     with atomic_write(sweep_dir / "sweep.csv", "w") as f:
@@ -153,10 +412,10 @@ def write_sweep_summary(sweep_dir: Path, experiment: str, axes: dict[str, list[A
     n_seeds = len(axes.get("seed", [None]))
     text = (f"# Sweep {experiment} / {sweep_dir.name}\n\nTest set, best checkpoint of each run; mean ± std "
             f"(sample std) over {n_seeds} seed(s); n = finished runs.\n\n"
-            + mean_std_table([(label, rs) for label, rs in finished if rs]))
+            + mean_std_table([(label, rs) for label, rs in finished if rs], metrics or None, mark_best=True))
     failed = [r["run"] for r in rows if r["status"] != "done"]
     if failed:
-        text += f"\nNot finished (diverged or missing): {', '.join(failed)}\n"
+        text += f"\nNot finished (diverged, failed or missing): {', '.join(failed)}\n"
     with atomic_write(sweep_dir / "summary.md", "w") as f:
         f.write(text)
 
@@ -168,9 +427,14 @@ def write_sweep_summary(sweep_dir: Path, experiment: str, axes: dict[str, list[A
         idx = [axes[k].index(point[k]) if point else 0 for k in group_keys[:2]]
         styles.append((idx[0] if idx else 0, idx[1] if len(idx) > 1 else 0))
     (sweep_dir / "plots").mkdir(exist_ok=True)
-    for split, metric in (("val", "accuracy"), ("train", "loss")):
+    val_metric = "accuracy" if not metrics or "accuracy" in metrics else "bpc" if "bpc" in metrics else "loss"
+    for split, metric in (("val", val_metric), ("train", "loss")):
         plot_overlay(curves, split, metric, sweep_dir / "plots" / f"{split}_{metric}.png",
                      f"{experiment}: {split} {metric}", styles)
     # Gradient flow side by side: the first finished seed of each config that recorded it.
     flows = [(label, sweep_dir / rs[0]["run"] / "gradflow.csv") for label, rs in finished if rs]
     plot_gradflow([(label, read_gradflow(p)) for label, p in flows if p.is_file()], sweep_dir / "plots")
+
+
+if __name__ == "__main__":
+    sys.exit(worker_main(sys.argv[1:]))

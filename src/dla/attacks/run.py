@@ -39,6 +39,7 @@ from dla.data.files import atomic_write
 from dla.errors import RunDirError
 from dla.report.tables import HEADERS, fmt, fmt_mean_std, markdown_table, mean_std
 from dla.runs import write_json
+from dla.tracking import progress
 from dla.train.restore import TrainedRun, load_trained, parse_class
 
 DEFAULT_EPS = "0,1/255,2/255,4/255,8/255"
@@ -209,7 +210,12 @@ def attack_trained(run: TrainedRun, request: AttackRequest) -> Outcome:
     model = run.model.to(request.device)
     kw = _attack_kw(request, target)
     torch.manual_seed(request.seed)  # PGD's random starts come from the global RNG
-    rows = evaluate_attack(model, (x, y), request.method, list(request.eps), batch_size=request.batch_size, **kw)
+    # Batches through a progress bar (terminals only): each batch is attacked at every eps, so with many eps and
+    # PGD steps this is the long part; the ETA covers it all.
+    bs = request.batch_size
+    batches = progress(((x[i: i + bs], y[i: i + bs]) for i in range(0, n, bs)), total=-(-n // bs),
+                       desc=f"{request.method}, {len(request.eps)} eps")
+    rows = evaluate_attack(model, batches, request.method, list(request.eps), batch_size=bs, **kw)
     return Outcome(run, request, target, rows, _grid_examples(model, x, y, request, kw))
 
 
