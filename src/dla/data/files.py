@@ -15,6 +15,7 @@ import os
 import tempfile
 import urllib.error
 import urllib.request
+import zlib
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -42,7 +43,11 @@ def read_bytes(path: Path, gz: bool | None = None) -> bytes:
             with gzip.open(path, "rb") as f:
                 return f.read()
         return path.read_bytes()
-    except (OSError, EOFError, gzip.BadGzipFile) as exc:
+    except (EOFError, gzip.BadGzipFile, zlib.error) as exc:
+        # EOFError: cut short; BadGzipFile: bad header or CRC; zlib.error: a damaged deflate stream.
+        raise DataError(f"{path} is truncated or corrupt (cannot decompress it: {exc}); "
+                        "delete it and download again") from None
+    except OSError as exc:
         raise DataError(f"cannot read {path}: {exc}; delete it and download again") from None
 
 

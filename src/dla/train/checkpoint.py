@@ -8,8 +8,11 @@ A file that needs more than that (a pickle payload, a foreign object) is refused
 from __future__ import annotations
 
 import io
+import os
 import pickle
 import random
+import sys
+import time
 import zipfile
 from pathlib import Path
 from typing import Any
@@ -29,7 +32,29 @@ def save_checkpoint(path: Path, state: dict[str, Any]) -> None:
     buf = io.BytesIO()
     torch.save({"format": FORMAT, "version": VERSION, **state}, buf)
     with atomic_write(path) as f:
+        if _HANG_IN_WRITE:
+            _maybe_hang(path, f, buf.getbuffer())
         f.write(buf.getbuffer())
+
+
+# Fault injection for tests/reliability, inert unless the variable is set: DLA_FAULT_HANG_IN_CHECKPOINT=last.pt:2
+# makes this process's 2nd write of a file named last.pt stop half-way through (half the bytes on disk in the
+# temp file) and wait there, so a test's kill -9 lands inside a checkpoint write for certain.
+_HANG_IN_WRITE = os.environ.get("DLA_FAULT_HANG_IN_CHECKPOINT", "")
+_writes: dict[str, int] = {}
+
+
+def _maybe_hang(path: Path, f: Any, data: memoryview) -> None:
+    name, _, nth = _HANG_IN_WRITE.partition(":")
+    _writes[path.name] = _writes.get(path.name, 0) + 1
+    if path.name != name or _writes[path.name] != int(nth or 1):
+        return
+    f.write(data[: len(data) // 2])
+    f.flush()
+    os.fsync(f.fileno())
+    print(f"dla-fault: hanging in write {nth or 1} of {path}", file=sys.stderr, flush=True)
+    while True:
+        time.sleep(1)
 
 
 def load_checkpoint(path: Path) -> dict[str, Any]:
