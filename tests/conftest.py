@@ -120,7 +120,7 @@ def train_run(tmp: Path, experiment: str, overrides: list[str]):
     """A real run of `experiment` under tmp/<experiment>/ on the shared data root, offline: for the commands
     (explain, attack, ood) that start from a finished run."""
     from dla.config import load_config
-    from dla.train import run_experiment
+    from dla.tasks import run_experiment
 
     with pytest.MonkeyPatch.context() as mp:
         mp.setenv("DLA_OFFLINE", "1")

@@ -20,7 +20,7 @@ SHAPES = [
 ]
 
 
-@pytest.mark.parametrize("name", model_names())
+@pytest.mark.parametrize("name", model_names("image"))
 @pytest.mark.parametrize("inputs", SHAPES, ids=["grey28", "colour32x100"])
 def test_model_contract(name: str, inputs: ModelInputs) -> None:
     cfg = model_config_class(name)()

@@ -26,35 +26,51 @@ class ModelInputs:
 
 
 @dataclass(frozen=True)
+class TextInputs:
+    """What a text corpus tells a language-model builder."""
+
+    vocab_size: int
+    block_size: int  # the longest sequence the model will see
+
+
+@dataclass(frozen=True)
 class ModelSpec:
     name: str
     config_class: type[ModelConfig]
-    build: Callable[[ModelConfig, ModelInputs], nn.Module]
+    build: Callable[..., nn.Module]
     description: str
+    modality: str = "image"  # image models take (B, C, H, W) in [0, 1]; text models take token ids (B, T)
 
 
 _REGISTRY: dict[str, ModelSpec] = {}
 
 
-def register_model(name: str, config_class: type[ModelConfig], description: str) -> Callable:
-    """Decorate `build(cfg, inputs) -> nn.Module`; the module takes (B, C, H, W) images in [0, 1]."""
+def register_model(name: str, config_class: type[ModelConfig], description: str,
+                   modality: str = "image") -> Callable:
+    """Decorate `build(cfg, inputs) -> nn.Module`.
 
-    def decorate(fn: Callable[[ModelConfig, ModelInputs], nn.Module]) -> Callable:
+    modality="image": `inputs` is `ModelInputs`, the module maps (B, C, H, W) images in [0, 1] to (B, K) logits.
+    modality="text": `inputs` is `TextInputs`, the module maps token ids (B, T) to next-token logits (B, T, V).
+    Each modality has its shared contract tests, which pick a new model up without any edit.
+    """
+
+    def decorate(fn: Callable[..., nn.Module]) -> Callable:
         if name in _REGISTRY:
             raise ValueError(f"model {name!r} registered twice")
-        _REGISTRY[name] = ModelSpec(name, config_class, fn, description)
+        _REGISTRY[name] = ModelSpec(name, config_class, fn, description, modality)
         return fn
 
     return decorate
 
 
 def _ensure_builtin() -> None:
-    from dla.models import cnn, mlp, resnet, simplenet, vit  # noqa: F401  (registration happens on import)
+    from dla.models import cnn, gpt, mlp, resnet, simplenet, vit  # noqa: F401  (registration happens on import)
 
 
-def model_names() -> list[str]:
+def model_names(modality: str | None = None) -> list[str]:
+    """Registered model names, all of them or those of one modality ("image", "text")."""
     _ensure_builtin()
-    return sorted(_REGISTRY)
+    return sorted(n for n, s in _REGISTRY.items() if modality in (None, s.modality))
 
 
 def model_spec(name: str) -> ModelSpec:
@@ -68,5 +84,10 @@ def model_config_class(name: str) -> type[ModelConfig]:
     return model_spec(name).config_class
 
 
-def build_model(cfg: ModelConfig, inputs: ModelInputs) -> nn.Module:
-    return model_spec(cfg.name).build(cfg, inputs)
+def build_model(cfg: ModelConfig, inputs: ModelInputs | TextInputs) -> nn.Module:
+    spec = model_spec(cfg.name)
+    wanted = TextInputs if spec.modality == "text" else ModelInputs
+    if not isinstance(inputs, wanted):
+        kind = "a text corpus (task=lm)" if spec.modality == "text" else "images (task=classify)"
+        raise ConfigError(f"model.name={cfg.name!r} is a {spec.modality} model; it trains on {kind}")
+    return spec.build(cfg, inputs)

@@ -10,6 +10,7 @@ import contextlib
 import errno
 import math
 import time
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -17,7 +18,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from dla.config import ExperimentConfig, from_dict, to_dict
+from dla.config import ExperimentConfig, from_dict, read_yaml, to_dict
 from dla.data import Splits, load_splits
 from dla.data.files import atomic_write
 from dla.data.loader import TensorLoader, augment
@@ -37,7 +38,7 @@ from dla.report.gradflow import plot_gradflow, read_gradflow
 from dla.report.plots import plot_confusion, plot_curves
 from dla.report.tables import runs_table
 from dla.runs import RunDir, env_info, prepare_run_dir, write_config, write_json
-from dla.runtime import pick_device, seed_everything
+from dla.runtime import autocast, pick_device, seed_everything
 from dla.tracking import NullTracker, Tracker, check_tracking, progress, read_metrics
 from dla.train.checkpoint import load_checkpoint, rng_state, save_checkpoint, set_rng_state
 from dla.train.early_stopping import EarlyStopping
@@ -50,6 +51,44 @@ from dla.train.optim import build_optimizer, build_scheduler
 
 class TrainingDiverged(DlaError):
     """The loss became NaN or infinite."""
+
+
+class LossWatch:
+    """Stops training at the first optimizer step whose loss is NaN or infinite, and names that step.
+
+    On a CPU the check costs nothing, so every loss is checked before its backward pass and garbage never
+    reaches the weights. On an accelerator reading a value back stalls the device's queue, so the losses are
+    copied into a small on-device window (no synchronisation) and read back once every `every` steps and
+    at the end of each epoch: a diverged run still stops before the epoch's checkpoint is written (the last
+    good one on disk is untouched), and the message still names the first bad step exactly.
+    """
+
+    def __init__(self, device: torch.device, every: int | None = None) -> None:
+        self.every = every or (1 if device.type == "cpu" else 32)
+        self.losses = torch.zeros(self.every, device=device)  # (every,) the window's losses
+        self.first_step = 0  # global optimizer step of losses[0]
+        self.n = 0
+
+    def add(self, step: int, loss: torch.Tensor) -> bool:
+        """Record `loss` of global step `step` (counted from 1); True when the window is due a check."""
+        if self.n == 0:
+            self.first_step = step
+        self.losses[self.n] = loss.detach().float()
+        self.n += 1
+        return self.n == self.every
+
+    def first_bad(self, reduce: Callable[[torch.Tensor], torch.Tensor]) -> tuple[int, float] | None:
+        """(step, loss) of the window's first non-finite loss on any rank, or None; empties the window."""
+        n, self.n = self.n, 0
+        if not n:
+            return None
+        losses = self.losses[:n].cpu()  # the one read-back per window
+        bad = reduce((~torch.isfinite(losses)).float())  # summed over ranks: every rank decides alike
+        hits = torch.nonzero(bad).flatten()
+        if not len(hits):
+            return None
+        i = int(hits[0])
+        return self.first_step + i, float(losses[i])  # this rank's value (finite if another rank went bad)
 
 
 class Trainer:
@@ -115,9 +154,12 @@ class Trainer:
                 break
             improved = self.stopper.step(val[metric], epoch)
             if self.dist.main:
-                self.save(self.run.last, epoch)
+                # best before last: last.pt's early-stopping state names a best epoch, and best.pt must never
+                # be older than that epoch. Dying between the two writes leaves best.pt one epoch ahead,
+                # which the resumed run rewrites with the same weights when it replays that epoch.
                 if improved:
                     self.save(self.run.best, epoch)
+                self.save(self.run.last, epoch)
                 self._print_epoch(epoch, train, val, seconds, improved)
             # Every rank saw the same summed metrics; rank 0's decision is still the one that counts.
             if broadcast_object(self.stopper.should_stop, self.dist):
@@ -135,12 +177,15 @@ class Trainer:
         bar = progress(self.train_loader, total=len(self.train_loader), desc=f"epoch {epoch}",
                        mode=self.cfg.tracking.progress)
         steps_done = (epoch - 1) * len(self.train_loader)
+        watch = LossWatch(self.device)
         for i, (x, y, idx) in enumerate(bar, 1):  # this rank's rows of each global batch: (B / world, C, H, W) uint8
             x = augment(x, self.cfg.data.augment, aug_rng, rank=self.dist.rank, world=self.dist.world)
             x = self.to_input(x)
             with self.autocast():
                 logits = self.forward(x)  # (B, K)
                 loss = self.criterion(logits.float(), y, x, idx)
+            if watch.add(steps_done + i, loss):
+                self._stop_if_diverged(watch, epoch, steps_done)
             self.optimizer.zero_grad(set_to_none=True)
             loss.backward()
             if self.gradflow:
@@ -154,12 +199,30 @@ class Trainer:
             if not isinstance(self.criterion, CrossEntropy) or self.cfg.train.label_smoothing > 0:
                 loss = F.cross_entropy(logits.detach().float(), y)  # log plain CE, comparable with val and test
             acc.update(loss, logits, y)
+        self._stop_if_diverged(watch, epoch, steps_done)  # the window's rest, before this epoch is saved
         stats = acc.compute(self.reduce)
-        if not math.isfinite(stats["loss"]):
+        if not math.isfinite(stats["loss"]):  # the logged loss (plain CE) of a finite training objective
             raise TrainingDiverged(
                 f"training loss became {stats['loss']} in epoch {epoch}; the last good checkpoint is "
-                f"{self.run.last if epoch > 1 else 'none'}; lower optim.lr or set train.grad_clip")
+                f"{self._last_good(epoch)}; lower optim.lr or set train.grad_clip")
         return stats
+
+    def _stop_if_diverged(self, watch: LossWatch, epoch: int, steps_done: int) -> None:
+        bad = watch.first_bad(self.reduce)
+        if bad is None:
+            return
+        step, value = bad
+        shown = value if not math.isfinite(value) else "nan or inf on another rank"
+        raise TrainingDiverged(
+            f"training loss became {shown} at step {step} in epoch {epoch} (batch {step - steps_done} of "
+            f"{len(self.train_loader)}); stopped before anything trained on it was saved; the last good "
+            f"checkpoint is {self._last_good(epoch)}; lower optim.lr or set train.grad_clip")
+
+    def _last_good(self, epoch: int) -> str:
+        # Epoch e starts after epoch e - 1 was saved (by this process, or by the one this run resumes).
+        if epoch > 1 and self.run.last.is_file():
+            return f"{self.run.last} (epoch {epoch - 1}; resume=true run_name={self.run.path.name} continues it)"
+        return "none (no epoch finished)"
 
     @torch.no_grad()
     def evaluate(self, loader: TensorLoader) -> dict[str, float]:
@@ -203,9 +266,7 @@ class Trainer:
         return x.contiguous(memory_format=torch.channels_last) if self.cfg.train.channels_last else x
 
     def autocast(self) -> contextlib.AbstractContextManager:
-        if self.device.type == "cuda" and self.cfg.train.amp:
-            return torch.autocast("cuda", dtype=torch.bfloat16)
-        return contextlib.nullcontext()
+        return autocast(self.device, self.cfg.train.amp, self.cfg.train.amp_cpu)
 
     def save(self, path: Path, epoch: int) -> None:
         save_checkpoint(path, {
@@ -247,9 +308,7 @@ def _check_resume_config(run: RunDir, cfg: ExperimentConfig) -> None:
     A key the saved config does not have (added to dla after the run started) is no difference as long as it
     holds its default: an upgrade between an interruption and its resume does not strand the run.
     """
-    import yaml
-
-    saved = yaml.safe_load(run.config.read_text()) if run.config.is_file() else None
+    saved = read_yaml(run.config) if run.config.is_file() else None
     if saved is None:
         return
     now, old = _flatten(to_dict(cfg)), _flatten(saved)
@@ -300,27 +359,41 @@ def run_experiment(cfg: ExperimentConfig, parent: Path, data_root: Path) -> RunD
               f"run {run.path}", flush=True)
 
     t0 = time.perf_counter()
-    try:
+    with storage_errors(run):
         trainer = Trainer(cfg, model, splits, device, run, dist, criterion)
         try:
             trainer.fit()
         except KeyboardInterrupt:
             trainer.tracker.close()
-            raise DlaError(f"interrupted; {run.last} holds the last finished epoch; continue with "
-                           f"`dla run {cfg.experiment} resume=true run_name={run.path.name}`") from None
+            raise interrupted(run, cfg, "epoch") from None
         train_seconds = time.perf_counter() - t0
         trainer.tracker.close()
         test = trainer.test()
         if dist.main:
             finish_run(run, cfg, splits, trainer, test, n_params, train_seconds, where)
+    return run
+
+
+def interrupted(run: RunDir, cfg: ExperimentConfig, unit: str) -> DlaError:
+    """What Ctrl-C leaves: how to resume, or that there is nothing to resume yet."""
+    if not run.last.is_file():
+        return DlaError(f"interrupted before the first {unit} finished; nothing to resume in {run.path} "
+                        "(start again with another run_name)")
+    return DlaError(f"interrupted; {run.last} holds the last finished {unit}; continue with "
+                    f"`dla run {cfg.experiment} resume=true run_name={run.path.name}`")
+
+
+@contextlib.contextmanager
+def storage_errors(run: RunDir) -> Iterator[None]:
+    """A full or read-only disk ends the run with one line: checkpoints are atomic, so the last one is whole."""
+    try:
+        yield
     except OSError as exc:
         if exc.errno not in _STORAGE_ERRORS:
             raise
-        # A full or read-only disk: checkpoints are atomic, so the last complete one is still whole.
         last = f"{run.last} (epoch {load_checkpoint(run.last)['epoch']})" if run.last.is_file() else "none yet"
         raise RunDirError(f"cannot write {exc.filename or 'to the run folder'}: {exc.strerror}; the last complete "
                           f"checkpoint is {last}; free space, then resume=true run_name={run.path.name}") from None
-    return run
 
 
 _STORAGE_ERRORS = {errno.ENOSPC, errno.EDQUOT, errno.EROFS, errno.EIO, errno.EFBIG}

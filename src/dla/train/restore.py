@@ -59,6 +59,10 @@ def load_trained(run_dir: Path, data_root: Path) -> TrainedRun:
         raise RunDirError(f"run {run_dir} is incomplete (no checkpoints/best.pt): it stopped before its first "
                           "epoch ended; resume it with `dla run EXPERIMENT resume=true run_name=NAME`")
     cfg = load_config(str(run_dir / "config.yaml"))
+    if cfg.task != "classify":
+        raise RunDirError(f"{run_dir} is a task={cfg.task} run; this command works on image classifiers "
+                          "(task=classify)" + ("; sample from it with `dla generate RUN_DIR`" if cfg.task == "lm"
+                                               else ""))
     splits = load_splits(cfg.data, data_root, cfg.seed)
     model = build_model(cfg.model, ModelInputs(splits.input_shape, len(splits.classes), splits.mean, splits.std))
     state = load_checkpoint(best)

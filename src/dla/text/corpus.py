@@ -1,0 +1,172 @@
+"""A text corpus for language modelling: the text, its tokenizer, and the train/val token streams.
+
+The character vocabulary is the sorted set of characters of the whole text (so validation never meets an
+unknown character) and is saved with the run (`vocab.json`), so a trained run generates without the corpus.
+The split is by position, not at random: the first `train_fraction` of the tokens train, the rest validate,
+so no validation sentence leaks into training through an overlapping block.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Protocol
+
+import torch
+
+from dla.data.files import DataError, atomic_write, download
+from dla.data.root import offline
+from dla.errors import DlaError
+
+# Where each corpus lives under the data root, and where it comes from when online.
+CORPORA = {
+    "dante_inferno": ("dante_inferno/inferno.txt", "https://www.gutenberg.org/cache/epub/1012/pg1012.txt"),
+}
+
+
+class Tokenizer(Protocol):
+    name: str
+    vocab_size: int
+
+    def encode(self, text: str) -> list[int]: ...
+
+    def decode(self, ids: list[int]) -> str: ...
+
+
+class CharTokenizer:
+    """One token per character; ids are positions in the sorted character list."""
+
+    name = "char"
+
+    def __init__(self, chars: list[str]) -> None:
+        self.chars = chars
+        self.index = {c: i for i, c in enumerate(chars)}
+        self.vocab_size = len(chars)
+
+    @classmethod
+    def from_text(cls, text: str) -> CharTokenizer:
+        return cls(sorted(set(text)))
+
+    def encode(self, text: str) -> list[int]:
+        unknown = sorted({c for c in text if c not in self.index})
+        if unknown:
+            shown = ", ".join(repr(c) for c in unknown[:10])
+            raise DlaError(f"the prompt has {len(unknown)} character(s) the model never saw ({shown}); "
+                           f"use only characters of its vocabulary of {self.vocab_size}")
+        return [self.index[c] for c in text]
+
+    def decode(self, ids: list[int]) -> str:
+        return "".join(self.chars[i] for i in ids)
+
+    def save(self, path: Path) -> None:
+        with atomic_write(path, "w") as f:
+            json.dump({"tokenizer": "char", "chars": self.chars}, f, ensure_ascii=False)
+
+
+class GPT2Tokenizer:
+    """GPT-2's byte-level BPE (50,257 tokens) from the data root's `gpt2_tokenizer/`, or the hub when online."""
+
+    name = "gpt2"
+
+    def __init__(self, data_root: Path) -> None:
+        try:
+            from transformers import GPT2TokenizerFast
+        except ImportError:
+            raise DlaError("lm.tokenizer=gpt2 needs transformers: pip install -e '.[nlp]'") from None
+        local = data_root / "gpt2_tokenizer"
+        if not local.is_dir() and offline():
+            raise DataError(f"GPT-2 tokenizer files not found in {local} and offline; put vocab.json and "
+                            "merges.txt there or go online")
+        self.tok = GPT2TokenizerFast.from_pretrained(str(local) if local.is_dir() else "gpt2")
+        self.vocab_size = len(self.tok)
+
+    def encode(self, text: str) -> list[int]:
+        return self.tok.encode(text)
+
+    def decode(self, ids: list[int]) -> str:
+        return self.tok.decode(ids)
+
+
+def load_tokenizer_file(path: Path, data_root: Path) -> Tokenizer:
+    """The tokenizer a run saved in `vocab.json`."""
+    try:
+        saved = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, ValueError) as exc:
+        raise DlaError(f"cannot read the run's vocabulary {path}: {exc}; is this a run of task=lm?") from None
+    if saved.get("tokenizer") == "char":
+        return CharTokenizer(list(saved["chars"]))
+    return GPT2Tokenizer(data_root)
+
+
+def read_corpus(name: str, data_root: Path, path: str = "") -> str:
+    """The corpus text: `data.path` (under the data root, or absolute) if given, else the corpus's file."""
+    relative, url = CORPORA[name]
+    file = Path(path) if path and Path(path).is_absolute() else data_root / (path or relative)
+    if not file.is_file():
+        if path or offline():
+            raise DataError(f"corpus file {file} not found; put the text there or pass --data-root")
+        file = _download(url, data_root / relative)
+    try:
+        text = file.read_text(encoding="utf-8")
+    except UnicodeDecodeError as exc:
+        raise DataError(f"{file} is not UTF-8 text (byte {exc.start}: {exc.reason}); convert it with "
+                        f"`iconv -f latin1 -t utf-8`") from None
+    text = strip_gutenberg(text)
+    if len(text) < 100:
+        raise DataError(f"corpus {file} has only {len(text)} characters; a language model needs a real text")
+    return text
+
+
+def strip_gutenberg(text: str) -> str:
+    """Drop Project Gutenberg's header and licence (between its *** START / *** END markers), if present."""
+    start = re.search(r"\*\*\* ?START OF (THE|THIS) PROJECT GUTENBERG[^\n]*\n", text)
+    end = re.search(r"\*\*\* ?END OF (THE|THIS) PROJECT GUTENBERG", text)
+    if start and end and start.end() < end.start():
+        return text[start.end():end.start()].strip("\n") + "\n"
+    return text
+
+
+def _download(url: str, dest: Path) -> Path:
+    dest.parent.mkdir(parents=True, exist_ok=True)
+    download(url, dest, None)  # Gutenberg publishes no checksum; the text is checked for length above
+    return dest
+
+
+@dataclass
+class Corpus:
+    tokenizer: Tokenizer
+    train: torch.Tensor  # (N_train,) int64 token ids
+    val: torch.Tensor  # (N_val,)
+
+
+def load_corpus(name: str, data_root: Path, tokenizer: str, train_fraction: float, block_size: int,
+                path: str = "") -> Corpus:
+    text = read_corpus(name, data_root, path)
+    tok: Tokenizer = CharTokenizer.from_text(text) if tokenizer == "char" else GPT2Tokenizer(data_root)
+    ids = torch.tensor(tok.encode(text), dtype=torch.long)
+    n = int(train_fraction * len(ids))
+    train, val = ids[:n], ids[n:]
+    if min(len(train), len(val)) <= block_size:
+        raise DlaError(f"with lm.train_fraction={train_fraction} the corpus gives {len(train)} train and "
+                       f"{len(val)} val tokens, too few for lm.block_size={block_size}; lower the block size")
+    return Corpus(tok, train, val)
+
+
+class BlockSampler:
+    """Random contiguous blocks: x = ids[i : i + T], y = ids[i + 1 : i + T + 1] for B random starts i.
+
+    The generator is seeded and its state goes into checkpoints, so a resumed run draws the same batches.
+    """
+
+    def __init__(self, ids: torch.Tensor, block_size: int, batch_size: int, seed: int) -> None:
+        # Every window of T + 1 tokens as a (N - T, T + 1) view: a batch is one gather, no Python loop.
+        self.windows = ids.unfold(0, block_size + 1, 1)
+        self.batch_size = batch_size
+        self.generator = torch.Generator().manual_seed(seed)
+
+    def next(self) -> tuple[torch.Tensor, torch.Tensor]:
+        starts = torch.randint(len(self.windows), (self.batch_size,), generator=self.generator)
+        block = self.windows[starts]  # (B, T + 1)
+        return block[:, :-1], block[:, 1:]

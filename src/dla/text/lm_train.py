@@ -1,0 +1,254 @@
+"""Training a language model (task=lm): random blocks -> GPT -> AdamW, with evaluation every N steps.
+
+Read `LMTrainer.fit` top to bottom: it is the algorithm (nanoGPT's train.py, minus the globals). Everything
+it needs is built in `__init__`; everything a run leaves behind (loss curves, samples.txt, results.json last
+of all) is written by `run_lm`. Iterations play the role epochs play for the image runs: metrics.csv's
+`epoch` column holds the step, checkpoints are taken at each evaluation, and the best one is kept on
+val loss.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import dataclasses
+import math
+import time
+from pathlib import Path
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+
+from dla.config import ExperimentConfig
+from dla.data.files import atomic_write
+from dla.errors import DlaError
+from dla.models import TextInputs, build_model
+from dla.models.gpt import GPT
+from dla.report.lm import plot_lm_curves
+from dla.runs import RunDir, env_info, prepare_run_dir, write_config, write_json
+from dla.runtime import autocast, pick_device, seed_everything
+from dla.text.corpus import BlockSampler, Corpus, load_corpus
+from dla.text.generate import Sampling, generate
+from dla.tracking import Tracker, check_tracking, progress, read_metrics
+from dla.train.checkpoint import load_checkpoint, rng_state, save_checkpoint, set_rng_state
+from dla.train.loop import TrainingDiverged, _check_resume_config, interrupted, storage_errors
+from dla.train.optim import build_optimizer, lr_factor
+
+LN2 = math.log(2)
+
+
+class LMTrainer:
+    def __init__(self, cfg: ExperimentConfig, model: GPT, corpus: Corpus, device: torch.device, run: RunDir) -> None:
+        self.cfg, self.model, self.corpus, self.device, self.run = cfg, model, corpus, device, run
+        lm = cfg.lm
+        self.train_batches = BlockSampler(corpus.train, lm.block_size, cfg.data.batch_size, cfg.seed)
+        self.optimizer = build_optimizer(model, cfg.optim)  # weight decay on matrices only
+        # Warmup, then cosine down to schedule.min_lr_ratio at lr_decay_iters (and flat after it).
+        decay = lm.lr_decay_iters or lm.max_iters
+        schedule = dataclasses.replace(cfg.schedule, warmup_epochs=lm.warmup_iters)
+        self.lr_at = lambda step: cfg.optim.lr * lr_factor(step, schedule, 1, decay)
+        self.forward = torch.compile(model) if cfg.train.compile else model
+        self.step, self.best_val, self.best_step, self.bad_evals = 0, math.inf, 0, 0
+        self.resumed_at = -1
+        for stale in run.checkpoints.glob(".*.tmp"):  # a kill -9 mid-write never became a checkpoint
+            stale.unlink(missing_ok=True)
+        if cfg.resume:
+            self.restore(run.last)
+        self.tracker = Tracker(run.path, cfg.tracking, dataclasses.asdict(cfg), self.step, run.path.name)
+
+    # ---------------------------------------------------------------------------------------------
+    def fit(self) -> None:
+        lm = self.cfg.lm
+        bar = progress(range(self.step, lm.max_iters + 1), total=lm.max_iters + 1 - self.step, desc="train",
+                       mode=self.cfg.tracking.progress)
+        t0, tokens = time.perf_counter(), 0
+        for step in bar:
+            self.step = step
+            # Evaluate (and checkpoint) every eval_interval steps, before that step's update; a resumed run
+            # starts right after the evaluation its checkpoint was taken at.
+            if (step % lm.eval_interval == 0 or step == lm.max_iters) and step != self.resumed_at:
+                losses = {split: self.estimate_loss(split) for split in ("train", "val")}
+                seconds = time.perf_counter() - t0
+                self.log_eval(step, losses, tokens / max(seconds, 1e-9))
+                t0, tokens = time.perf_counter(), 0
+                if self.should_stop(step, losses["val"]):
+                    break
+            if step == lm.max_iters:
+                break
+
+            for group in self.optimizer.param_groups:
+                group["lr"] = self.lr_at(step)
+            x, y = (t.to(self.device) for t in self.train_batches.next())  # (B, T) each
+            with self.autocast():
+                logits = self.forward(x)  # (B, T, V)
+            loss = F.cross_entropy(logits.float().view(-1, logits.shape[-1]), y.reshape(-1))
+            self.optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+            if self.cfg.train.grad_clip > 0:
+                torch.nn.utils.clip_grad_norm_(self.model.parameters(), self.cfg.train.grad_clip)
+            # Stop at the first non-finite loss, before it reaches the weights. (`.item()` syncs a GPU once
+            # per step; at these model sizes that costs little next to training on garbage.)
+            if not math.isfinite(loss.item()):
+                raise TrainingDiverged(f"training loss became {loss.item()} at step {step}; the last good "
+                                       f"checkpoint is {self.run.last if self.run.last.is_file() else 'none'}; "
+                                       "lower optim.lr or set train.grad_clip")
+            self.optimizer.step()
+            tokens += x.numel()
+
+    @torch.no_grad()
+    def estimate_loss(self, split: str) -> float:
+        """Mean loss over lm.eval_iters fixed batches: the same blocks at every evaluation, so curves compare."""
+        ids = self.corpus.train if split == "train" else self.corpus.val
+        batches = BlockSampler(ids, self.cfg.lm.block_size, self.cfg.data.batch_size, seed=1_000_003)
+        self.model.eval()
+        total = 0.0
+        for _ in range(self.cfg.lm.eval_iters):
+            x, y = (t.to(self.device) for t in batches.next())
+            with self.autocast():
+                logits = self.model(x)
+            total += F.cross_entropy(logits.float().view(-1, logits.shape[-1]), y.reshape(-1)).item()
+        self.model.train()
+        return total / self.cfg.lm.eval_iters
+
+    def should_stop(self, step: int, val_loss: float) -> bool:
+        """Keep the best checkpoint on val loss; True when lm.patience evaluations brought no new best."""
+        if not math.isfinite(val_loss):
+            raise TrainingDiverged(f"val loss became {val_loss} at step {step}; the last good checkpoint is "
+                                   f"{self.run.last if self.run.last.is_file() else 'none'}; lower optim.lr")
+        improved = val_loss < self.best_val
+        if improved:
+            self.best_val, self.best_step, self.bad_evals = val_loss, step, 0
+        else:
+            self.bad_evals += 1
+        if improved:  # best before last: a crash between the two never leaves last.pt ahead of its best.pt
+            self.save(self.run.best)
+        self.save(self.run.last)
+        patience = self.cfg.lm.patience
+        if patience and self.bad_evals >= patience:
+            print(f"early stop at step {step}: no val loss improvement for {patience} evaluations "
+                  f"(best {self.best_val:.4f} at step {self.best_step})", flush=True)
+            return True
+        return False
+
+    def log_eval(self, step: int, losses: dict[str, float], tokens_per_s: float) -> None:
+        lr = self.lr_at(min(step, self.cfg.lm.max_iters - 1))  # the rate the next update uses
+        for split, loss in losses.items():
+            self.tracker.log(step, split, {"loss": loss, "bpc": loss / LN2},  # bpc: TensorBoard (csv: loss)
+                             lr=lr if split == "train" else None)
+        speed = f"  {tokens_per_s:,.0f} tok/s" if step else ""
+        print(f"step {step:5d}/{self.cfg.lm.max_iters}  train loss {losses['train']:.4f}  val loss "
+              f"{losses['val']:.4f} ({losses['val'] / LN2:.3f} bpc)  lr {lr:.2e}{speed}", flush=True)
+
+    # ---------------------------------------------------------------------------------------------
+    def autocast(self) -> contextlib.AbstractContextManager:
+        return autocast(self.device, self.cfg.train.amp, self.cfg.train.amp_cpu)
+
+    def save(self, path: Path) -> None:
+        save_checkpoint(path, {
+            "epoch": self.step,  # the step, under the key every dla checkpoint has
+            "experiment": self.cfg.experiment,
+            "model_name": self.cfg.model.name,
+            "model": self.model.state_dict(),
+            "optimizer": self.optimizer.state_dict(),
+            "best_val": self.best_val, "best_step": self.best_step, "bad_evals": self.bad_evals,
+            "sampler": self.train_batches.generator.get_state(),
+            "rng": rng_state(),
+        })
+
+    def restore(self, path: Path) -> None:
+        state = load_checkpoint(path)
+        if state.get("experiment") != self.cfg.experiment or state.get("model_name") != self.cfg.model.name:
+            raise DlaError(f"cannot resume from {path}: it belongs to experiment {state.get('experiment')!r} "
+                           f"with model {state.get('model_name')!r}")
+        self.model.load_state_dict(state["model"])
+        self.optimizer.load_state_dict(state["optimizer"])
+        self.best_val, self.best_step, self.bad_evals = state["best_val"], state["best_step"], state["bad_evals"]
+        self.train_batches.generator.set_state(state["sampler"])
+        set_rng_state(state["rng"])
+        # The checkpoint was taken at an evaluation, before that step's update: pick up right after the
+        # evaluation (it is not repeated, and its metrics rows are kept).
+        self.step = self.resumed_at = int(state["epoch"])
+        print(f"resuming {self.run.path} at step {self.step}", flush=True)
+
+
+def run_lm(cfg: ExperimentConfig, parent: Path, data_root: Path) -> RunDir:
+    """`dla run` for task=lm: train, sample from the best checkpoint, write the run folder under `parent`."""
+    device = pick_device(cfg.device)
+    check_tracking(cfg.tracking)
+    seed_everything(cfg.seed)
+    lm = cfg.lm
+    corpus = load_corpus(cfg.data.name, data_root, lm.tokenizer, lm.train_fraction, lm.block_size, cfg.data.path)
+    model = build_model(cfg.model, TextInputs(corpus.tokenizer.vocab_size, lm.block_size)).to(device)
+    prompt = lm.sample_prompt or _first_line(corpus)
+    corpus.tokenizer.encode(prompt)  # an unknown character fails now, not after training
+    run = prepare_run_dir(parent, cfg)
+    if cfg.resume:
+        _check_resume_config(run, cfg)
+    else:
+        write_config(run, cfg)
+        write_json(run.env, env_info(device, cfg.seed))
+    if hasattr(corpus.tokenizer, "save"):
+        corpus.tokenizer.save(run.path / "vocab.json")
+    else:
+        write_json(run.path / "vocab.json", {"tokenizer": corpus.tokenizer.name})
+    n_params = sum(p.numel() for p in model.parameters())  # tied head counted once
+    print(f"{cfg.experiment}: gpt ({n_params:,} parameters, {cfg.model.n_layer} layers x {cfg.model.n_head} heads "
+          f"x {cfg.model.n_embd}) on {cfg.data.name} ({len(corpus.train):,} / {len(corpus.val):,} train / val "
+          f"{corpus.tokenizer.name} tokens, vocabulary {corpus.tokenizer.vocab_size}), {device}, run {run.path}",
+          flush=True)
+
+    t0 = time.perf_counter()
+    with storage_errors(run):
+        trainer = LMTrainer(cfg, model, corpus, device, run)
+        try:
+            trainer.fit()
+        except KeyboardInterrupt:
+            trainer.tracker.close()
+            raise interrupted(run, cfg, "evaluation") from None
+        trainer.tracker.close()
+        finish_lm(run, cfg, trainer, prompt, n_params, time.perf_counter() - t0, str(device))
+    return run
+
+
+def _first_line(corpus: Corpus) -> str:
+    text = corpus.tokenizer.decode(corpus.train[:200].tolist())
+    return next((line for line in text.splitlines() if line.strip()), text[:20])
+
+
+def finish_lm(run: RunDir, cfg: ExperimentConfig, trainer: LMTrainer, prompt: str, n_params: int,
+              train_seconds: float, device: str) -> None:
+    model, tok, lm = trainer.model, trainer.corpus.tokenizer, cfg.lm
+    model.load_state_dict(load_checkpoint(run.best)["model"])
+    rows = read_metrics(run.metrics)
+    run.plots.mkdir(exist_ok=True)
+    plot_lm_curves(rows, run.plots / "curves.png", title=f"{cfg.experiment} / {run.path.name}")
+    sample = ""
+    if lm.sample_tokens:
+        ids = torch.tensor([tok.encode(prompt)], device=trainer.device)
+        out = generate(model, ids, lm.sample_tokens, Sampling(lm.temperature, lm.top_k, lm.top_p), seed=cfg.seed)
+        sample = tok.decode(out.ids[0].tolist())
+        with atomic_write(run.path / "samples.txt", "w") as f:
+            f.write(sample + "\n")
+    train_at_best = next((r["loss"] for r in rows if r["split"] == "train" and r["epoch"] == trainer.best_step),
+                         math.nan)
+    test = {"loss": trainer.best_val, "bpc": trainer.best_val / LN2}
+    results: dict[str, Any] = {
+        "experiment": cfg.experiment, "run": run.path.name, "model": cfg.model.name, "dataset": cfg.data.name,
+        "seed": cfg.seed, "parameters": n_params, "tokenizer": tok.name, "vocab_size": tok.vocab_size,
+        "best_epoch": trainer.best_step, "epochs_run": trainer.step, "train_seconds": round(train_seconds, 2),
+        "device": device,
+        "val": test,
+        "train": {"loss": train_at_best, "bpc": train_at_best / LN2},
+        # No separate test text: the held-out tail is the test of a language model here (val = test).
+        "test": test,
+    }
+    unit = "character" if tok.name == "char" else "token"
+    summary = (f"# {cfg.experiment} / {run.path.name}\n\n"
+               f"gpt, {n_params:,} parameters, {tok.name} tokens on {cfg.data.name}; best val loss "
+               f"{trainer.best_val:.4f} ({trainer.best_val / LN2:.3f} bits per {unit}) "
+               f"at step {trainer.best_step} of {trainer.step}; {train_seconds:.1f} s on {device}.\n\n"
+               + (f"Sample (best checkpoint, temperature {lm.temperature}, top-k {lm.top_k}, top-p {lm.top_p}):\n\n"
+                  + "```\n" + sample + "\n```\n" if sample else ""))
+    with atomic_write(run.summary, "w") as f:
+        f.write(summary)
+    write_json(run.results, results)  # last: its presence marks the run complete
