@@ -108,3 +108,65 @@ def test_the_auxiliary_pass_leaves_batchnorm_statistics_to_the_id_data() -> None
     model.train()
     expected = F.cross_entropy(logits, y) + uniform_cross_entropy(aux_logits)
     torch.testing.assert_close(loss.detach(), expected)
+
+
+def test_fgsm_source_perturbs_the_id_batch_by_eps_and_is_the_loss_on_those() -> None:
+    from dla.attacks import fgsm
+
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Flatten(), nn.Linear(16, 3))
+    x = torch.rand(8, 1, 4, 4) * 0.5 + 0.25  # away from 0 and 1: no pixel is clamped at eps = 0.2
+    y = torch.randint(0, 3, (8,))
+    crit = OutlierExposure(model, None, weight=0.7, batch_size=5, label_smoothing=0.0, fgsm_eps=0.2)
+    x_aux = crit.aux_batch(x, y)
+    assert x_aux.shape == (5, 1, 4, 4)
+    # A linear model's input gradient is nowhere zero: every pixel moves by exactly eps.
+    torch.testing.assert_close((x_aux - x[:5]).abs(), torch.full((5, 1, 4, 4), 0.2))
+    torch.testing.assert_close(x_aux, fgsm(model, x[:5], y[:5], 0.2))
+    loss = crit(model(x), y, x, torch.arange(8))
+    expected = F.cross_entropy(model(x), y) + 0.7 * uniform_cross_entropy(model(x_aux))
+    torch.testing.assert_close(loss, expected)
+    assert torch.equal(x, x.clone()) and model.training
+    with pytest.raises(ValueError, match="either an auxiliary image tensor or fgsm_eps > 0"):
+        OutlierExposure(model, None, weight=0.7, batch_size=5, label_smoothing=0.0)
+
+
+@needs_mnist
+def test_a_tiny_fgsm_oe_run_trains_and_tests(tmp_path: Path) -> None:
+    cfg = load_config("mnist_mlp", [*QUICK, "train.epochs=1", "train.outlier_exposure.dataset=fgsm",
+                                    "train.outlier_exposure.eps=0.25", "train.outlier_exposure.batch_size=32"])
+    splits = load_splits(cfg.data, DATA_ROOT, cfg.seed)
+    crit = build_criterion(cfg, splits, torch.device("cpu"), nn.Sequential(nn.Flatten(), nn.Linear(784, 10)))
+    assert isinstance(crit, OutlierExposure) and crit.aux is None and crit.fgsm_eps == 0.25
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setenv("DLA_OFFLINE", "1")
+        run = run_experiment(cfg, tmp_path / "oe", DATA_ROOT)
+    import json
+
+    results = json.loads(run.results.read_text())
+    assert results["test"]["accuracy"] > 0.5  # it learned despite the outlier term
+    with pytest.raises(ConfigError, match="must be > 0"):
+        load_config("cnn_mnist", ["train.outlier_exposure.dataset=fgsm", "train.outlier_exposure.eps=0"])
+
+
+def test_batch_mode_normalises_outliers_with_their_own_statistics_and_keeps_the_running_ones() -> None:
+    import copy
+
+    torch.manual_seed(1)
+    model = nn.Sequential(nn.Conv2d(1, 3, 3), nn.BatchNorm2d(3), nn.Flatten(), nn.Linear(3 * 4 * 4, 4)).train()
+    aux = torch.randint(200, 256, (20, 1, 6, 6), dtype=torch.uint8)  # far from the ID statistics
+    crit = OutlierExposure(model, aux, weight=1.0, batch_size=8, label_smoothing=0.0, batchnorm="batch")
+    x, y = torch.rand(5, 1, 6, 6), torch.randint(0, 4, (5,))
+    logits = model(x)
+    stats = {k: v.clone() for k, v in model[1].state_dict().items()}  # incl. num_batches_tracked
+    reference = copy.deepcopy(model)  # train mode: the batch's own statistics
+    torch.manual_seed(3)
+    loss = crit(logits, y, x, torch.arange(5))
+    assert all(torch.equal(v, stats[k]) for k, v in model[1].state_dict().items())  # running statistics untouched
+    assert model[1].training and model[1].track_running_stats  # flags restored
+    torch.manual_seed(3)
+    idx = torch.randint(0, 20, (8,))
+    expected = F.cross_entropy(logits, y) + uniform_cross_entropy(reference(aux[idx].float() / 255))
+    torch.testing.assert_close(loss, expected)
+    with pytest.raises(ConfigError, match="batchnorm"):
+        load_config("cnn_mnist", ["train.outlier_exposure.batchnorm=running"])

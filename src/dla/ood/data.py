@@ -85,9 +85,10 @@ def convert_images(x: torch.Tensor, shape: tuple[int, int, int]) -> torch.Tensor
     return x.contiguous()
 
 
-def noise_images(n: int, shape: tuple[int, int, int], seed: int) -> torch.Tensor:
-    """(n, C, H, W) uint8 uniform noise; seeded apart from the `noise` dataset's training stream."""
-    g = torch.Generator().manual_seed(1_000_003 * (seed + 1) + 17)
+def noise_images(n: int, shape: tuple[int, int, int], seed: int, stream: int = 17) -> torch.Tensor:
+    """(n, C, H, W) uint8 uniform noise; seeded apart from the `noise` dataset's training stream. `stream` picks
+    another sequence for the same seed (the ODIN validation noise uses one that no test noise uses)."""
+    g = torch.Generator().manual_seed(1_000_003 * (seed + 1) + stream)
     return torch.randint(0, 256, (n, *shape), generator=g, dtype=torch.uint8)
 
 
@@ -121,3 +122,41 @@ def load_ood_set(source: OODSource, root: Path, shape: tuple[int, int, int], lim
     if limit:
         data = data.subset(torch.arange(min(limit, len(data))))
     return data
+
+
+VALIDATION_NOISE_STREAM = 424_243  # the ODIN validation noise: never the test noise (stream 17) of any seed
+
+
+def load_validation_set(source: OODSource, root: Path, shape: tuple[int, int, int], limit: int, seed: int, *,
+                        id_dataset: str, id_classes: list[int], test_sources: list[OODSource]) -> ImageSet:
+    """OOD *validation* images for `source`, disjoint from every test image `load_ood_set` gives:
+
+    - a registered dataset: its train split (the test sets are test splits);
+    - noise: another seeded stream than the test noise;
+    - heldout: the *training* images of the classes the run left out (the test set holds their test images).
+    An ImageFolder without a test/ folder has no images apart from the test OOD ones: refused when also tested.
+    """
+    from dla.data.folder import has_test_split
+
+    n = limit or 2000
+    if source.dataset == "noise":
+        return ImageSet(noise_images(n, shape, seed, VALIDATION_NOISE_STREAM), torch.zeros(n, dtype=torch.int64),
+                        ["noise"])
+    if source.dataset == "heldout":
+        if not id_classes:
+            raise OODError("--odin-val heldout needs a run trained on some classes only (data.classes=[...], e.g. "
+                           "cnn_mnist_heldout); this run kept every class")
+        full = load_registered(id_dataset, root, shape, train=True, seed=seed)
+        data = full.subset(torch.nonzero(~torch.isin(full.y, torch.tensor(id_classes))).flatten())
+    else:
+        if source.dataset == id_dataset and not source.path:
+            raise OODError(f"--odin-val {source.name!r} is the run's own dataset (the ID data); pick an OOD set such "
+                           "as noise or fashion_mnist")
+        if source.dataset == "imagefolder":
+            ctx = LoadContext(root=root, name="imagefolder", image_size=shape[1], channels=shape[0], path=source.path,
+                       seed=seed, workers=0)
+            if not has_test_split(ctx) and any(t.slug == source.slug for t in test_sources):
+                raise OODError(f"--odin-val {source.name!r}: that folder has no test/ split, so all of its images "
+                               "are the test OOD set; tune on another set (e.g. noise)")
+        data = load_registered(source.dataset, root, shape, train=True, path=source.path, seed=seed)
+    return data.subset(torch.arange(min(n, len(data))))

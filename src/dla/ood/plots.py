@@ -13,6 +13,7 @@ import matplotlib
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt
 import numpy as np
+from matplotlib.patches import Rectangle
 
 from dla.ood.metrics import metrics as ood_metrics
 from dla.ood.metrics import pr_curve, roc_curve
@@ -118,4 +119,29 @@ def plot_ood_predictions(pred: np.ndarray, classes: Sequence[str], path: Path, t
         ax2.set_xlabel("predicted ID class")
         ax2.set_ylabel("OOD class")
     fig.suptitle(title, fontsize=9)
+    _save(fig, path)
+
+
+def plot_odin_grid(auroc: np.ndarray, temperatures: Sequence[float], eps_labels: Sequence[str],
+                   chosen: tuple[int, int], path: Path, title: str = "") -> None:
+    """Heatmap of validation AUROC over temperature (rows) x eps (columns), every cell annotated, the chosen one
+    (the highest) boxed."""
+    nt, ne = auroc.shape
+    fig, ax = plt.subplots(figsize=(1.0 + 0.8 * ne, 1.2 + 0.36 * nt))
+    lo, hi = float(auroc.min()), float(auroc.max())
+    im = ax.imshow(auroc, cmap="viridis", vmin=lo, vmax=hi if hi > lo else lo + 1e-6, aspect="auto")
+    mid = (lo + hi) / 2
+    for i in range(nt):
+        for j in range(ne):
+            ax.text(j, i, f"{auroc[i, j]:.4f}", ha="center", va="center", fontsize=7,
+                    color="black" if auroc[i, j] > mid else "white",
+                    fontweight="bold" if (i, j) == tuple(chosen) else "normal")
+    i, j = chosen
+    ax.add_patch(Rectangle((j - 0.5, i - 0.5), 1, 1, fill=False, edgecolor="red", lw=2.2))
+    ax.set_xticks(range(ne), list(eps_labels), fontsize=8)
+    ax.set_yticks(range(nt), [f"{t:g}" for t in temperatures], fontsize=8)
+    ax.set_xlabel("eps (input step, pixel units)")
+    ax.set_ylabel("temperature T")
+    fig.colorbar(im, ax=ax, fraction=0.05, pad=0.02, label="validation AUROC")
+    ax.set_title(title, fontsize=8)
     _save(fig, path)

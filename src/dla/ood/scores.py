@@ -184,10 +184,20 @@ def odin(model: nn.Module, x: torch.Tensor, *, temperature: float = 1000.0, eps:
     if eps < 0:
         raise OODError(f"eps must be >= 0 (a pixel-space step size); got {eps!r}")
     if eps > 0:
-        x_req = x.clone().requires_grad_(True)
+        x = (x + eps * odin_direction(model, x, temperature)).clamp_(0.0, 1.0)
+    with torch.no_grad():
+        return torch.softmax(_logits(model, x) / temperature, dim=1).amax(dim=1)
+
+
+def odin_direction(model: nn.Module, x: torch.Tensor, temperature: float) -> torch.Tensor:
+    """sign(grad_x log max_k softmax(f(x) / T)_k), like x: the direction of ODIN's input step (model in eval mode).
+
+    The step for every eps at one temperature is this one direction times eps, which `dla.ood.odin_grid` uses to
+    score a whole eps axis with one backward pass per temperature.
+    """
+    with torch.enable_grad():
+        x_req = x.detach().clone().requires_grad_(True)
         log_msp = torch.log_softmax(_logits(model, x_req) / temperature, dim=1).amax(dim=1)
         # Eval mode keeps samples independent, so the gradient of the sum is each sample's own gradient.
         (grad,) = torch.autograd.grad(log_msp.sum(), x_req)
-        x = (x + eps * grad.sign()).clamp_(0.0, 1.0)
-    with torch.no_grad():
-        return torch.softmax(_logits(model, x) / temperature, dim=1).amax(dim=1)
+    return grad.sign()
