@@ -43,7 +43,22 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("experiment")
     p.add_argument("overrides", nargs="*", help="key=v1,v2 adds an axis; key=v fixes a value for every run")
     p.add_argument("--name", default="", help="sweep folder name; reuse it to continue an interrupted sweep")
+    p.add_argument("--jobs", "-j", type=int, default=1,
+                   help="points run at once, each in its own process (one GPU each when several are present; "
+                        "default: 1, in this process)")
     _common(p)
+
+    p = sub.add_parser("report", help="one self-contained HTML file (tables, curves, plots) for a run, several "
+                                      "runs or a sweep; --markdown for the same tables as Markdown")
+    p.add_argument("run_dirs", nargs="+", metavar="RUN_OR_SWEEP_DIR",
+                   help="run folders, sweep folders, or folders of runs (several: compared, seeds pooled)")
+    p.add_argument("--out", default=None, help="the HTML file (default: DIR/report.html for one folder, "
+                                               "else ./report.html)")
+    p.add_argument("--markdown", action="store_true", help="also write the same tables as Markdown, beside it (.md)")
+
+    p = sub.add_parser("compare", help="two runs side by side: the config keys that differ, and their test metrics")
+    p.add_argument("run_a")
+    p.add_argument("run_b")
 
     p = sub.add_parser("show", help="print a run's or a sweep's summary table")
     p.add_argument("run_dir")
@@ -97,13 +112,52 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--recon-features", action="store_true",
                    help="recon: autoencode the classifier's penultimate features instead of the pixels")
     p.add_argument("--recon-epochs", type=int, default=3, help="recon: autoencoder training epochs (default: 3)")
+    p.add_argument("--odin-grid", action="store_true",
+                   help="tune ODIN: validation AUROC over --odin-temperatures x --odin-eps (heatmap, CSV), the best "
+                        "point then reported on each test OOD set as an 'odin tuned' row")
+    p.add_argument("--odin-val", default="same",
+                   help="OOD validation set of --odin-grid (ID validation = the run's val split): same (default: "
+                        "each OOD set's own disjoint images: a dataset's train split, another noise stream, the "
+                        "held-out classes' train images) or one set for all, e.g. noise (never the test images)")
+    p.add_argument("--odin-temperatures", default="1,2,5,10,20,50,100,200,500,1000",
+                   help="--odin-grid temperatures (default: 1,2,5,10,20,50,100,200,500,1000)")
+    p.add_argument("--odin-eps", default="0,0.5/255,1/255,2/255,3/255,4/255,5/255",
+                   help="--odin-grid input steps in pixel units, fractions allowed (default: 0,0.5/255,1/255,2/255,"
+                        "3/255,4/255,5/255)")
     p.add_argument("--seed", type=int, default=0, help="seed of the noise set and the autoencoder (default: 0)")
+    p.add_argument("--data-root", default=None, help="dataset folder (default: $DLA_DATA, else ./data)")
+
+    p = sub.add_parser("generate", help="sample text from a trained language-model run (task=lm), or from a "
+                                        "Hugging Face causal LM with --model")
+    p.add_argument("run_dir", nargs="?", default=None, help="a run folder written by `dla run dante_char`")
+    p.add_argument("--model", default=None, help="instead of a run: a Hugging Face causal LM, a hub id (online) "
+                                                 "or a local folder (e.g. DATA_ROOT/models/tiny-gpt2)")
+    p.add_argument("--prompt", action="append", default=None,
+                   help="text to continue; repeat for several prompts (a left-padded batch with --model)")
+    p.add_argument("--max-new-tokens", type=int, default=200, help="tokens to add to each prompt (default: 200)")
+    p.add_argument("--temperature", type=float, default=0.8, help="sampling temperature; 0 = greedy (default: 0.8)")
+    p.add_argument("--top-k", type=int, default=50, help="sample among the k most likely tokens; 0 = all "
+                                                         "(default: 50)")
+    p.add_argument("--top-p", type=float, default=0.95, help="nucleus sampling mass; 1 = off (default: 0.95)")
+    p.add_argument("--num-return-sequences", type=int, default=1, help="continuations per prompt (default: 1)")
+    p.add_argument("--seed", type=int, default=0, help="sampling seed: the same seed gives the same text "
+                                                       "(default: 0)")
+    p.add_argument("--no-kv-cache", action="store_true", help="with a run: recompute the whole context for every "
+                                                              "token (to compare tokens/s with the cache)")
+    p.add_argument("--device", default="auto", help="auto (cuda, then mps, then cpu), cpu, cuda, cuda:N or mps")
     p.add_argument("--data-root", default=None, help="dataset folder (default: $DLA_DATA, else ./data)")
 
     p = sub.add_parser("config", help="print the resolved config of an experiment (nothing is run)")
     p.add_argument("experiment")
     p.add_argument("overrides", nargs="*")
     p.add_argument("--keys", action="store_true", help="list every key with its default and help")
+
+    p = sub.add_parser("tokenize", help="a text's tokens and ids (Hugging Face tokenizer), words vs tokens, and the "
+                                        "decoded round trip")
+    p.add_argument("text")
+    p.add_argument("--tokenizer", default="gpt2", help="hub id or local folder (default: gpt2; offline the data "
+                                                       "root's gpt2_tokenizer/)")
+    p.add_argument("--data-root", default=None, help="dataset folder (default: $DLA_DATA, else ./data)")
     return parser
 
 
@@ -116,7 +170,6 @@ def cmd_list(args: argparse.Namespace) -> None:
         return
     if args.datasets:
         from dla.data import dataset_names, get_dataset
-
         from dla.text.datasets import TEXT_DATASETS
 
         for name in dataset_names():
@@ -152,8 +205,12 @@ def cmd_sweep(args: argparse.Namespace) -> None:
     from dla.distributed import launched_main
     from dla.sweep import run_sweep
 
+    if args.name:  # joined under --out: `--name ../x` or an absolute path must not write outside it
+        from dla.config import check_folder_name
+
+        check_folder_name("sweep --name", args.name)
     sweep_dir = run_sweep(args.experiment, args.overrides, Path(args.out), resolve_data_root(args.data_root),
-                          args.name)
+                          args.name, jobs=args.jobs)
     if not launched_main():
         return
     print()
@@ -174,6 +231,19 @@ def cmd_show(args: argparse.Namespace) -> None:
     print(summary.read_text(), end="")
 
 
+def cmd_report(args: argparse.Namespace) -> None:
+    from dla.report.html import write_report
+
+    for path in write_report([Path(p) for p in args.run_dirs], Path(args.out) if args.out else None, args.markdown):
+        print(path)
+
+
+def cmd_compare(args: argparse.Namespace) -> None:
+    from dla.compare import compare_runs
+
+    print(compare_runs(Path(args.run_a), Path(args.run_b)), end="")
+
+
 def cmd_config(args: argparse.Namespace) -> None:
     from dla.config import ExperimentConfig, dump_yaml, help_lines, load_config
     from dla.models.registry import model_config_class
@@ -185,6 +255,17 @@ def cmd_config(args: argparse.Namespace) -> None:
     lines = help_lines(ExperimentConfig) + help_lines(model_config_class(cfg.model.name), "model.")
     for key, default, text in lines:
         print(f"{key:<34} {default!s:<14} {text}")
+
+
+def cmd_tokenize(args: argparse.Namespace) -> None:
+    from dla.data import resolve_data_root
+    from dla.text.hf import format_tokenized, tokenize_text
+
+    result = tokenize_text(args.text, args.tokenizer, resolve_data_root(args.data_root))
+    print(format_tokenized(result, args.tokenizer), end="")
+    if not result.round_trip:
+        raise DlaError(f"round trip differs: decoding the ids gives {result.decoded!r}, not the input "
+                       f"{result.text!r} (tokenizer {args.tokenizer} normalises text, e.g. lower-cases it)")
 
 
 def cmd_explain(args: argparse.Namespace) -> None:
@@ -220,13 +301,50 @@ def cmd_ood(args: argparse.Namespace) -> None:
     report = ood_run(Path(args.run_dir), args.ood, args.methods, limit=args.limit, temperature=args.temperature,
                      eps=args.eps, data_root=resolve_data_root(args.data_root), seed=args.seed,
                      recon_features=args.recon_features, recon_epochs=args.recon_epochs,
+                     odin_grid=args.odin_grid, odin_val=args.odin_val, odin_temperatures=args.odin_temperatures,
+                     odin_eps=args.odin_eps,
                      log=lambda line: print(line, file=sys.stderr, flush=True))  # stdout: the table only
     print(report.table, end="")
     print(f"ood folder: {report.folder}")
 
 
+def cmd_generate(args: argparse.Namespace) -> None:
+    from dla.data import resolve_data_root
+    from dla.text.generate import Sampling
+
+    if (args.run_dir is None) == (args.model is None):
+        raise DlaError("give either a run folder (dla generate runs/dante_char/RUN) or --model ID_OR_FOLDER")
+    if args.temperature < 0 or not 0 < args.top_p <= 1 or args.top_k < 0:
+        raise DlaError("--temperature must be >= 0, --top-p in (0, 1] and --top-k >= 0")
+    data_root = resolve_data_root(args.data_root)
+    if args.model is not None:
+        from dla.text.hf import generate_hf
+
+        texts = generate_hf(args.model, args.prompt or [""], max_new_tokens=args.max_new_tokens,
+                            temperature=args.temperature, top_k=args.top_k, top_p=args.top_p,
+                            num_return_sequences=args.num_return_sequences, seed=args.seed, data_root=data_root,
+                            device=args.device)
+        for i, outs in enumerate(texts):
+            for j, text in enumerate(outs):
+                print(f"--- prompt {i + 1}, sequence {j + 1}\n{text}")
+        return
+    from dla.text.sample_run import sample_run
+
+    samples = sample_run(Path(args.run_dir), args.prompt or ["\n"], args.max_new_tokens,
+                         Sampling(args.temperature, args.top_k, args.top_p), n=args.num_return_sequences,
+                         seed=args.seed, use_cache=not args.no_kv_cache, device=args.device, data_root=data_root)
+    for i, outs in enumerate(samples.texts):
+        for j, text in enumerate(outs):
+            if len(samples.texts) > 1 or len(outs) > 1:
+                print(f"--- prompt {i + 1}, sequence {j + 1}")
+            print(text)
+    print(f"{samples.tokens} tokens in {samples.seconds:.2f} s: {samples.tokens_per_second:,.0f} tokens/s "
+          f"({'no KV cache' if args.no_kv_cache else 'KV cache'})", file=sys.stderr)
+
+
 COMMANDS = {"list": cmd_list, "run": cmd_run, "sweep": cmd_sweep, "show": cmd_show, "config": cmd_config,
-            "explain": cmd_explain, "attack": cmd_attack, "ood": cmd_ood}
+            "report": cmd_report, "compare": cmd_compare, "explain": cmd_explain, "attack": cmd_attack, "ood": cmd_ood,
+            "tokenize": cmd_tokenize, "generate": cmd_generate}
 
 
 def _exit_on_sigterm(signum: int, frame: object) -> None:
