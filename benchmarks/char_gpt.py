@@ -15,7 +15,7 @@ autocast on CPU (`train.amp_cpu=true`, only on CPUs with native bf16); `--compil
 both sides.
 
 Quality (`--quality`): nanoGPT's CPU recipe for 2000 iterations (its README command, eval_iters=20), the same
-recipe in dla, and `dla run dante_char` (its own defaults: context 128, lr 2e-3, bf16 where the CPU has it),
+recipe in dla, and `dla run dante_char` (its own defaults: batch 16, lr 2e-3, bf16 where the CPU has it),
 once each: val loss at every evaluation, and wall time.
 
 Run from the repository root:
@@ -168,7 +168,7 @@ def main() -> None:
                 "nanoGPT CPU recipe": nanogpt_quality(work, args.threads),
                 # the same recipe in dla (context 64, lr 1e-3, fp32, nanoGPT's 20 eval batches): a sanity check
                 "dla, nanoGPT's recipe": dla_quality(work, args.threads, [
-                    "lm.block_size=64", "optim.lr=0.001", "train.amp_cpu=false", "lm.eval_iters=20"]),
+                    "data.batch_size=12", "optim.lr=0.001", "train.amp_cpu=false"]),
                 "dla dante_char": dla_quality(work, args.threads, []),
             }
     args.out.write_text(json.dumps(results, indent=2) + "\n")
