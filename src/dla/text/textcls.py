@@ -24,8 +24,8 @@ from torch import nn
 from dla.config import ExperimentConfig
 from dla.data import ImageSet, Splits
 from dla.data.files import atomic_write
-from dla.distributed import SINGLE, Dist, broadcast_object, check_batch, device_for, init_from_env
-from dla.errors import ConfigError, DlaError, RunDirError
+from dla.distributed import SINGLE, Dist, check_batch, device_for, init_from_env
+from dla.errors import ConfigError, DlaError
 from dla.report.plots import plot_confusion, plot_curves
 from dla.report.tables import markdown_table
 from dla.runs import RunDir, write_json
@@ -36,8 +36,8 @@ from dla.text.features import build_head, cache_key, cached_features, compute_fe
 from dla.text.lora import apply_lora, check_trainable, plan_lora, trainable_parameters
 from dla.text.rotten import SentenceSplits, load_sentence_splits
 from dla.tracking import check_tracking, read_metrics
-from dla.train.checkpoint import load_checkpoint, rng_state, save_checkpoint, set_rng_state
-from dla.train.loop import _STORAGE_ERRORS, Trainer, _open_run_dir
+from dla.train.checkpoint import save_checkpoint
+from dla.train.loop import Trainer, _open_run_dir, interrupted, storage_errors
 from dla.train.losses import CrossEntropy
 
 
@@ -67,31 +67,8 @@ class TextTrainer(Trainer):
                            f"unexpected tensors, e.g. {(missing or unexpected)[0]}); was it written by another "
                            "textcls configuration?")
 
-    def save(self, path: Path, epoch: int) -> None:
-        save_checkpoint(path, {
-            "epoch": epoch, "experiment": self.cfg.experiment, "model_name": self.cfg.model.name,
-            "method": self.cfg.textcls.method, "model": self.model_state(),
-            "optimizer": self.optimizer.state_dict(), "scheduler": self.scheduler.state_dict(),
-            "early_stopping": self.stopper.state_dict(), "rng": rng_state(),
-        })
-
-    def restore(self, path: Path) -> int:
-        state = broadcast_object(load_checkpoint(path) if self.dist.main else None, self.dist)
-        if state.get("experiment") != self.cfg.experiment or state.get("method") != self.cfg.textcls.method:
-            raise DlaError(f"cannot resume from {path}: it belongs to experiment {state.get('experiment')!r} "
-                           f"(method {state.get('method')!r})")
-        self.load_model_state(state["model"])
-        self.optimizer.load_state_dict(state["optimizer"])
-        self.scheduler.load_state_dict(state["scheduler"])
-        self.stopper.load_state_dict(state["early_stopping"])
-        set_rng_state(state["rng"])
-        self._say(f"resuming {self.run.path} after epoch {state['epoch']}")
-        return int(state["epoch"])
-
-    def test(self) -> dict[str, float]:
-        state = load_checkpoint(self.run.best)["model"] if self.dist.main else None
-        self.load_model_state(broadcast_object(state, self.dist))
-        return self.evaluate(self.shard_loader(self.splits.test.x, self.splits.test.y))
+    def identity(self) -> dict[str, Any]:
+        return {**super().identity(), "method": self.cfg.textcls.method}
 
 
 # --------------------------------------------------------------------------------------------------
@@ -200,14 +177,13 @@ def run_textcls(cfg: ExperimentConfig, parent: Path, data_root: Path) -> RunDir:
               f"trainable) on {cfg.data.name} ({len(data.train)}/{len(data.val)}/{len(data.test)} train/val/test), "
               f"{where}, run {run.path}\n  {info}", flush=True)
     t0 = time.perf_counter()
-    try:
+    with storage_errors(run):
         trainer = TextTrainer(cfg, model, splits, device, run, dist, lengths)
         try:
             trainer.fit()
         except KeyboardInterrupt:
             trainer.tracker.close()
-            raise DlaError(f"interrupted; {run.last} holds the last finished epoch; continue with "
-                           f"`dla run {cfg.experiment} resume=true run_name={run.path.name}`") from None
+            raise interrupted(run, cfg, "epoch") from None
         train_seconds = time.perf_counter() - t0
         trainer.tracker.close()
         test = trainer.test()
@@ -219,11 +195,6 @@ def run_textcls(cfg: ExperimentConfig, parent: Path, data_root: Path) -> RunDir:
             _finish(run, cfg, data, trainer, test, train_eval, n_params, n_train, train_seconds, where)
             if cfg.textcls.method == "lora":
                 _save_adapter(run, model)
-    except OSError as exc:
-        if exc.errno not in _STORAGE_ERRORS:
-            raise
-        raise RunDirError(f"cannot write {exc.filename or 'to the run folder'}: {exc.strerror}; free space, then "
-                          f"resume=true run_name={run.path.name}") from None
     return run
 
 

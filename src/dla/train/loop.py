@@ -241,7 +241,7 @@ class Trainer:
     def test(self) -> dict[str, float]:
         """Metrics of the best checkpoint on the test set: the only time the test set is touched."""
         state = load_checkpoint(self.run.best)["model"] if self.dist.main else None
-        self.model.load_state_dict(broadcast_object(state, self.dist))
+        self.load_model_state(broadcast_object(state, self.dist))
         return self.evaluate(self.shard_loader(self.splits.test.x, self.splits.test.y))
 
     def shard_loader(self, x: torch.Tensor, y: torch.Tensor) -> TensorLoader:
@@ -268,12 +268,22 @@ class Trainer:
     def autocast(self) -> contextlib.AbstractContextManager:
         return autocast(self.device, self.cfg.train.amp, self.cfg.train.amp_cpu)
 
+    # What a checkpoint holds of the model, and what must match to resume from it: a subclass that trains
+    # only part of a model (dla.text.textcls) overrides these three, and save / restore / test follow.
+    def model_state(self) -> dict[str, torch.Tensor]:
+        return self.model.state_dict()
+
+    def load_model_state(self, state: dict[str, torch.Tensor]) -> None:
+        self.model.load_state_dict(state)
+
+    def identity(self) -> dict[str, Any]:
+        return {"experiment": self.cfg.experiment, "model_name": self.cfg.model.name}
+
     def save(self, path: Path, epoch: int) -> None:
         save_checkpoint(path, {
             "epoch": epoch,
-            "experiment": self.cfg.experiment,
-            "model_name": self.cfg.model.name,
-            "model": self.model.state_dict(),
+            **self.identity(),
+            "model": self.model_state(),
             "optimizer": self.optimizer.state_dict(),
             "scheduler": self.scheduler.state_dict(),
             "early_stopping": self.stopper.state_dict(),
@@ -283,10 +293,10 @@ class Trainer:
     def restore(self, path: Path) -> int:
         # Rank 0 reads the file and hands it to the others: no shared filesystem needed, any world size.
         state = broadcast_object(load_checkpoint(path) if self.dist.main else None, self.dist)
-        if state.get("experiment") != self.cfg.experiment or state.get("model_name") != self.cfg.model.name:
-            raise DlaError(f"cannot resume from {path}: it belongs to experiment {state.get('experiment')!r} "
-                           f"with model {state.get('model_name')!r}")
-        self.model.load_state_dict(state["model"])
+        if any(state.get(k) != v for k, v in self.identity().items()):
+            theirs = ", ".join(f"{k} {state.get(k)!r}" for k in self.identity())
+            raise DlaError(f"cannot resume from {path}: it belongs to {theirs}")
+        self.load_model_state(state["model"])
         self.optimizer.load_state_dict(state["optimizer"])
         self.scheduler.load_state_dict(state["scheduler"])
         self.stopper.load_state_dict(state["early_stopping"])
