@@ -17,7 +17,7 @@ from matplotlib.patches import Rectangle
 
 from dla.ood.metrics import metrics as ood_metrics
 from dla.ood.metrics import pr_curve, roc_curve
-from dla.report.plots import _save
+from dla.report.plots import _save, draw_count_matrix
 
 Scores = Mapping[str, tuple[np.ndarray, np.ndarray]]  # method -> (ID scores, OOD scores)
 
@@ -106,16 +106,8 @@ def plot_ood_predictions(pred: np.ndarray, classes: Sequence[str], path: Path, t
         m = len(ood_classes)
         cm = np.zeros((m, k), dtype=np.int64)
         np.add.at(cm, (true, pred), 1)
-        norm = cm / np.maximum(cm.sum(1, keepdims=True), 1)
         ax2 = axes[1]
-        ax2.imshow(norm, cmap="Reds", vmin=0, vmax=1, aspect="auto")
-        if m * k <= 400:
-            for i in range(m):
-                for j in range(k):
-                    ax2.text(j, i, str(cm[i, j]), ha="center", va="center", fontsize=7,
-                             color="white" if norm[i, j] > 0.5 else "black")
-        ax2.set_xticks(range(k), classes, rotation=45, ha="right", fontsize=8)
-        ax2.set_yticks(range(m), ood_classes, fontsize=8)
+        draw_count_matrix(ax2, cm, ood_classes, classes, "Reds", annotate=m * k <= 400, ticks=True, aspect="auto")
         ax2.set_xlabel("predicted ID class")
         ax2.set_ylabel("OOD class")
     fig.suptitle(title, fontsize=9)

@@ -42,20 +42,27 @@ def plot_curves(rows: Sequence[dict[str, Any]], path: Path, title: str = "") -> 
     _save(fig, path)
 
 
+def draw_count_matrix(ax: Any, cm: np.ndarray, rows: Sequence[str], cols: Sequence[str], cmap: str,
+                      annotate: bool, ticks: bool, aspect: str = "equal") -> None:
+    """Counts (rows x cols) shaded by their row-normalised share, optionally written in and with tick labels."""
+    norm = cm / np.maximum(cm.sum(1, keepdims=True), 1)
+    ax.imshow(norm, cmap=cmap, vmin=0, vmax=1, aspect=aspect)
+    if annotate:
+        for i in range(cm.shape[0]):
+            for j in range(cm.shape[1]):
+                ax.text(j, i, str(cm[i, j]), ha="center", va="center", fontsize=7,
+                        color="white" if norm[i, j] > 0.5 else "black")
+    if ticks:
+        ax.set_xticks(range(len(cols)), cols, rotation=45, ha="right", fontsize=8)
+        ax.set_yticks(range(len(rows)), rows, fontsize=8)
+
+
 def plot_confusion(cm: np.ndarray, classes: Sequence[str], path: Path, title: str = "") -> None:
     """Row-normalised confusion matrix with counts."""
     cm = np.asarray(cm)
     k = len(classes)
     fig, ax = plt.subplots(figsize=(1.0 + 0.5 * k, 0.8 + 0.5 * k))
-    norm = cm / np.maximum(cm.sum(1, keepdims=True), 1)
-    ax.imshow(norm, cmap="Blues", vmin=0, vmax=1)
-    if k <= 20:
-        for i in range(k):
-            for j in range(k):
-                ax.text(j, i, str(cm[i, j]), ha="center", va="center", fontsize=7,
-                        color="white" if norm[i, j] > 0.5 else "black")
-        ax.set_xticks(range(k), classes, rotation=45, ha="right", fontsize=8)
-        ax.set_yticks(range(k), classes, fontsize=8)
+    draw_count_matrix(ax, cm, classes, classes, "Blues", annotate=k <= 20, ticks=k <= 20)
     ax.set_xlabel("predicted")
     ax.set_ylabel("true")
     ax.set_title(title)

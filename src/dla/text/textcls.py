@@ -37,7 +37,7 @@ from dla.text.lora import apply_lora, check_trainable, plan_lora, trainable_para
 from dla.text.rotten import SentenceSplits, load_sentence_splits
 from dla.tracking import check_tracking, read_metrics
 from dla.train.checkpoint import save_checkpoint
-from dla.train.loop import Trainer, _open_run_dir, interrupted, storage_errors
+from dla.train.loop import Trainer, _open_run_dir, fit_and_test, storage_errors
 from dla.train.losses import CrossEntropy
 
 
@@ -179,14 +179,7 @@ def run_textcls(cfg: ExperimentConfig, parent: Path, data_root: Path) -> RunDir:
     t0 = time.perf_counter()
     with storage_errors(run):
         trainer = TextTrainer(cfg, model, splits, device, run, dist, lengths)
-        try:
-            trainer.fit()
-        except KeyboardInterrupt:
-            trainer.tracker.close()
-            raise interrupted(run, cfg, "epoch") from None
-        train_seconds = time.perf_counter() - t0
-        trainer.tracker.close()
-        test = trainer.test()
+        train_seconds, test = fit_and_test(trainer, t0)
         confusion = trainer.last_confusion
         train_eval = trainer.evaluate(trainer.shard_loader(splits.train.x, splits.train.y)) \
             if cfg.textcls.train_eval else None

@@ -371,17 +371,22 @@ def run_experiment(cfg: ExperimentConfig, parent: Path, data_root: Path) -> RunD
     t0 = time.perf_counter()
     with storage_errors(run):
         trainer = Trainer(cfg, model, splits, device, run, dist, criterion)
-        try:
-            trainer.fit()
-        except KeyboardInterrupt:
-            trainer.tracker.close()
-            raise interrupted(run, cfg, "epoch") from None
-        train_seconds = time.perf_counter() - t0
-        trainer.tracker.close()
-        test = trainer.test()
+        train_seconds, test = fit_and_test(trainer, t0)
         if dist.main:
             finish_run(run, cfg, splits, trainer, test, n_params, train_seconds, where)
     return run
+
+
+def fit_and_test(trainer: Trainer, t0: float) -> tuple[float, dict[str, float]]:
+    """Train (Ctrl-C: a resumable stop), then test the best checkpoint: (training seconds since t0, test metrics)."""
+    try:
+        trainer.fit()
+    except KeyboardInterrupt:
+        trainer.tracker.close()
+        raise interrupted(trainer.run, trainer.cfg, "epoch") from None
+    train_seconds = time.perf_counter() - t0
+    trainer.tracker.close()
+    return train_seconds, trainer.test()
 
 
 def interrupted(run: RunDir, cfg: ExperimentConfig, unit: str) -> DlaError:
