@@ -7,6 +7,7 @@ traceback.
 from __future__ import annotations
 
 import argparse
+import json
 import signal
 import sys
 import threading
@@ -36,7 +37,8 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("run", help="train and test one experiment")
     p.add_argument("experiment", help="name from `dla list`, or a path to a .yaml file")
-    p.add_argument("overrides", nargs="*", help="config overrides, e.g. optim.lr=0.01 train.epochs=5")
+    p.add_argument("overrides", nargs="*", help="config overrides, e.g. optim.lr=0.01 train.epochs=5; a run "
+                   "folder among them is the teacher to distil from (distill.teacher=FOLDER)")
     _common(p)
 
     p = sub.add_parser("sweep", help="a grid of runs with mean ± std over seeds")
@@ -191,13 +193,30 @@ def cmd_run(args: argparse.Namespace) -> None:
     from dla.distributed import launched_main
     from dla.tasks import run_experiment
 
-    cfg = load_config(args.experiment, args.overrides)
+    cfg = load_config(args.experiment, teacher_shorthand(args.overrides))
     run = run_experiment(cfg, Path(args.out) / cfg.experiment, resolve_data_root(args.data_root))
     if not launched_main():
         return
     print()
     print(run.summary.read_text())
     print(f"run folder: {run.path}")
+
+
+def teacher_shorthand(overrides: list[str]) -> list[str]:
+    """`dla run distill TEACHER_RUN_DIR`: a run folder among the overrides means `distill.teacher=` that folder.
+
+    Checked before the key=value parse because sweep run folders have '=' in their names (variant=teacher,seed=0).
+    """
+    from dla.errors import ConfigError
+
+    folders = [o for o in overrides if Path(o).is_dir()]
+    if len(folders) > 1:
+        raise ConfigError(f"{len(folders)} run folders given ({', '.join(folders)}); name one teacher run")
+    for folder in folders:
+        if not (Path(folder) / "config.yaml").is_file():
+            raise ConfigError(f"{folder} is a folder but not a run folder (no config.yaml); give the teacher's run "
+                              "folder, as printed by `dla run`")
+    return [f"distill.teacher={json.dumps(o)}" if o in folders else o for o in overrides]  # quoted: any path
 
 
 def cmd_sweep(args: argparse.Namespace) -> None:
@@ -248,7 +267,7 @@ def cmd_config(args: argparse.Namespace) -> None:
     from dla.config import ExperimentConfig, dump_yaml, help_lines, load_config
     from dla.models.registry import model_config_class
 
-    cfg = load_config(args.experiment, args.overrides)
+    cfg = load_config(args.experiment, teacher_shorthand(args.overrides))
     if not args.keys:
         print(dump_yaml(cfg), end="")
         return

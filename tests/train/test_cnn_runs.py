@@ -15,7 +15,7 @@ from ..data.conftest import set_checksums  # noqa: F401  (fixture)
 from ..data.test_datasets import write_cifar10
 
 TINY = ["model.width=4", "train.epochs=2", "data.val_size=15", "data.batch_size=10", "data.eval_batch_size=50",
-        "tracking.progress=off", "tracking.tensorboard=false"]
+        "tracking.progress=off", "tracking.tensorboard=false", "train.amp_cpu=false"]
 
 
 @pytest.fixture
@@ -44,3 +44,16 @@ def test_the_cifar_resnet20_experiment_runs_and_a_depth_sweep_summarises(tmp_pat
     for label in ("depth=9,residual=false", "depth=17,residual=true"):
         assert f"| {label} |" in table
     assert (sweep / "plots" / "val_accuracy.png").is_file()
+
+
+def test_the_cifar10_distill_sweep_distils_each_seed_from_its_own_teacher(tmp_path: Path, cifar_root: Path) -> None:
+    sweep = run_sweep("distill_cifar10", [*TINY, "train.epochs=1", "seed=0,1"], tmp_path / "runs", cifar_root, "s")
+    table = (sweep / "summary.md").read_text()
+    for v in ("teacher", "student", "distilled"):
+        assert f"| variant={v} |" in table
+    for seed in (0, 1):
+        saved = load_config(str(sweep / f"variant=distilled,seed={seed}" / "config.yaml"))
+        assert saved.data.name == "cifar10" and saved.distill.teacher == str(sweep / f"variant=teacher,seed={seed}")
+    params = {v: json.loads((sweep / f"variant={v},seed=0" / "results.json").read_text())["parameters"]
+              for v in ("teacher", "student", "distilled")}
+    assert params["student"] == params["distilled"] < params["teacher"]

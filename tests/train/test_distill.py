@@ -20,7 +20,7 @@ from ..conftest import needs_mnist
 
 STUDENT = ["data.name=mnist", "data.limit_train=1200", "data.val_size=200", "data.limit_test=300",
            "data.batch_size=100", "model.width=4", "train.epochs=2", "tracking.progress=off",
-           "tracking.tensorboard=false"]
+           "tracking.tensorboard=false", "train.amp_cpu=false"]  # fp32 everywhere: the same numbers on any CPU
 
 
 def test_the_loss_equals_a_hand_computation_on_fixed_logits() -> None:
@@ -97,6 +97,23 @@ def test_a_bad_teacher_is_one_clear_error(tmp_path: Path, data_root: Path, teach
     with pytest.raises(ConfigError, match="trained on 'mnist'"):
         run_experiment(load_config("distill", [*STUDENT, "data.name=fashion_mnist", f"distill.teacher={teacher}"]),
                        tmp_path, data_root)
+
+
+@needs_mnist
+def test_dla_run_distill_teacher_run_dir_distils_from_that_run(
+        teacher: Path, tmp_path: Path, data_root: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    from dla.cli import main
+
+    args = ["--out", str(tmp_path), "--data-root", str(data_root), *STUDENT, "run_name=student"]
+    assert main(["run", "distill", str(teacher), *args]) == 0
+    assert load_config(str(tmp_path / "distill" / "student" / "config.yaml")).distill.teacher == str(teacher)
+    capsys.readouterr()
+    assert main(["run", "distill", str(teacher), str(tmp_path), *args]) == 2
+    assert main(["run", "distill", str(tmp_path), *args]) == 2
+    err = capsys.readouterr().err.splitlines()
+    assert err == [f"dla: error: 2 run folders given ({teacher}, {tmp_path}); name one teacher run",
+                   f"dla: error: {tmp_path} is a folder but not a run folder (no config.yaml); give the teacher's "
+                   "run folder, as printed by `dla run`"]
 
 
 @needs_mnist
