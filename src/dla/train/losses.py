@@ -81,6 +81,8 @@ def load_teacher(run_path: str, cfg: ExperimentConfig, inputs: ModelInputs, devi
         raise ConfigError(f"the teacher's weights in {run.best} do not fit its model on this data: "
                           f"{str(exc).splitlines()[0]}") from None
     teacher.requires_grad_(False)
+    if cfg.train.channels_last:  # the batches arrive channels-last: weights in the same layout skip a conversion
+        teacher = teacher.to(memory_format=torch.channels_last)
     return teacher.to(device).eval()
 
 
