@@ -33,6 +33,10 @@ class Dist:
     def active(self) -> bool:
         return self.world > 1
 
+    def where(self, device: torch.device) -> str:
+        """Where a run trains, as its banner and results say: 'cuda:0 x 4 processes', or 'cpu'."""
+        return f"{device} x {self.world} processes" if self.active else f"{device}"
+
 
 SINGLE = Dist()
 

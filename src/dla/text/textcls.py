@@ -171,7 +171,7 @@ def run_textcls(cfg: ExperimentConfig, parent: Path, data_root: Path) -> RunDir:
     model.to(device)
     run = _open_run_dir(parent, cfg, device, dist)
     n_train = trainable_parameters(model)
-    where = f"{device} x {dist.world} processes" if dist.active else f"{device}"
+    where = dist.where(device)
     if dist.main:
         print(f"{cfg.experiment}: {cfg.textcls.method}, {cfg.textcls.encoder} ({n_params:,} parameters, {n_train:,} "
               f"trainable) on {cfg.data.name} ({len(data.train)}/{len(data.val)}/{len(data.test)} train/val/test), "

@@ -362,7 +362,7 @@ def run_experiment(cfg: ExperimentConfig, parent: Path, data_root: Path) -> RunD
     criterion = build_criterion(cfg, splits, device, model)  # a bad teacher run fails here, before the run folder
     run = _open_run_dir(parent, cfg, device, dist)
     n_params = sum(p.numel() for p in model.parameters())
-    where = f"{device} x {dist.world} processes" if dist.active else f"{device}"
+    where = dist.where(device)
     if dist.main:
         print(f"{cfg.experiment}: {cfg.model.name} ({n_params:,} parameters) on {cfg.data.name} "
               f"({len(splits.train)}/{len(splits.val)}/{len(splits.test)} train/val/test), {where}, "
