@@ -64,6 +64,7 @@ class DatasetSpec:
     files: tuple[RemoteFile, ...] = ()
     system_dirs: tuple[str, ...] = ()
     archive: RemoteFile | None = None  # a .tar.gz that holds `files` (CIFAR); downloaded and unpacked once
+    source: str = ""  # what the data is, when not the original release (results and tables carry it)
 
 
 _REGISTRY: dict[str, DatasetSpec] = {}
@@ -78,6 +79,7 @@ def register_dataset(
     files: Sequence[RemoteFile] = (),
     system_dirs: Sequence[str] = (),
     archive: RemoteFile | None = None,
+    source: str = "",
 ) -> Callable[[Callable[[LoadContext, bool], ImageSet]], Callable[[LoadContext, bool], ImageSet]]:
     """Enrol `load(ctx, train) -> ImageSet` under `name` (and so in `dla list` and the dataset tests)."""
 
@@ -93,6 +95,7 @@ def register_dataset(
             files=tuple(files),
             system_dirs=tuple(system_dirs),
             archive=archive,
+            source=source,
         )
         return fn
 
@@ -101,7 +104,7 @@ def register_dataset(
 
 def _ensure_builtin() -> None:
     # Importing the modules runs their @register_dataset decorators.
-    from dla.data import cifar, folder, miniplaces, mnist, noise, svhn  # noqa: F401
+    from dla.data import cifar, cifar_jpeg, folder, miniplaces, mnist, noise, svhn  # noqa: F401
 
 
 def dataset_names() -> list[str]:

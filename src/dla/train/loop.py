@@ -22,6 +22,7 @@ from dla.config import ExperimentConfig, from_dict, read_yaml, to_dict
 from dla.data import Splits, load_splits
 from dla.data.files import atomic_write
 from dla.data.loader import TensorLoader, augment
+from dla.data.provenance import data_caption, data_provenance
 from dla.distributed import (
     SINGLE,
     Dist,
@@ -449,10 +450,12 @@ def finish_run(run: RunDir, cfg: ExperimentConfig, splits: Splits, trainer: Trai
         "run": run.path.name,
         "model": cfg.model.name,
         "dataset": cfg.data.name,
+        "data": data_provenance(cfg, splits),
         "seed": cfg.seed,
         "parameters": n_params,
         "best_epoch": trainer.stopper.best_epoch,
         "epochs_run": max((r["epoch"] for r in rows), default=0),
+        "epochs_configured": cfg.train.epochs,
         "train_seconds": round(train_seconds, 2),
         "device": device,
         "val": {k: v for k, v in best_val.items() if k not in ("epoch", "split", "lr", "time") and v is not None},
@@ -461,7 +464,7 @@ def finish_run(run: RunDir, cfg: ExperimentConfig, splits: Splits, trainer: Trai
         "classes": splits.classes,
     }
     summary = (f"# {cfg.experiment} / {run.path.name}\n\n"
-               f"{cfg.model.name}, {n_params:,} parameters, {cfg.data.name}; best epoch "
+               f"{cfg.model.name}, {n_params:,} parameters, {data_caption([results])}; best epoch "
                f"{results['best_epoch']} of {results['epochs_run']}; {train_seconds:.1f} s on {device}.\n\n"
                "Test set, best checkpoint:\n\n" + runs_table([(run.path.name, test)]))
     with atomic_write(run.summary, "w") as f:
