@@ -58,6 +58,9 @@ class AugmentConfig:
 class DataConfig:
     name: str = opt("mnist", "dataset from the registry (`dla list --datasets`)", choices=lambda: _datasets())
     path: str = opt("", "folder under the data root (or absolute) for file-based datasets (imagefolder)")
+    fallback: str = opt("", "dataset to use when data.name's files are not on this machine (cifar10 -> cifar10_jpeg: "
+                            "the JPEG copy when the original pickles are absent); said on one line and recorded "
+                            "in the run's config and results, never silent", choices=lambda: ["", *_datasets()])
     image_size: int = opt(0, "resize file-based images / noise size; 0 = native (noise: 32)", ge=0, le=4096)
     channels: int = opt(0, "1 = grey, 3 = colour for file-based images and noise; 0 = default (3)", ge=0, le=3)
     val_size: int = opt(5000, "training examples held out for validation (seeded); picks the best checkpoint",
@@ -157,6 +160,8 @@ class TrainConfig:
                                "elsewhere ignored): about 2x faster matmuls, at bf16 precision")
     compile: bool = opt(False, "wrap the model in torch.compile (opt-in)")
     channels_last: bool = opt(False, "NHWC memory format for model and images (faster convs on CPU and GPU)")
+    test_flip: bool = opt(False, "validation and test logits averaged over each image and its mirror image "
+                                 "(test-time augmentation); attacks, OOD scores and explanations see one view")
     grad_flow_every: int = opt(0, "record per-layer gradient norms and update/weight ratios every N steps "
                                   "(gradflow.csv + plots); 0 = off", ge=0)
     adversarial: AdversarialConfig = opt(default_factory=AdversarialConfig,

@@ -3,9 +3,9 @@
 The archive holds `train/<class>/NNNN.jpg` (5,000 per class) and `test/<class>/NNNN.jpg` (1,000 per class);
 NNNN is the image's position within its class in the original files, and the label is the class folder's index
 in CIFAR-10's `label_names`. The original interleaving of classes is not recoverable, so rows are ordered
-round-robin over the classes by NNNN (see `decode_archive`). The images were re-encoded as JPEG (lossy, PSNR 25.6-36.2 dB against the
-originals), so every result on this dataset is labelled as measured on the JPEG copy, never as the pickled
-benchmark (`cifar10`), which stays a dataset of its own.
+round-robin over the classes by NNNN (see `decode_archive`). The images were re-encoded as JPEG (lossy, PSNR
+25.6-36.2 dB against the originals), so every result on this dataset is labelled as measured on the JPEG
+copy, never as the pickled benchmark (`cifar10`), which stays a dataset of its own.
 
 The archive's sha256 is checked, the JPEGs are decoded once (about 7 s on one core) and the uint8 arrays are
 cached outside the data root (`dla.data.cache`), keyed by that hash and the decode settings.

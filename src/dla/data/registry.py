@@ -119,6 +119,13 @@ def get_dataset(name: str) -> DatasetSpec:
     return _REGISTRY[name]
 
 
+def present(spec: DatasetSpec, root: Path) -> bool:
+    """Whether every file of the dataset is already on this machine (nothing downloaded, nothing checked)."""
+    return all(any(p.is_file() for p in (root / rf.path, root / spec.name / rf.path,
+                                         *(Path(d) / Path(rf.path).name for d in spec.system_dirs)))
+               for rf in spec.files)
+
+
 def locate(spec: DatasetSpec, root: Path, wanted: Sequence[RemoteFile] | None = None) -> dict[str, Path]:
     """Find each file under the root or a system folder; download what is missing when online.
 

@@ -9,7 +9,7 @@ import torch
 
 from dla.config import DataConfig
 from dla.data.folder import TEST_FRACTION, has_test_split
-from dla.data.registry import DatasetSpec, ImageSet, LoadContext, get_dataset
+from dla.data.registry import DatasetSpec, ImageSet, LoadContext, get_dataset, present
 from dla.errors import ConfigError
 
 
@@ -59,13 +59,20 @@ def keep_classes(data: ImageSet, keep: list[int]) -> tuple[ImageSet, ImageSet]:
     return kept, data.subset(torch.nonzero(~inside).flatten())
 
 
+def resolve_name(cfg: DataConfig, root: Path) -> str:
+    """data.name, or data.fallback when data.name's files are absent and the fallback's are present."""
+    if cfg.fallback and not present(get_dataset(cfg.name), root) and present(get_dataset(cfg.fallback), root):
+        return cfg.fallback
+    return cfg.name
+
+
 def load_splits(cfg: DataConfig, root: Path, seed: int) -> Splits:
     """Load a dataset and split it; the test set is only read here and used once at the end."""
-    spec = get_dataset(cfg.name)
-    ctx = LoadContext(root=root, name=cfg.name, image_size=cfg.image_size, channels=cfg.channels,
+    spec = get_dataset(resolve_name(cfg, root))
+    ctx = LoadContext(root=root, name=spec.name, image_size=cfg.image_size, channels=cfg.channels,
                       path=cfg.path, seed=seed, workers=cfg.workers)
     full = spec.load(ctx, True)
-    if cfg.name == "imagefolder" and not has_test_split(ctx):
+    if spec.name == "imagefolder" and not has_test_split(ctx):
         perm = _seeded_perm(len(full), seed + 1)
         n_test = max(1, int(len(full) * TEST_FRACTION))
         test, full = full.subset(perm[:n_test].sort().values), full.subset(perm[n_test:].sort().values)

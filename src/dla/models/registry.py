@@ -9,6 +9,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from dataclasses import dataclass
 
+import torch
 from torch import nn
 
 from dla.config import ModelConfig
@@ -23,6 +24,9 @@ class ModelInputs:
     num_classes: int
     mean: tuple[float, ...]
     std: tuple[float, ...]
+    # Training images (N, C, H, W) uint8 for data-dependent initialisation (fastnet's whitening layer); None
+    # when the weights will come from a checkpoint anyway (a restored run).
+    sample: torch.Tensor | None = None
 
 
 @dataclass(frozen=True)
@@ -64,7 +68,7 @@ def register_model(name: str, config_class: type[ModelConfig], description: str,
 
 
 def _ensure_builtin() -> None:
-    from dla.models import cnn, gpt, mlp, resnet, simplenet, vit  # noqa: F401  (registration happens on import)
+    from dla.models import cnn, fastnet, gpt, mlp, resnet, simplenet, vit  # noqa: F401  (registration happens on import)
 
 
 def model_names(modality: str | None = None) -> list[str]:

@@ -233,7 +233,10 @@ class Trainer:
         for x, y in loader:
             with self.autocast():
                 # The plain module: evaluation needs neither DDP's gradient hooks nor a second compilation.
-                logits = self.model(self.to_input(x))
+                x = self.to_input(x)
+                logits = self.model(x)
+                if self.cfg.train.test_flip:  # test-time augmentation: the mean of the image's and its mirror's
+                    logits = (logits + self.model(x.flip(-1))) / 2
             acc.update(F.cross_entropy(logits.float(), y), logits, y)
         stats = acc.compute(self.reduce)
         self.last_confusion = acc.confusion
@@ -341,6 +344,8 @@ def _flatten(d: dict[str, Any], prefix: str = "") -> dict[str, Any]:
             out[f"{prefix}{k}"] = v
     return out
 
+SAMPLE = 5000  # training images a model may initialise itself from (ModelInputs.sample)
+
 
 def run_experiment(cfg: ExperimentConfig, parent: Path, data_root: Path) -> RunDir:
     """`dla run`: train, test, write the run folder under `parent` (`<out>/<experiment>` or a sweep's folder).
@@ -354,7 +359,13 @@ def run_experiment(cfg: ExperimentConfig, parent: Path, data_root: Path) -> RunD
     check_tracking(cfg.tracking)
     seed_everything(cfg.seed)  # same seed on every rank: identical initial weights
     splits = load_splits(cfg.data, data_root, cfg.seed)
-    inputs = ModelInputs(splits.input_shape, len(splits.classes), splits.mean, splits.std)
+    if splits.spec.name != cfg.data.name:  # data.fallback: the run is of the fallback, and its config says so
+        if dist.main:
+            print(f"{cfg.data.name}'s files are not under {data_root}; data.fallback: using {splits.spec.name} "
+                  f"({splits.spec.source or splits.spec.description})", flush=True)
+        cfg.data.name, cfg.data.fallback = splits.spec.name, ""
+    inputs = ModelInputs(splits.input_shape, len(splits.classes), splits.mean, splits.std,
+                         sample=splits.train.x[:SAMPLE])
     model = build_model(cfg.model, inputs).to(device)
     if cfg.train.channels_last:
         model = model.to(memory_format=torch.channels_last)
