@@ -158,3 +158,32 @@ def test_targeted_pgd_reaches_its_target_on_a_trained_model(
     for variant, (r0, r1, r2) in rates.items():
         assert r0 < 0.05 and r0 < r1 < r2, (variant, rates)  # rising with eps from (almost) nothing
     assert rates["standard"][2] > 0.85 and min(r[2] for r in rates.values()) > 0.4, rates
+
+
+def test_fgsm_table_takes_one_gradient_per_batch_and_equals_the_per_eps_loop(monkeypatch) -> None:
+    """FGSM's direction at x does not depend on eps: an 11-eps table costs one backward pass per batch, and its
+    rows are exactly those of calling the attack at every eps (bit for bit on the CPU)."""
+    import dataclasses
+
+    from dla.attacks import common, registry
+
+    model = tiny_model()
+    x, y = images(40), labels(40)
+    eps_list = [i / 255 for i in range(0, 11)]
+    calls = []
+    real = common.input_gradient
+    monkeypatch.setattr(common, "input_gradient", lambda *a, **k: calls.append(1) or real(*a, **k))
+    import dla.attacks.fgsm as fgsm_module
+
+    monkeypatch.setattr(fgsm_module, "input_gradient", common.input_gradient)
+    for kw in ({}, {"targeted": True, "target": 1}, {"targeted": True, "target": 1, "variant": "ovr"}):
+        calls.clear()
+        shared = evaluate_attack(model, (x, y), "fgsm", eps_list, batch_size=16, **kw)
+        assert len(calls) == 3  # 40 images in batches of 16: one gradient per batch
+        spec = registry.get_attack("fgsm")
+        monkeypatch.setitem(registry._REGISTRY, "fgsm", dataclasses.replace(spec, direction=None))
+        calls.clear()
+        naive = evaluate_attack(model, (x, y), "fgsm", eps_list, batch_size=16, **kw)
+        assert len(calls) == 3 * (len(eps_list) - 1)  # once per batch and eps > 0
+        monkeypatch.setitem(registry._REGISTRY, "fgsm", spec)
+        assert shared == naive

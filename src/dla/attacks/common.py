@@ -217,3 +217,11 @@ def project(x_adv: torch.Tensor, x: torch.Tensor, eps: float) -> torch.Tensor:
             return x_adv.detach()
         x_adv = torch.where(over, torch.nextafter(x_adv, x), x_adv)
     return torch.where((x_adv.to(torch.float64) - x64).abs() > e, x, x_adv).detach()
+
+
+def step_along(x: torch.Tensor, direction: torch.Tensor, eps: float) -> torch.Tensor:
+    """x + eps * direction, clamped to [0, 1]: the same numbers as torchattacks.FGSM; `project` only adds the
+    float-rounding guard of the eps ball."""
+    if eps == 0 or x.shape[0] == 0:
+        return x.clone()
+    return project(x + eps * direction, x, eps)

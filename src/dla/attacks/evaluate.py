@@ -11,7 +11,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from dla.attacks.common import AttackError, attack_mode, check_eps, least_likely_target, logits_of
+from dla.attacks.common import AttackError, attack_mode, check_eps, least_likely_target, logits_of, step_along
 from dla.attacks.registry import get_attack
 from dla.train.metrics import MetricAccumulator
 
@@ -108,9 +108,14 @@ def evaluate_attack(
                 t = torch.full_like(y, target) if isinstance(target, int) else target.to(device)
                 mask = t != y  # (b,)
                 eligible += int(mask.sum())
+            extra = {"target": target} if target is not None else {}
+            # One gradient for every eps where the attack's step is linear in eps (FGSM): the same x_adv, bit for bit.
+            direction = spec.direction(model, x, y, **kw, **extra) if spec.direction else None
             for i, eps in enumerate(eps_list):
-                extra = {"target": target} if target is not None else {}
-                x_adv = spec(model, x, y, eps, **kw, **extra)
+                if direction is not None:
+                    x_adv = step_along(x, direction, eps)
+                else:
+                    x_adv = spec(model, x, y, eps, **kw, **extra)
                 with torch.no_grad():
                     z = logits_of(model, x_adv)  # (b, K)
                     if not accs:

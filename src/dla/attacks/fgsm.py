@@ -13,12 +13,39 @@ from dla.attacks.common import (
     check_images,
     input_gradient,
     make_goal,
-    project,
+    step_along,
 )
 from dla.attacks.registry import register_attack
 
 
-@register_attack("fgsm", "fast gradient sign method (Goodfellow et al. 2015): one step of eps * sign(gradient)")
+def fgsm_direction(
+    model: nn.Module,
+    x: torch.Tensor,
+    y: torch.Tensor | None,
+    *,
+    targeted: bool = False,
+    target: torch.Tensor | int | None = None,
+    variant: Variant = "standard",
+    loss: str = "ce",
+    least_likely: bool = False,
+) -> torch.Tensor:
+    """sign(grad_x L(x)), (B, C, H, W): FGSM's step at every eps, since the gradient at x does not depend on eps.
+
+    `fgsm(model, x, y, eps, **kw)` is `project(x + eps * fgsm_direction(model, x, y, **kw), x, eps)` for eps > 0,
+    bit for bit, so an eps table needs one backward pass per batch (`dla.attacks.evaluate_attack` uses this).
+    """
+    x = check_images(x)
+    if loss != "ce":
+        raise AttackError(f"loss must be 'ce' (cross-entropy and its targeted variants); got {loss!r}")
+    with attack_mode(model):
+        goal = make_goal(model, x, y, targeted=targeted, target=target, variant=variant, least_likely=least_likely)
+        if x.shape[0] == 0:
+            return torch.zeros_like(x)
+        return input_gradient(model, x, goal).sign()
+
+
+@register_attack("fgsm", "fast gradient sign method (Goodfellow et al. 2015): one step of eps * sign(gradient)",
+                 direction=fgsm_direction)
 def fgsm(
     model: nn.Module,
     x: torch.Tensor,
@@ -44,12 +71,14 @@ def fgsm(
     """
     x = check_images(x)
     eps = check_eps(eps)
-    if loss != "ce":
-        raise AttackError(f"loss must be 'ce' (cross-entropy and its targeted variants); got {loss!r}")
-    with attack_mode(model):
-        goal = make_goal(model, x, y, targeted=targeted, target=target, variant=variant, least_likely=least_likely)
-        if eps == 0 or x.shape[0] == 0:
-            return x.clone()
-        x_adv = x + eps * input_gradient(model, x, goal).sign()  # (B, C, H, W)
-        # The same numbers as torchattacks.FGSM (clamp to [0, 1]); `project` only adds the float-rounding guard.
-        return project(x_adv, x, eps)
+    if eps == 0:
+        # The checks a real step would make (loss, target), then a copy: no gradient is needed.
+        with attack_mode(model):
+            if loss != "ce":
+                raise AttackError(f"loss must be 'ce' (cross-entropy and its targeted variants); got {loss!r}")
+            make_goal(model, x, y, targeted=targeted, target=target, variant=variant, least_likely=least_likely)
+        return x.clone()
+    direction = fgsm_direction(model, x, y, targeted=targeted, target=target, variant=variant, loss=loss,
+                               least_likely=least_likely)
+    return step_along(x, direction, eps)
+

@@ -26,6 +26,9 @@ class AttackSpec:
     fn: AttackFn
     description: str
     targeted: bool  # supports `targeted=True, target=...` and `least_likely=True`
+    # For attacks whose x_adv is x + eps * d(x) clamped to [0, 1] (FGSM): `direction(model, x, y, **options)` -> d,
+    # so an eps table computes the gradient once per batch instead of once per eps.
+    direction: AttackFn | None = None
 
     def options(self) -> list[str]:
         """Keyword options of `fn`, after (model, x, y, eps)."""
@@ -53,13 +56,14 @@ class AttackSpec:
 _REGISTRY: dict[str, AttackSpec] = {}
 
 
-def register_attack(name: str, description: str, targeted: bool = True) -> Callable[[AttackFn], AttackFn]:
+def register_attack(name: str, description: str, targeted: bool = True,
+                    direction: AttackFn | None = None) -> Callable[[AttackFn], AttackFn]:
     """Decorate `fn(model, x, y, eps, **options) -> x_adv`; see the module docstring for the contract."""
 
     def decorate(fn: AttackFn) -> AttackFn:
         if name in _REGISTRY:
             raise ValueError(f"attack {name!r} registered twice")
-        _REGISTRY[name] = AttackSpec(name, fn, description, targeted)
+        _REGISTRY[name] = AttackSpec(name, fn, description, targeted, direction)
         return fn
 
     return decorate
