@@ -164,6 +164,7 @@ def test_fgsm_table_takes_one_gradient_per_batch_and_equals_the_per_eps_loop(mon
     """FGSM's direction at x does not depend on eps: an 11-eps table costs one backward pass per batch, and its
     rows are exactly those of calling the attack at every eps (bit for bit on the CPU)."""
     import dataclasses
+    import sys
 
     from dla.attacks import common, registry
 
@@ -173,8 +174,7 @@ def test_fgsm_table_takes_one_gradient_per_batch_and_equals_the_per_eps_loop(mon
     calls = []
     real = common.input_gradient
     monkeypatch.setattr(common, "input_gradient", lambda *a, **k: calls.append(1) or real(*a, **k))
-    import dla.attacks.fgsm as fgsm_module
-
+    fgsm_module = sys.modules["dla.attacks.fgsm"]  # the package's attribute `fgsm` is the function
     monkeypatch.setattr(fgsm_module, "input_gradient", common.input_gradient)
     for kw in ({}, {"targeted": True, "target": 1}, {"targeted": True, "target": 1, "variant": "ovr"}):
         calls.clear()
