@@ -12,11 +12,15 @@ REPO = Path(__file__).resolve().parents[1]
 
 
 def _data_root() -> Path:
+    # Absolute, as dla's resolve_data_root makes it: tests link and copy dataset files into temporary folders
+    # and start processes in other folders, where a relative `../shared/data` would name nothing.
     env = os.environ.get("DLA_DATA")
-    return Path(env) if env else REPO.parent / "shared" / "data"
+    return Path(env).expanduser().resolve() if env else REPO.parent / "shared" / "data"
 
 
 DATA_ROOT = _data_root()
+if os.environ.get("DLA_DATA"):  # the code under test reads it too, from tests that change the working directory
+    os.environ["DLA_DATA"] = str(DATA_ROOT)
 HAVE_MNIST = (DATA_ROOT / "mnist" / "MNIST" / "raw" / "train-images-idx3-ubyte.gz").is_file() or (
     DATA_ROOT / "MNIST" / "raw" / "train-images-idx3-ubyte.gz").is_file()
 
