@@ -109,14 +109,14 @@ def refuse_sweep_folder(path: Path, run_name: str) -> None:
     """A run must not write into (or resume from) a sweep's folder."""
     if path.is_dir() and is_sweep_folder(path):
         raise RunDirError(f"run_name={run_name} names {path}, the folder of the sweep {path.name!r}; a run and a "
-                          f"sweep never share a folder: choose another run_name=...")
+                          "sweep never share a folder: choose another run_name=...")
 
 
 def refuse_run_folder(path: Path) -> None:
     """A sweep must not write its points, sweep.csv and summary.md into a run's folder."""
     if path.is_dir() and is_run_folder(path):
         raise RunDirError(f"sweep --name {path.name} names {path}, the folder of the run {path.name!r}; a sweep and "
-                          f"a run never share a folder: choose another --name")
+                          "a run never share a folder: choose another --name")
 
 
 def ensure_writable(folder: Path) -> None:

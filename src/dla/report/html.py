@@ -472,9 +472,9 @@ def output_format(out: Path) -> str:
 
 
 def write_report(paths: Sequence[Path], out: Path | None = None, markdown: bool = False) -> list[Path]:
-    """Read every folder first (a bad one fails with one line and nothing written), then write the report
-    atomically: HTML or Markdown as the suffix of `out` says; with `markdown`, an HTML report also gets the
-    Markdown beside it (.md). Returns the files written."""
+    """Check `out`, read every folder (a bad one fails with one line and nothing written), then write the
+    report atomically: HTML or Markdown as the suffix of `out` says; with `markdown`, an HTML report also gets
+    the Markdown beside it (.md). Returns the files written."""
     paths = [Path(p) for p in paths]
     out = Path(out) if out is not None else default_output(paths)
     kind = output_format(out)
