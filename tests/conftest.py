@@ -12,15 +12,58 @@ REPO = Path(__file__).resolve().parents[1]
 
 
 def _data_root() -> Path:
+    # Absolute, as dla's resolve_data_root makes it: tests link and copy dataset files into temporary folders
+    # and start processes in other folders, where a relative `../shared/data` would name nothing.
     env = os.environ.get("DLA_DATA")
-    return Path(env) if env else REPO.parent / "shared" / "data"
+    return Path(env).expanduser().resolve() if env else REPO.parent / "shared" / "data"
 
 
 DATA_ROOT = _data_root()
-HAVE_MNIST = (DATA_ROOT / "mnist" / "MNIST" / "raw" / "train-images-idx3-ubyte.gz").is_file() or (
-    DATA_ROOT / "MNIST" / "raw" / "train-images-idx3-ubyte.gz").is_file()
+if os.environ.get("DLA_DATA"):  # the code under test reads it too, from tests that change the working directory
+    os.environ["DLA_DATA"] = str(DATA_ROOT)
+# What `needs_data(NAME)` looks for under the data root: any one of these paths (MNIST comes in two layouts).
+DATA_FILES: dict[str, tuple[str, ...]] = {
+    "mnist": ("mnist/MNIST/raw/train-images-idx3-ubyte.gz", "MNIST/raw/train-images-idx3-ubyte.gz"),
+    "cifar10_sample": ("cifar10_sample/train",),
+    "dante_inferno": ("dante_inferno/inferno.txt",),
+    "rotten_tomatoes": ("rotten_tomatoes/rt-polaritydata/rt-polarity.pos",),
+    "gpt2_tokenizer": ("gpt2_tokenizer/vocab.json",),
+    "minilm": ("models/all-MiniLM-L6-v2/model.safetensors",),
+    "tiny-gpt2": ("models/tiny-gpt2/model.safetensors",),
+}
+# Fixtures that hand a test the data root or files from it: a test that takes one is a `data` test too.
+DATA_FIXTURES = frozenset({"data_root", "real_root", "mnist_raw", "cifar_sample", "tiny_bert"})
 
-needs_mnist = pytest.mark.skipif(not HAVE_MNIST, reason=f"MNIST not found under {DATA_ROOT} (set DLA_DATA)")
+
+def have_data(name: str) -> bool:
+    return any((DATA_ROOT / p).exists() for p in DATA_FILES[name])
+
+
+def needs_data(*names: str) -> pytest.MarkDecorator:
+    """`@needs_data("mnist")`: the test reads these from the data root. It carries the `data` marker, so
+    `pytest -m "not data"` leaves it out, and it skips, naming what is missing, where they are not there."""
+    unknown = [n for n in names if n not in DATA_FILES]
+    assert not unknown, f"unknown data {unknown}; known: {sorted(DATA_FILES)}"
+    return pytest.mark.data(*names)
+
+
+HAVE_MNIST = have_data("mnist")
+needs_mnist = needs_data("mnist")
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    for item in items:
+        if item.get_closest_marker("data") is None and DATA_FIXTURES & set(getattr(item, "fixturenames", ())):
+            item.add_marker(pytest.mark.data())
+
+
+@pytest.hookimpl(tryfirst=True)
+def pytest_runtest_setup(item: pytest.Item) -> None:
+    # Before any fixture runs: a module-scoped fixture that trains on MNIST must not fail for want of MNIST.
+    missing = sorted({n for mark in item.iter_markers("data") for n in mark.args if not have_data(n)})
+    if missing:
+        pytest.skip(f"needs {', '.join(missing)} under the data root {DATA_ROOT} (set DLA_DATA to a folder "
+                    "that has them)")
 
 # A run that exercises the whole loop in about a second: 2,000 MNIST digits, a small MLP.
 QUICK = [

@@ -122,6 +122,18 @@ def test_run_then_show(capsys: pytest.CaptureFixture[str], tmp_path: Path, data_
     assert code == 0 and shown == (out / "mnist_mlp" / "x" / "summary.md").read_text()
 
 
+@needs_mnist
+def test_an_experiment_without_a_model_section_trains_the_default_model(capsys: pytest.CaptureFixture[str],
+                                                                        tmp_path: Path, data_root: Path) -> None:
+    f = tmp_path / "x.yaml"  # the newcomer's first experiment file: no model section
+    f.write_text("description: x\ndata: {name: mnist, limit_train: 1000, val_size: 200}\ntrain: {epochs: 1}\n")
+    code, stdout, err = _cli(capsys, "run", str(f), "data.limit_test=500", "tracking.progress=off",
+                             "tracking.tensorboard=false", "--out", str(tmp_path / "runs"),
+                             "--data-root", str(data_root))
+    assert code == 0, err
+    assert "x: mlp (" in stdout and (tmp_path / "runs" / "x").is_dir()
+
+
 def test_console_script_is_installed() -> None:
     env = {**os.environ, "DLA_OFFLINE": "1"}
     exe = Path(sys.executable).with_name("dla")

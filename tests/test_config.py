@@ -5,6 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
+import torch
 import yaml
 from hypothesis import given, settings
 from hypothesis import strategies as st
@@ -19,6 +20,7 @@ from dla.config import (
     to_dict,
 )
 from dla.errors import ConfigError
+from dla.models import model_names
 from dla.models.mlp import MLPConfig
 
 
@@ -110,6 +112,54 @@ def test_yaml_file_by_path(tmp_path: Path) -> None:
     f.write_text("description: mine\ndata: {name: fashion_mnist}\nmodel: {name: mlp, width: 32}\n")
     cfg = load_config(str(f))
     assert cfg.experiment == "mine" and cfg.data.name == "fashion_mnist" and cfg.model.width == 32
+
+
+NO_MODEL = "description: x\ndata: {name: mnist, limit_train: 1000, val_size: 200}\ntrain: {epochs: 1}\n"
+
+
+def test_no_model_section_means_the_default_model_with_its_defaults(tmp_path: Path) -> None:
+    from dla.models import ModelInputs, build_model
+
+    f = tmp_path / "nomodel.yaml"
+    f.write_text(NO_MODEL)
+    cfg = load_config(str(f))
+    assert type(cfg.model) is MLPConfig and cfg.model == MLPConfig()
+    assert build_model(cfg.model, ModelInputs((1, 28, 28), 10, (0.1307,), (0.3081,)))(torch.rand(2, 1, 28, 28)).shape \
+        == (2, 10)
+    assert load_config(str(f), ["model.width=8"]).model == MLPConfig(width=8)  # overrides tune the default model
+    f.write_text(NO_MODEL + "model:\n")  # an empty section is no section
+    assert load_config(str(f)).model == MLPConfig()
+    assert type(from_dict(ExperimentConfig, {}).model) is MLPConfig and type(ExperimentConfig().model) is MLPConfig
+
+
+def test_no_model_section_in_a_language_model_experiment_is_the_gpt(tmp_path: Path) -> None:
+    from dla.models.gpt import GPTConfig
+
+    f = tmp_path / "lm.yaml"
+    f.write_text("task: lm\ndata: {name: dante_inferno}\n")
+    assert load_config(str(f)).model == GPTConfig()
+    assert load_config(str(f), ["model.n_layer=1"]).model == GPTConfig(n_layer=1)
+    f.write_text("data: {name: dante_inferno}\n")
+    assert load_config(str(f), ["task=lm"]).model == GPTConfig()
+
+
+@pytest.mark.parametrize("name", model_names())
+def test_every_model_builds_from_a_yaml_that_names_only_the_model(tmp_path: Path, name: str) -> None:
+    from dla.models import ModelInputs, TextInputs, build_model, model_config_class
+    from dla.models.registry import model_spec
+
+    text = model_spec(name).modality == "text"
+    f = tmp_path / f"{name}.yaml"
+    f.write_text(f"model: {{name: {name}}}\n" + ("task: lm\ndata: {name: dante_inferno}\n" if text else ""))
+    cfg = load_config(str(f))
+    assert cfg.model == model_config_class(name)()  # every hyperparameter at the model's own default
+    torch.manual_seed(0)
+    if text:
+        model = build_model(cfg.model, TextInputs(vocab_size=50, block_size=cfg.lm.block_size))
+        assert model(torch.randint(0, 50, (2, 8))).shape[-1] == 50
+    else:
+        model = build_model(cfg.model, ModelInputs((3, 32, 32), 10, (0.5,) * 3, (0.25,) * 3))
+        assert model.eval()(torch.rand(2, 3, 32, 32)).shape == (2, 10)
 
 
 def test_parse_override_values() -> None:

@@ -2,7 +2,11 @@
 
 from __future__ import annotations
 
+import os
 import re
+import subprocess
+import sys
+from pathlib import Path
 
 from dla.config import experiment_names
 
@@ -38,3 +42,30 @@ def test_readme_lists_every_experiment() -> None:
     text = (REPO / "README.md").read_text()
     for name in experiment_names():
         assert name in text, f"experiment {name} is not in the README"
+
+
+def _child_pytest(tmp_path: Path, data_root: Path, *args: str) -> str:
+    env = {**os.environ, "DLA_DATA": str(data_root), "PYTHONPATH": os.pathsep.join(
+        [str(REPO / "src"), *filter(None, [os.environ.get("PYTHONPATH")])])}
+    proc = subprocess.run([sys.executable, "-m", "pytest", "-q", "-rs", "-p", "no:cacheprovider", "--basetemp",
+                           str(tmp_path / f"t{len(list(tmp_path.iterdir()))}"), *args],
+                          cwd=REPO, env=env, capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-2000:]
+    return proc.stdout
+
+
+def test_without_a_data_root_the_data_tests_skip_and_say_what_is_missing(tmp_path: Path) -> None:
+    # The README's test command on a fresh machine, offline, with an empty data root: nothing fails, each test
+    # that needs files from the root is a `data` test and skips naming them, and `-m "not data"` leaves them out.
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    files = ["tests/test_sweep.py", "tests/text/test_rotten.py"]
+    out = _child_pytest(tmp_path, empty, *files)
+    skips = [line for line in out.splitlines() if line.startswith("SKIPPED")]
+    assert re.search(r"\b\d+ passed, \d+ skipped\b", out) and "failed" not in out, out[-2000:]
+    assert skips and all(f"under the data root {empty}" in line for line in skips), skips
+    assert any("needs mnist" in line for line in skips) and any("needs rotten_tomatoes" in line for line in skips)
+    out = _child_pytest(tmp_path, empty, "-m", "not data", *files)
+    assert re.search(r"\b\d+ passed, \d+ deselected\b", out) and "skipped" not in out, out[-2000:]
+    pyproject = (REPO / "pyproject.toml").read_text()
+    assert re.search(r'"data: ', pyproject) and '-m "not data"' in (REPO / "README.md").read_text()

@@ -12,7 +12,7 @@ import pytest
 from dla.errors import ConfigError
 from dla.sweep import dependency_order, point_dependencies, point_name, run_sweep, split_args
 
-from .conftest import QUICK, needs_mnist
+from .conftest import QUICK, needs_mnist, one_line_error, run_cli
 
 
 def test_split_args_axes_and_fixed() -> None:
@@ -126,3 +126,56 @@ def test_a_failed_point_does_not_stop_the_others(tmp_path: Path, data_root: Path
     assert status == {"variant=orphan,seed=0": "failed", "variant=teacher,seed=0": "done"}
     assert "Not finished (diverged, failed or missing): variant=orphan,seed=0" in (sweep / "summary.md").read_text()
     assert "no-such-run" in (sweep / "logs" / "variant=orphan,seed=0.log").read_text()
+
+
+def _tree(folder: Path) -> dict[str, bytes]:
+    return {str(p.relative_to(folder)): p.read_bytes() for p in sorted(folder.rglob("*")) if p.is_file()}
+
+
+@needs_mnist
+def test_a_sweep_named_after_an_existing_run_is_refused_before_writing(capsys: pytest.CaptureFixture[str],
+                                                                       tmp_path: Path, data_root: Path) -> None:
+    common = [*QUICK, "train.epochs=1", "tracking.tensorboard=false", "--out", str(tmp_path), "--data-root",
+              str(data_root)]
+    assert run_cli(capsys, "run", "mnist_mlp", *common, "run_name=tiny")[0] == 0
+    run = tmp_path / "mnist_mlp" / "tiny"
+    before = _tree(run)
+    line = one_line_error(capsys, ["sweep", "mnist_mlp", "seed=0,1", *common, "--name", "tiny"],
+                          "sweep --name tiny", f"{run}", "the run 'tiny'", "choose another --name")
+    assert "Traceback" not in line
+    assert _tree(run) == before  # no seed=0/, seed=1/, sweep.csv, and its summary.md untouched
+
+
+@needs_mnist
+def test_a_run_named_after_an_existing_sweep_is_refused_before_writing(capsys: pytest.CaptureFixture[str],
+                                                                       tmp_path: Path, data_root: Path) -> None:
+    common = [*QUICK, "train.epochs=1", "tracking.tensorboard=false", "--out", str(tmp_path), "--data-root",
+              str(data_root)]
+    assert run_cli(capsys, "sweep", "mnist_mlp", "seed=0,1", *common, "--name", "tiny")[0] == 0
+    sweep = tmp_path / "mnist_mlp" / "tiny"
+    before = _tree(sweep)
+    for extra in ([], ["resume=true"]):
+        one_line_error(capsys, ["run", "mnist_mlp", *common, "run_name=tiny", *extra],
+                       "run_name=tiny", f"{sweep}", "the sweep 'tiny'", "choose another run_name")
+    assert _tree(sweep) == before
+    assert run_cli(capsys, "sweep", "mnist_mlp", "seed=0,1", *common, "--name", "tiny")[0] == 0  # it still continues
+
+
+def test_an_interrupted_sweep_folder_is_still_a_sweep_folder(tmp_path: Path) -> None:
+    from dla.config import load_config
+    from dla.errors import RunDirError
+    from dla.runs import is_run_folder, is_sweep_folder, prepare_run_dir
+
+    sweep = tmp_path / "mnist_mlp" / "s"
+    (sweep / "seed=0").mkdir(parents=True)
+    (sweep / "seed=0" / "config.yaml").write_text("seed: 0\n")  # its first point had only just started
+    assert is_sweep_folder(sweep) and not is_run_folder(sweep)
+    assert is_run_folder(sweep / "seed=0") and not is_sweep_folder(sweep / "seed=0")
+    with pytest.raises(RunDirError, match="the folder of the sweep 's'"):
+        prepare_run_dir(tmp_path / "mnist_mlp", load_config("mnist_mlp", ["run_name=s"]))
+    assert sorted(p.name for p in sweep.iterdir()) == ["seed=0"]
+    run = tmp_path / "mnist_mlp" / "r"
+    (run / "checkpoints").mkdir(parents=True)  # an interrupted run, before its first epoch ended
+    with pytest.raises(RunDirError, match="the folder of the run 'r'"):
+        run_sweep("mnist_mlp", ["seed=0,1"], tmp_path, tmp_path, "r")
+    assert [p.name for p in run.iterdir()] == ["checkpoints"]

@@ -51,12 +51,15 @@ def build_parser() -> argparse.ArgumentParser:
     _common(p)
 
     p = sub.add_parser("report", help="one self-contained HTML file (tables, curves, plots) for a run, several "
-                                      "runs or a sweep; --markdown for the same tables as Markdown")
+                                      "runs or a sweep; --out X.md or --markdown for the same tables as Markdown")
     p.add_argument("run_dirs", nargs="+", metavar="RUN_OR_SWEEP_DIR",
                    help="run folders, sweep folders, or folders of runs (several: compared, seeds pooled)")
-    p.add_argument("--out", default=None, help="the HTML file (default: DIR/report.html for one folder, "
-                                               "else ./report.html)")
-    p.add_argument("--markdown", action="store_true", help="also write the same tables as Markdown, beside it (.md)")
+    p.add_argument("--out", default=None, help="the report file; its suffix picks the format: .html (HTML) or .md "
+                                               "(Markdown only) (default: DIR/report.html for one folder, else "
+                                               "./report.html)")
+    p.add_argument("--markdown", action="store_true", help="with an HTML report, also write the same tables as "
+                                                           "Markdown beside it (.md); with --out X.md, Markdown is "
+                                                           "all there is")
 
     p = sub.add_parser("compare", help="two runs side by side: the config keys that differ, and their test metrics")
     p.add_argument("run_a")

@@ -243,6 +243,19 @@ class ModelConfig:
     name: str = opt("mlp", "model from the registry (`dla list --models`)", choices=lambda: _models())
 
 
+def default_model(task: str = "classify") -> ModelConfig:
+    """The model of an experiment without a model section: the registry's default model with its own defaults.
+
+    Image tasks get `ModelConfig.name` (mlp), task=lm the first text model (gpt). Never the bare base class: it
+    names a model but holds none of its hyperparameters, and building from it fails deep inside the builder.
+    """
+    if task == "lm":
+        from dla.models.registry import model_names
+
+        return _model_config_class(model_names("text")[0])()
+    return _model_config_class(ModelConfig.name)()
+
+
 @dataclass
 class ExperimentConfig:
     experiment: str = opt("", "experiment name (the YAML file's stem); names the runs/<experiment>/ folder")
@@ -256,7 +269,8 @@ class ExperimentConfig:
     run_name: str = opt("", "run folder name; empty = derived from the time and seed")
     resume: bool = opt(False, "continue the run named by run_name (or the newest unfinished one) exactly")
     data: DataConfig = opt(default_factory=DataConfig, help="dataset, split, batching, augmentation")
-    model: ModelConfig = opt(default_factory=ModelConfig, help="model name and hyperparameters")
+    model: ModelConfig = opt(default_factory=default_model, help="model name and hyperparameters (none: the "
+                                                                 "task's default model, with its defaults)")
     optim: OptimConfig = opt(default_factory=OptimConfig, help="optimizer")
     schedule: ScheduleConfig = opt(default_factory=ScheduleConfig, help="learning-rate schedule")
     train: TrainConfig = opt(default_factory=TrainConfig, help="training loop")
@@ -418,6 +432,8 @@ def from_dict(cls: type, data: dict[str, Any], prefix: str = "") -> Any:
 
 
 def _parse_model(key: str, value: Any) -> ModelConfig:
+    if value is None:  # `model:` with nothing under it, as if the section were left out
+        value = {}
     if not isinstance(value, dict):
         raise ConfigError(f"config key '{key}' must be a mapping with a 'name'; got {_fmt(value)}")
     name = value.get("name", ModelConfig.name)
@@ -550,6 +566,9 @@ def load_config(name_or_path: str, overrides: Iterable[str] = ()) -> ExperimentC
     data = read_experiment(name_or_path)
     parsed = [parse_override(text) for text in overrides]
     new_model = next((v for k, v in reversed(parsed) if k == "model.name"), None)
+    if data.get("model") is None:  # no model section: the task's default model, which model.* overrides then tune
+        task = next((v for k, v in reversed(parsed) if k == "task"), data.get("task", "classify"))
+        data["model"] = {"name": default_model(task).name}
     if isinstance(data.get("model"), dict) and new_model not in (None, data["model"].get("name", "mlp")):
         # Another model: the experiment's hyperparameters were for its own model, so start from the new
         # model's defaults (plus whatever other model.* overrides say).

@@ -3,6 +3,9 @@
 A run is complete when `results.json` exists; it is written last and atomically, so an interrupted or
 failed run never looks complete. Run names are plain folder names (checked in config.validate), so no
 config value can place files outside the chosen output directory.
+
+Runs and sweeps share `<out>/<experiment>/`, so a run name and a sweep name could name one folder. They never
+do: a run refuses a sweep's folder and a sweep refuses a run's, in one line, before either writes anything.
 """
 
 from __future__ import annotations
@@ -87,6 +90,35 @@ class RunDir:
             raise RunDirError(f"cannot read {self.results}: {exc}") from None
 
 
+def is_run_folder(path: Path) -> bool:
+    """A folder `dla run` wrote into: its config (written first), checkpoints or results."""
+    return any((path / name).exists() for name in ("config.yaml", "env.json", "checkpoints", "results.json"))
+
+
+def is_sweep_folder(path: Path) -> bool:
+    """A folder `dla sweep` wrote into: its table, or (still running, interrupted) run folders for its points."""
+    if (path / "sweep.csv").is_file():
+        return True
+    try:
+        return any(child.is_dir() and is_run_folder(child) for child in path.iterdir())
+    except OSError:  # not a folder, or none at all
+        return False
+
+
+def refuse_sweep_folder(path: Path, run_name: str) -> None:
+    """A run must not write into (or resume from) a sweep's folder."""
+    if path.is_dir() and is_sweep_folder(path):
+        raise RunDirError(f"run_name={run_name} names {path}, the folder of the sweep {path.name!r}; a run and a "
+                          "sweep never share a folder: choose another run_name=...")
+
+
+def refuse_run_folder(path: Path) -> None:
+    """A sweep must not write its points, sweep.csv and summary.md into a run's folder."""
+    if path.is_dir() and is_run_folder(path):
+        raise RunDirError(f"sweep --name {path.name} names {path}, the folder of the run {path.name!r}; a sweep and "
+                          "a run never share a folder: choose another --name")
+
+
 def ensure_writable(folder: Path) -> None:
     """Fail early, with one line, if runs cannot be written under `folder`."""
     try:
@@ -102,6 +134,8 @@ def ensure_writable(folder: Path) -> None:
 def prepare_run_dir(base: Path, cfg: ExperimentConfig) -> RunDir:
     """The run's folder under `base` (`<out>/<experiment>` or a sweep's folder): a new one, or
     (resume=true) the unfinished one to continue."""
+    if cfg.run_name:
+        refuse_sweep_folder(base / cfg.run_name, cfg.run_name)
     if cfg.resume:
         return RunDir(_find_resumable(base, cfg.run_name))
     name = cfg.run_name or f"{time.strftime('%Y%m%d-%H%M%S')}-s{cfg.seed}"

@@ -36,7 +36,7 @@ from dla.errors import DlaError
 from dla.report.gradflow import plot_gradflow, read_gradflow
 from dla.report.plots import plot_overlay
 from dla.report.tables import fmt, header, mean_std_table, metric_columns, numeric_metrics
-from dla.runs import RunDir
+from dla.runs import RunDir, refuse_run_folder
 from dla.tasks import run_experiment
 from dla.tracking import read_metrics
 from dla.train.loop import TrainingDiverged
@@ -169,6 +169,7 @@ def run_sweep(name: str, args: Sequence[str], out_root: Path, data_root: Path, s
     names = [cfg.run_name for cfg in configs]
     deps = point_dependencies(names, overrides, sweep_dir)
     order = dependency_order(names, deps)
+    refuse_run_folder(sweep_dir)  # before anything is written: `--name tiny` must not fill the run `tiny`'s folder
     sweep_dir.mkdir(parents=True, exist_ok=True)
     print(f"sweep {experiment}: {len(points)} runs over {', '.join(f'{k} ({len(v)})' for k, v in axes.items())} "
           f"-> {sweep_dir}" + (f", {jobs} at a time" if jobs > 1 else ""), flush=True)

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import dataclasses
-import os
 import socket
 import threading
 from collections.abc import Callable, Iterator
@@ -15,8 +14,8 @@ import pytest
 from dla.data.files import Checksum, digest, read_bytes
 from dla.data.registry import DatasetSpec, get_dataset
 
-REPO = Path(__file__).resolve().parents[2]
-DATA_ROOT = Path(os.environ["DLA_DATA"]) if os.environ.get("DLA_DATA") else REPO.parent / "shared" / "data"
+from ..conftest import DATA_ROOT
+
 IDX_FILES = ("train-images-idx3-ubyte.gz", "train-labels-idx1-ubyte.gz", "t10k-images-idx3-ubyte.gz",
              "t10k-labels-idx1-ubyte.gz")
 FASHION_DIR = Path("/usr/share/datasets/fashion-mnist")  # Debian's dataset-fashion-mnist

@@ -16,10 +16,10 @@ from dla.tasks import run_experiment
 from dla.text.corpus import CharTokenizer, load_corpus, strip_gutenberg
 from dla.train.checkpoint import load_checkpoint
 
-from ..conftest import DATA_ROOT, one_line_error, png_size, run_cli
+from ..conftest import DATA_ROOT, needs_data, one_line_error, png_size, run_cli
 
 TEXT = DATA_ROOT / "dante_inferno" / "inferno.txt"
-needs_dante = pytest.mark.skipif(not TEXT.is_file(), reason=f"Dante's Inferno not found under {DATA_ROOT}")
+needs_dante = needs_data("dante_inferno")
 
 TINY = ["model.n_layer=1", "model.n_head=2", "model.n_embd=32", "lm.block_size=16", "data.batch_size=8",
         "lm.max_iters=40", "lm.eval_interval=20", "lm.eval_iters=3", "lm.warmup_iters=5", "lm.sample_tokens=60",
@@ -150,11 +150,9 @@ def test_generate_cli(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> Non
     one_line_error(capsys, ["generate"], "either a run folder")
 
 
-@needs_dante
+@needs_data("dante_inferno", "gpt2_tokenizer")
 def test_the_same_pipeline_with_gpt2_bpe_tokens(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     pytest.importorskip("transformers")
-    if not (DATA_ROOT / "gpt2_tokenizer" / "vocab.json").is_file():
-        pytest.skip("gpt2_tokenizer/ not in the data root")
     run = tiny_run(tmp_path, "lm.tokenizer=gpt2", "model.n_embd=16", "lm.max_iters=20", "lm.eval_interval=10",
                    "lm.sample_tokens=10")
     res = json.loads(run.results.read_text())

@@ -102,7 +102,8 @@ def test_an_image_too_small_for_its_downsamplings_is_refused() -> None:
 def test_a_bad_depth_from_the_command_line_is_one_clear_line(tmp_path, capsys) -> None:
     from dla.cli import main
 
-    assert main(["run", "cnn_fmnist", "model.depth=12", "--out", str(tmp_path)]) == 2
+    # Noise images (seeded, no files): the depth is refused where the model is built, after the data is loaded.
+    assert main(["run", "cnn_fmnist", "data.name=noise", "model.depth=12", "--out", str(tmp_path)]) == 2
     err = capsys.readouterr().err.strip()
     assert err.count("\n") == 0 and "model.depth=12" in err and "9, 17, 25, 33" in err
     assert not any(tmp_path.iterdir())  # nothing written

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import json
 import shutil
 from collections.abc import Iterator
@@ -29,6 +30,7 @@ TINY_CNN = ["data.limit_train=1500", "data.val_size=500", "data.limit_test=300",
 LIMIT = 150
 
 
+@functools.cache
 def _have_fashion() -> bool:
     try:
         load_registered("fashion_mnist", DATA_ROOT, (1, 28, 28))
@@ -37,8 +39,11 @@ def _have_fashion() -> bool:
     return True
 
 
-needs_fashion = pytest.mark.skipif(not (HAVE_MNIST and _have_fashion()),
-                                   reason="MNIST or Fashion-MNIST not found")
+def needs_fashion(test):
+    """MNIST from the data root (a `data` test) and Fashion-MNIST from it or from Debian's package."""
+    have = HAVE_MNIST and _have_fashion()
+    return needs_mnist(pytest.mark.skipif(not have, reason="Fashion-MNIST not found (under the data root or in "
+                                                          "/usr/share/datasets/fashion-mnist)")(test))
 
 
 @pytest.fixture(scope="module")

@@ -152,6 +152,20 @@ def test_compare_shows_only_the_differences(sweep: Path, capsys: pytest.CaptureF
     assert code == 0 and "config: identical" in out
 
 
+@pytest.mark.parametrize("flag", [[], ["--markdown"]])
+def test_out_md_writes_the_markdown_there_and_nothing_else(sweep: Path, capsys: pytest.CaptureFixture[str],
+                                                           tmp_path: Path, flag: list[str]) -> None:
+    # The reference: the Markdown that --markdown writes beside an HTML report in the same folder.
+    assert run_cli(capsys, "report", str(sweep), "--out", str(tmp_path / "ref" / "r.html"), "--markdown")[0] == 0
+    out = tmp_path / "ref" / "only.md"
+    code, printed, err = run_cli(capsys, "report", str(sweep), "--out", str(out), *flag)
+    assert code == 0 and printed.split() == [str(out)], err
+    assert out.read_text() == (tmp_path / "ref" / "r.md").read_text()
+    assert sorted(p.name for p in (tmp_path / "ref").iterdir()) == ["only.md", "r.html", "r.md"]  # no only.html
+    assert run_cli(capsys, "report", str(sweep), "--out", str(tmp_path / "R.MD"))[0] == 0  # any case of the suffix
+    assert (tmp_path / "R.MD").read_text().startswith("# ")
+
+
 def test_bad_input_is_one_line_and_writes_nothing(tmp_path: Path, sweep: Path,
                                                   capsys: pytest.CaptureFixture[str]) -> None:
     junk = tmp_path / "junk"
@@ -163,6 +177,7 @@ def test_bad_input_is_one_line_and_writes_nothing(tmp_path: Path, sweep: Path,
     half.mkdir()
     shutil.copy(sweep / "depth=1,seed=0" / "config.yaml", half / "config.yaml")
     one_line_error(capsys, ["report", str(half)], "incomplete", "resume")
-    one_line_error(capsys, ["report", str(sweep), "--out", str(tmp_path / "r.txt")], ".html")
+    one_line_error(capsys, ["report", str(sweep), "--out", str(tmp_path / "r.txt")], ".html", ".md")
+    one_line_error(capsys, ["report", str(sweep), "--out", str(tmp_path / "r.txt"), "--markdown"], ".html", ".md")
     one_line_error(capsys, ["compare", str(junk), str(half)], "not a run folder")
     assert sorted(p.name for p in tmp_path.rglob("*")) == ["config.yaml", "half", "junk", "notes.txt"]

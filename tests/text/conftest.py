@@ -7,14 +7,13 @@ from pathlib import Path
 
 import pytest
 
-from ..conftest import DATA_ROOT
+from ..conftest import DATA_ROOT, needs_data
 
 MINILM = DATA_ROOT / "models" / "all-MiniLM-L6-v2"
 TINY_GPT2 = DATA_ROOT / "models" / "tiny-gpt2"
-HAVE_RT = (DATA_ROOT / "rotten_tomatoes" / "rt-polaritydata" / "rt-polarity.pos").is_file()
-needs_rt = pytest.mark.skipif(not HAVE_RT, reason=f"Rotten Tomatoes not under {DATA_ROOT}")
-needs_minilm = pytest.mark.skipif(not (MINILM / "model.safetensors").is_file(), reason="no local MiniLM")
-needs_tiny_gpt2 = pytest.mark.skipif(not (TINY_GPT2 / "model.safetensors").is_file(), reason="no local tiny-gpt2")
+needs_rt = needs_data("rotten_tomatoes")
+needs_minilm = needs_data("minilm")
+needs_tiny_gpt2 = needs_data("tiny-gpt2")
 
 # hidden 32, 2 layers, FFN 64: every Linear shape of a BERT, at a size that trains in a second.
 TINY_BERT = {"hidden_size": 32, "num_hidden_layers": 2, "num_attention_heads": 2, "intermediate_size": 64}
@@ -25,7 +24,7 @@ def tiny_bert(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """A random 2-layer BERT with MiniLM's (uncased WordPiece) tokenizer, in a folder like a hub download."""
     pytest.importorskip("transformers")
     if not MINILM.is_dir():
-        pytest.skip("no local MiniLM tokenizer to borrow")
+        pytest.skip(f"no local MiniLM tokenizer to borrow under {MINILM} (set DLA_DATA)")
     import torch
     from transformers import BertConfig, BertModel
 

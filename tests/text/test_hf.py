@@ -9,12 +9,11 @@ import pytest
 
 from dla.errors import DlaError
 
-from ..conftest import DATA_ROOT, one_line_error, run_cli
-from .conftest import MINILM, TINY_GPT2, needs_tiny_gpt2
+from ..conftest import DATA_ROOT, needs_data, one_line_error, run_cli
+from .conftest import MINILM, TINY_GPT2, needs_minilm, needs_tiny_gpt2
 
 pytest.importorskip("transformers")
-needs_gpt2_tokenizer = pytest.mark.skipif(not (DATA_ROOT / "gpt2_tokenizer" / "vocab.json").is_file(),
-                                          reason="no gpt2_tokenizer under the data root")
+needs_gpt2_tokenizer = needs_data("gpt2_tokenizer")
 
 
 @needs_gpt2_tokenizer
@@ -39,7 +38,7 @@ def test_tokenize_cli(capsys: pytest.CaptureFixture[str]):
     assert "round trip: ok (decoded == input)" in out
 
 
-@pytest.mark.skipif(not MINILM.is_dir(), reason="no local MiniLM")
+@needs_minilm
 def test_tokenize_cli_refuses_a_lossy_round_trip(capsys: pytest.CaptureFixture[str]):
     line = one_line_error(capsys, ["tokenize", "Hello World", "--tokenizer", str(MINILM)], "round trip differs")
     assert "'hello world'" in line

@@ -7,12 +7,20 @@ from pathlib import Path
 
 
 def resolve_data_root(cli_value: str | os.PathLike[str] | None = None) -> Path:
+    """The data root as an absolute path, resolved against the current directory once, here.
+
+    Absolute because the root travels: into symlinks and copies made in other folders, into sweep workers,
+    torchrun ranks and subprocesses that may start elsewhere. A relative `../shared/data` would name a
+    different folder (or none) in each of them.
+    """
     if cli_value:
-        return Path(cli_value).expanduser()
-    env = os.environ.get("DLA_DATA")
-    if env:
-        return Path(env).expanduser()
-    return Path("data")
+        root = Path(cli_value)
+    elif os.environ.get("DLA_DATA"):
+        root = Path(os.environ["DLA_DATA"])
+    else:
+        root = Path("data")
+    # resolve(), not absolute(): '..' after a symlinked folder must mean what the file system says it means.
+    return root.expanduser().resolve()
 
 
 def offline() -> bool:

@@ -461,23 +461,31 @@ def default_output(paths: Sequence[Path]) -> Path:
     return Path(paths[0]) / "report.html" if len(paths) == 1 else Path("report.html")
 
 
+def output_format(out: Path) -> str:
+    """'html' or 'markdown': the suffix of --out decides, so `--out X.md` is Markdown and `--out X.html` HTML."""
+    suffix = out.suffix.lower()
+    if suffix in (".html", ".htm"):
+        return "html"
+    if suffix in (".md", ".markdown"):
+        return "markdown"
+    raise RunDirError(f"--out {out} should end in .html (the HTML report) or .md (the same tables as Markdown)")
+
+
 def write_report(paths: Sequence[Path], out: Path | None = None, markdown: bool = False) -> list[Path]:
-    """Read every folder first (a bad one fails with one line and nothing written), then write the HTML
-    (and report.md beside it with `markdown`) atomically. Returns the files written."""
+    """Check `out`, read every folder (a bad one fails with one line and nothing written), then write the
+    report atomically: HTML or Markdown as the suffix of `out` says; with `markdown`, an HTML report also gets
+    the Markdown beside it (.md). Returns the files written."""
     paths = [Path(p) for p in paths]
-    report = build_report(paths)
     out = Path(out) if out is not None else default_output(paths)
-    if out.suffix.lower() not in (".html", ".htm"):
-        raise RunDirError(f"--out {out} should end in .html (the Markdown goes beside it as .md)")
+    kind = output_format(out)
     if out.is_dir():
         raise RunDirError(f"--out {out} is a folder; give a file name such as {out / 'report.html'}")
-    written = []
-    with atomic_write(out, "w") as f:
-        f.write(render_html(report))
-    written.append(out)
-    if markdown:
-        md = out.with_suffix(".md")
-        with atomic_write(md, "w") as f:
-            f.write(render_markdown(report, md))
-        written.append(md)
-    return written
+    report = build_report(paths)
+    targets = [out]
+    if kind == "html" and markdown:
+        targets.append(out.with_suffix(".md"))
+    for target in targets:
+        text = render_html(report) if output_format(target) == "html" else render_markdown(report, target)
+        with atomic_write(target, "w") as f:
+            f.write(text)
+    return targets

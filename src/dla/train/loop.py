@@ -45,7 +45,7 @@ from dla.train.checkpoint import load_checkpoint, rng_state, save_checkpoint, se
 from dla.train.early_stopping import EarlyStopping
 from dla.train.gradflow import GradFlowRecorder
 from dla.train.guard import AdversarialGuard
-from dla.train.losses import Criterion, CrossEntropy, build_criterion
+from dla.train.losses import Criterion, CrossEntropy, build_criterion, check_teacher
 from dla.train.metrics import MetricAccumulator
 from dla.train.optim import build_optimizer, build_scheduler
 
@@ -357,6 +357,8 @@ def run_experiment(cfg: ExperimentConfig, parent: Path, data_root: Path) -> RunD
     device = device_for(dist, pick_device(cfg.device))
     check_batch(dist, cfg.data.batch_size)
     check_tracking(cfg.tracking)
+    if cfg.distill.teacher:  # a wrong teacher folder is refused before the dataset is loaded
+        check_teacher(cfg.distill.teacher, cfg)
     seed_everything(cfg.seed)  # same seed on every rank: identical initial weights
     splits = load_splits(cfg.data, data_root, cfg.seed)
     if splits.spec.name != cfg.data.name:  # data.fallback: the run is of the fallback, and its config says so

@@ -64,8 +64,9 @@ class Distillation:
         return distillation_loss(logits, teacher, y, self.temperature, self.alpha, self.label_smoothing)
 
 
-def load_teacher(run_path: str, cfg: ExperimentConfig, inputs: ModelInputs, device: torch.device) -> nn.Module:
-    """The teacher run's best weights in its own architecture, frozen, in eval mode."""
+def check_teacher(run_path: str, cfg: ExperimentConfig) -> ExperimentConfig:
+    """The teacher run's config, once the checks that need no data passed: a finished run folder, trained on
+    the student's dataset. Run before the data is loaded, so a wrong teacher costs no loading (and needs none)."""
     run = RunDir(Path(run_path))
     if not run.config.is_file() or not run.best.is_file():
         raise ConfigError(f"distill.teacher={run_path!r} is not a finished run folder (it needs config.yaml and "
@@ -74,6 +75,13 @@ def load_teacher(run_path: str, cfg: ExperimentConfig, inputs: ModelInputs, devi
     if tcfg.data.name != cfg.data.name:
         raise ConfigError(f"the teacher in {run_path} was trained on {tcfg.data.name!r}, the student trains on "
                           f"{cfg.data.name!r}; distil on the same dataset")
+    return tcfg
+
+
+def load_teacher(run_path: str, cfg: ExperimentConfig, inputs: ModelInputs, device: torch.device) -> nn.Module:
+    """The teacher run's best weights in its own architecture, frozen, in eval mode."""
+    tcfg = check_teacher(run_path, cfg)
+    run = RunDir(Path(run_path))
     teacher = build_model(tcfg.model, inputs)
     try:
         teacher.load_state_dict(load_checkpoint(run.best)["model"])
