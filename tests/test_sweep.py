@@ -90,11 +90,15 @@ def test_parallel_sweep_runs_each_point_once_like_the_sequential_one(tmp_path: P
     par = run_sweep(str(exp), [], tmp_path, data_root, "par", jobs=2, progress_mode="off")
     seq = run_sweep(str(exp), [], tmp_path, data_root, "seq", jobs=1, progress_mode="off")
     names = ["variant=distilled,seed=0", "variant=teacher,seed=0"]
-    # Every point once: one log each, one training run in it; CPU training is deterministic, so the same numbers.
+    # Every point once: one log each, one training run in it; CPU training is deterministic, so the same numbers
+    # up to float summation order (a worker gets 1 thread of 2, the in-process run both: on AVX-512 CPUs the
+    # reductions then differ in the 7th digit).
     assert sorted(p.stem for p in (par / "logs").glob("*.log")) == names
     for name in names:
         assert (par / "logs" / f"{name}.log").read_text().count(f"run {par / name}") == 1
-    assert _tests(par) == _tests(seq) and sorted(_tests(par)) == names
+    assert sorted(_tests(par)) == names
+    for name, metrics in _tests(seq).items():
+        assert _tests(par)[name] == pytest.approx(metrics, rel=1e-5)
     with open(par / "sweep.csv", newline="") as f:
         assert {r["run"]: r["status"] for r in csv.DictReader(f)} == dict.fromkeys(names, "done")
     # The students were distilled from their own finished teachers: started after the teacher's results.
