@@ -187,3 +187,22 @@ def test_fgsm_table_takes_one_gradient_per_batch_and_equals_the_per_eps_loop(mon
         assert len(calls) == 3 * (len(eps_list) - 1)  # once per batch and eps > 0
         monkeypatch.setitem(registry._REGISTRY, "fgsm", spec)
         assert shared == naive
+
+
+def test_lab_table_is_mean_and_sample_std_per_eps_and_metric() -> None:
+    """The lab's attack table for a sweep: a row per eps, accuracy / loss / precision / recall as mean ± std."""
+    import statistics
+
+    from dla.attacks.run import metrics_by_eps
+
+    runs = [[{"eps": 0.0, "accuracy": a, "loss": a / 2, "precision": a, "recall": a},
+             {"eps": 8 / 255, "accuracy": a / 4, "loss": 3 * a, "precision": a / 3, "recall": a / 5}]
+            for a in (0.80, 0.78, 0.83)]
+    table = metrics_by_eps(runs).splitlines()
+    assert table[0].split("|")[1:-1] == [" eps ", " Accuracy ", " Loss ", " Precision ", " Recall "]
+    row8 = [c.strip() for c in table[3].split("|")[1:-1]]
+    accs = [0.80 / 4, 0.78 / 4, 0.83 / 4]
+    assert row8[0] == "8/255"
+    assert row8[1] == f"{100 * statistics.mean(accs):.2f} ± {100 * statistics.stdev(accs):.2f}%"
+    losses = [3 * a for a in (0.80, 0.78, 0.83)]
+    assert row8[2] == f"{statistics.mean(losses):.4f} ± {statistics.stdev(losses):.4f}"

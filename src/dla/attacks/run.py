@@ -304,6 +304,8 @@ def write_outcome(out: Outcome) -> Path:
 # ---------------------------------------------------------------------------------------------------------------
 # Sweeps: every finished run, then mean ± std over the seeds of each config
 
+LAB_METRICS = ("accuracy", "loss", "precision", "recall")
+
 
 def sweep_runs(sweep_dir: Path) -> tuple[list[Path], list[Path]]:
     """(finished run folders, unfinished ones) directly under a sweep folder, in the sweep's order (sweep.csv's
@@ -336,6 +338,13 @@ def robustness_table(groups: Sequence[tuple[str, Sequence[Sequence[Row]]]], metr
     return markdown_table(header, body)
 
 
+def metrics_by_eps(runs: Sequence[Sequence[Row]], metrics: Sequence[str] = LAB_METRICS) -> str:
+    """One config's runs as the lab's attack table: a row per eps, a column per metric, mean ± std over runs."""
+    body = [[fmt_eps(float(row["eps"])), *(fmt_mean_std(m, [float(rows[i][m]) for rows in runs]) for m in metrics)]
+            for i, row in enumerate(runs[0])]
+    return markdown_table(["eps", *(HEADERS.get(m, m) for m in metrics)], body)
+
+
 def _write_sweep(sweep_dir: Path, outcomes: list[Outcome], unfinished: list[Path]) -> tuple[Path, str]:
     request = outcomes[0].request
     folder = sweep_dir / "attacks" / request.folder(outcomes[0].target)
@@ -348,6 +357,9 @@ def _write_sweep(sweep_dir: Path, outcomes: list[Outcome], unfinished: list[Path
             f"Test {what} under attack at each eps (eps 0 = clean), first {outcomes[0].rows[0]['n']} test images, "
             f"best checkpoint of each run, attack seed {request.seed}; mean ± std (sample std) over n runs.\n\n"
             + robustness_table(list(groups.items()), metric))
+    for label, runs in groups.items():  # the lab's table: loss and macro precision / recall beside accuracy
+        text += f"\n{label}, every metric ({len(runs)} runs):\n\n" + metrics_by_eps(
+            runs, [*LAB_METRICS, "success_rate"] if request.is_targeted else LAB_METRICS)
     if unfinished:
         text += f"\nNot attacked (unfinished runs): {', '.join(p.name for p in unfinished)}\n"
     folder.mkdir(parents=True, exist_ok=True)
