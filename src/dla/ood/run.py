@@ -224,9 +224,20 @@ def _score_options(req: OODRequest, run: Any, out: Path, log: Callable[[str], An
     return options
 
 
-def evaluate(run: Any, req: OODRequest, root: Path, log: Callable[[str], Any] = print) -> OODReport:
-    """`dla ood` on one loaded run (`dla.train.restore.TrainedRun`): everything checked and loaded, then scored
-    and written to RUN_DIR/ood/."""
+@dataclass
+class Prepared:
+    """One run's request checked and its data loaded, nothing written yet (`prepare`); `score_prepared` goes on."""
+
+    run: Any  # dla.train.restore.TrainedRun
+    req: OODRequest
+    id_x: torch.Tensor  # (N, C, H, W) uint8: the ID test images scored
+    val_of: dict[str, OODSource]  # test set slug -> its ODIN validation source
+    sets: dict[str, tuple[OODSource, ImageSet]]
+    val_sets: dict[str, tuple[OODSource, ImageSet]]
+
+
+def prepare(run: Any, req: OODRequest, root: Path) -> Prepared:
+    """Check `req` against a loaded run (`dla.train.restore.TrainedRun`) and load every OOD set; no writes."""
     from dla.ood.recon import penultimate
 
     splits = run.splits
@@ -234,24 +245,34 @@ def evaluate(run: Any, req: OODRequest, root: Path, log: Callable[[str], Any] = 
     val_of = _odin_val_sources(req.odin_val, sources, splits.spec.name) if req.odin_grid else {}
     if req.recon_features and not callable(getattr(run.model, "features", None)):
         penultimate(run.model, torch.zeros(1, *splits.input_shape))  # raises the one-line "has no features" error
-    id_x = splits.test.x[:req.limit] if req.limit else splits.test.x  # (N, C, H, W) uint8
+    id_x = splits.test.x[:req.limit] if req.limit else splits.test.x
     id_data = IDData(run.model, ImageSet(id_x, splits.test.y[: len(id_x)], splits.classes), splits.val,
                      splits.heldout)
     sets, val_sets = _load_sets(req, run, root, sources, val_of, id_data)
+    return Prepared(run, req, id_x, val_of, sets, val_sets)
 
+
+def evaluate(run: Any, req: OODRequest, root: Path, log: Callable[[str], Any] = print) -> OODReport:
+    """`dla ood` on one loaded run: everything checked and loaded, then scored and written to RUN_DIR/ood/."""
+    return score_prepared(prepare(run, req, root), log)
+
+
+def score_prepared(p: Prepared, log: Callable[[str], Any] = print) -> OODReport:
+    """Score a prepared run with every method, tune ODIN if asked, and write RUN_DIR/ood/."""
+    req, run = p.req, p.run
     out = run.path / "ood"
-    job = _Job(req, run, out, id_x, _score_options(req, run, out, log))
-    log(f"scoring {len(id_x)} ID test images ({splits.spec.name}) with {', '.join(req.methods)}...")
-    job.id_scores = job.scores(id_x, "ID")
+    job = _Job(req, run, out, p.id_x, _score_options(req, run, out, log))
+    log(f"scoring {len(p.id_x)} ID test images ({run.splits.spec.name}) with {', '.join(req.methods)}...")
+    job.id_scores = job.scores(p.id_x, "ID")
     results = _id_results(job)
-    grids = _odin_grids(job, val_sets, results, log) if req.odin_grid else {}
+    grids = _odin_grids(job, p.val_sets, results, log) if req.odin_grid else {}
     rows: list[Row] = []
-    for source, data in sets.values():
+    for source, data in p.sets.values():
         log(f"scoring {len(data)} OOD images ({source.name})...")
-        set_rows, results["ood"][source.name] = _evaluate_set(job, source, data, grids, val_of)
+        set_rows, results["ood"][source.name] = _evaluate_set(job, source, data, grids, p.val_of)
         rows += set_rows
     results["groups"] = groups_json(rows)
-    return _write(job, results, rows, val_sets)
+    return _write(job, results, rows, p.val_sets)
 
 
 def _id_results(job: _Job) -> dict[str, Any]:

@@ -18,18 +18,20 @@ from dla.ood.tables import Row, sweep_table
 def ood_sweep(sweep_dir: Path, req: Any, root: Path, log: Callable[[str], Any] = print) -> tuple[Path, str]:
     """Score every finished run of `sweep_dir` with `req` (`dla.ood.run.OODRequest`): (SWEEP_DIR/ood, summary)."""
     from dla.data.files import atomic_write
-    from dla.ood.run import evaluate
+    from dla.ood.run import prepare, score_prepared
     from dla.report.collect import finished_sweep_runs, group_name
     from dla.runs import write_json
     from dla.train.restore import load_trained
 
     finished, unfinished = finished_sweep_runs(sweep_dir)
-    runs = [load_trained(p, root) for p in finished]  # every run checked before any is scored
+    # Every run loaded, checked and its OOD sets loaded before any is scored: a bad request writes nothing.
+    prepared = [prepare(load_trained(p, root), req, root) for p in finished]
     configs: dict[str, list[list[Row]]] = {}
     per_run: dict[str, dict[str, Any]] = {}
-    for run in runs:
-        log(f"{run.path.name}:")
-        report = evaluate(run, req, root, log)
+    for i, p in enumerate(prepared):
+        run = p.run
+        log(f"run {i + 1} of {len(prepared)}: {run.path.name}")
+        report = score_prepared(p, log)
         configs.setdefault(group_name(run.path.name), []).append(report.rows)
         per_run[run.path.name] = {k: report.results[k] for k in ("id", "ood", "groups")}
     first = next(iter(per_run.values()))["id"]
