@@ -66,7 +66,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("run_dir")
 
     p = sub.add_parser("explain", help="CAM / Grad-CAM / saliency grids for a trained run's first test images")
-    p.add_argument("run_dir", help="a run folder written by `dla run`")
+    p.add_argument("run_dir", help="a run folder written by `dla run`, or a sweep folder (then every finished run, "
+                                   "and each method's faithfulness as mean ± std over seeds)")
     p.add_argument("--method", default="all", help="cam, gradcam, saliency, a comma list, or all (default)")
     p.add_argument("--n", type=int, default=16, help="how many test images, the first N (default: 16)")
     p.add_argument("--target", default=None, help="class index or name to explain (default: each image's prediction)")
@@ -294,8 +295,15 @@ def cmd_tokenize(args: argparse.Namespace) -> None:
 
 def cmd_explain(args: argparse.Namespace) -> None:
     from dla.data import resolve_data_root
-    from dla.explain.run import classmap_for_run, explain_run
+    from dla.explain.run import classmap_for_run, explain_path, explain_run
+    from dla.report.collect import is_sweep_dir
 
+    if is_sweep_dir(Path(args.run_dir)):
+        folder, text = explain_path(Path(args.run_dir), args.method, args.n, args.target, args.layer,
+                                    resolve_data_root(args.data_root), classmap=args.classmap)
+        print(text, end="")
+        print(f"explain folder: {folder}")
+        return
     if args.classmap:
         path, agreement = classmap_for_run(Path(args.run_dir), min(args.n, 8), resolve_data_root(args.data_root))
         print(f"{path}\nlocations voting for the class of their own quadrant: {100 * agreement:.1f}%")
