@@ -75,12 +75,14 @@ def test_group_means_equal_the_hand_computed_means() -> None:
     # far/msp: (0.95 + 0.30 + 0.91) / 3 = 0.72, printed as an ordinary mean that names its inverted set
     assert cells[("far", "mean of 3 sets (1 inverted)", "msp")][0] == "0.7200"
     assert groups_json(_rows(order))["far"]["methods"]["msp"]["inverted_sets"] == ["noise"]
-    # order: near sets, near means, far sets, far means, the adversarial set (one set: no mean row)
+    # order: near sets, near means, far sets, far means, the adversarial set and its mean (one set: the same)
     groups = [k[0] for k in cells]
     assert groups == sorted(groups, key=["near", "far", "adversarial"].index)
     assert [k[1] for k in cells if k[0] == "near"] == ["tiny_imagenet"] * 2 + ["cifar100"] * 2 + ["mean of 2 sets"] * 2
-    assert not any(k[1].startswith("mean") for k in cells if k[0] == "adversarial")
-    assert "adversarial" in groups_json(_rows(order))  # results.json has every group's mean, one set or more
+    adv = [k for k in cells if k[0] == "adversarial"]
+    assert [k[1] for k in adv] == ["fgsm:8/255"] * 2 + ["mean of 1 set"] * 2
+    assert cells[adv[0]] == cells[adv[2]] and cells[adv[1]] == cells[adv[3]]
+    assert groups_json(_rows(order))["adversarial"]["sets"] == ["fgsm:8/255"]
 
 
 def test_an_inverted_score_is_marked_and_footnoted_not_printed_as_a_number() -> None:

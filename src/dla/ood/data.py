@@ -248,6 +248,16 @@ def load_ood_set(source: OODSource, root: Path, shape: tuple[int, int, int], lim
 SYNTHETIC = {"noise": (noise_images, 17, 424_243), "gaussian": (gaussian_images, 29, 424_259)}
 
 
+VALIDATION_KIND = {"noise": "another noise stream", "gaussian": "another noise stream",
+                   "heldout": "the held-out classes' train images", "fgsm": "FGSM on the ID val images",
+                   "tiny_imagenet": "its val images"}
+
+
+def validation_kind(source: OODSource) -> str:
+    """Which images `load_validation_set` gives for `source`, in words (for captions)."""
+    return VALIDATION_KIND.get(source.dataset, "its train split")
+
+
 def load_validation_set(source: OODSource, root: Path, shape: tuple[int, int, int], limit: int, seed: int, *,
                         id_dataset: str, id_classes: list[int], test_sources: list[OODSource],
                         run: IDData | None = None) -> ImageSet:

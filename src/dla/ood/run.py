@@ -37,7 +37,16 @@ import torch
 from torch import nn
 
 from dla.data.registry import ImageSet
-from dla.ood.data import NOISE, IDData, OODSource, load_ood_set, load_validation_set, parse_groups, parse_sources
+from dla.ood.data import (
+    NOISE,
+    IDData,
+    OODSource,
+    load_ood_set,
+    load_validation_set,
+    parse_groups,
+    parse_sources,
+    validation_kind,
+)
 from dla.ood.metrics import OODError
 from dla.ood.metrics import metrics as ood_metrics
 from dla.ood.odin_grid import EPS, TEMPERATURES, OdinGrid, eps_label, parse_values
@@ -394,11 +403,10 @@ def _plot_set(job: _Job, source: OODSource, data: ImageSet, pairs: dict[str, tup
 
 def _caption(job: _Job, results: dict[str, Any], val_sets: dict[str, tuple[OODSource, ImageSet]]) -> str:
     req, names = job.req, job.req.methods
+    used = "; ".join(f"{v.name}, {validation_kind(v)}" for v, _ in val_sets.values())
     grid = (f" odin tuned: the best validation AUROC over {len(req.grid_t)} T x {len(req.grid_e)} eps, ID validation "
-            "= the run's val split, OOD validation = "
-            + ("each set's own disjoint images (dataset train split, tiny_imagenet val images, other noise stream, "
-               "held-out classes' train images, FGSM on ID val images)" if req.odin_val.strip() == "same" else
-               f"{next(iter(val_sets.values()))[0].name} (train split / val images / other noise stream)") + ".")
+            f"= the run's val split, OOD validation = {'each set' if req.odin_val.strip() == 'same' else 'one set'}'s "
+            f"own images, never its test images ({used}).")
     return (f"ID: {results['id']['dataset']} test ({len(job.id_x)} images, {100 * results['id']['accuracy']:.2f}% "
             f"accuracy), run {job.name}. ID is the positive class; FPR95 = OOD accepted at 95% ID kept (lower is "
             "better). Groups as in OpenOOD (near: new classes, same kind of images; far: other kinds of images; "

@@ -2,8 +2,8 @@
 reports), inverted scores flagged, and the same table as mean ± std over a sweep's runs.
 
 A group's mean is the unweighted mean of each metric over the group's sets (OpenOOD v1.5's "near-OOD" and
-"far-OOD" columns), so a large set does not outweigh a small one. It is shown for groups of two or more sets (a
-mean of one set is its own row) and is always in results.json["groups"].
+"far-OOD" columns), so a large set does not outweigh a small one. Every group has its mean rows, one set or more
+(so a sweep's or a script's "near mean" row is always there), and results.json["groups"] holds the same numbers.
 
 Inverted scores. A score is higher for inputs that look more in-distribution, so AUROC 0.5 is chance and an
 AUROC well below it means the score ranks the OOD set *above* the ID data (uniform noise gets a higher softmax
@@ -70,18 +70,17 @@ def group_means(rows: Sequence[Row]) -> list[Row]:
         for method in dict.fromkeys(r.method for r in mine):
             members = [r for r in mine if r.method == method]
             means = {k: sum(r.metrics[k] for r in members) / len(members) for k in KEYS}
-            out.append(Row(group, f"mean of {len(members)} sets", method, method, means, members))
+            label = f"mean of {len(members)} set" + ("s" if len(members) > 1 else "")
+            out.append(Row(group, label, method, method, means, members))
     return out
 
 
 def table_rows(rows: Sequence[Row]) -> list[Row]:
-    """The rows as shown: by group (near, far, adversarial, other), each group's sets, then its mean rows when it
-    has two sets or more."""
+    """The rows as shown: by group (near, far, adversarial, other), each group's sets, then its mean rows."""
     means = group_means(rows)
     out: list[Row] = []
     for group in sorted({r.group for r in rows}, key=group_rank):
-        out += [r for r in rows if r.group == group]
-        out += [m for m in means if m.group == group and len(m.members) > 1]
+        out += [r for r in rows if r.group == group] + [m for m in means if m.group == group]
     return out
 
 
