@@ -69,7 +69,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("run_dir")
 
     p = sub.add_parser("explain", help="CAM / Grad-CAM / saliency grids for a trained run's first test images")
-    p.add_argument("run_dir", help="a run folder written by `dla run`")
+    p.add_argument("run_dir", help="a run folder written by `dla run`, or a sweep folder (then every finished run, "
+                                   "and each method's faithfulness as mean ± std over seeds)")
     p.add_argument("--method", default="all", help="cam, gradcam, saliency, a comma list, or all (default)")
     p.add_argument("--n", type=int, default=16, help="how many test images, the first N (default: 16)")
     p.add_argument("--target", default=None, help="class index or name to explain (default: each image's prediction)")
@@ -104,11 +105,16 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("ood", help="OOD detection on a trained run: AUROC / AUPR / FPR95 per OOD set and score, "
                                    "ROC / PR / histogram plots")
-    p.add_argument("run_dir", help="a run folder written by `dla run`; its test split is the ID set")
+    p.add_argument("run_dir", help="a run folder written by `dla run` (its test split is the ID set), or a sweep "
+                                   "folder (then every finished run, and mean ± std over seeds)")
     p.add_argument("--ood", default="fashion_mnist,noise",
                    help="comma list of OOD sets: datasets (their test split, converted to the run's channels and "
-                        "size), imagefolder:PATH, noise (seeded), heldout (classes a data.classes run left out) "
-                        "(default: fashion_mnist,noise)")
+                        "size; tiny_imagenet: its unlabelled test images), imagefolder:PATH, noise (uniform) and "
+                        "gaussian (seeded), fgsm[:EPS] (the ID test images attacked at EPS, default 8/255), heldout "
+                        "(classes a data.classes run left out) (default: fashion_mnist,noise)")
+    p.add_argument("--group", action="append", default=None, metavar="SET=GROUP",
+                   help="put an OOD set in a group of the table (near, far, adversarial or any word), instead of "
+                        "its benchmark group against the run's dataset; repeatable")
     p.add_argument("--methods", default="msp,maxlogit,energy,odin",
                    help="comma list of scores: msp, maxlogit, energy, odin, recon (default: msp,maxlogit,energy,odin)")
     p.add_argument("--limit", type=int, default=2000, help="images per set, the first N (default: 2000; 0 = all)")
@@ -292,8 +298,15 @@ def cmd_tokenize(args: argparse.Namespace) -> None:
 
 def cmd_explain(args: argparse.Namespace) -> None:
     from dla.data import resolve_data_root
-    from dla.explain.run import classmap_for_run, explain_run
+    from dla.explain.run import classmap_for_run, explain_path, explain_run
+    from dla.report.collect import is_sweep_dir
 
+    if is_sweep_dir(Path(args.run_dir)):
+        folder, text = explain_path(Path(args.run_dir), args.method, args.n, args.target, args.layer,
+                                    resolve_data_root(args.data_root), classmap=args.classmap)
+        print(text, end="")
+        print(f"explain folder: {folder}")
+        return
     if args.classmap:
         path, agreement = classmap_for_run(Path(args.run_dir), min(args.n, 8), resolve_data_root(args.data_root))
         print(f"{path}\nlocations voting for the class of their own quadrant: {100 * agreement:.1f}%")
@@ -318,16 +331,16 @@ def cmd_attack(args: argparse.Namespace) -> None:
 
 def cmd_ood(args: argparse.Namespace) -> None:
     from dla.data import resolve_data_root
-    from dla.ood.run import ood_run
+    from dla.ood.run import make_request, ood_path
 
-    report = ood_run(Path(args.run_dir), args.ood, args.methods, limit=args.limit, temperature=args.temperature,
-                     eps=args.eps, data_root=resolve_data_root(args.data_root), seed=args.seed,
-                     recon_features=args.recon_features, recon_epochs=args.recon_epochs,
-                     odin_grid=args.odin_grid, odin_val=args.odin_val, odin_temperatures=args.odin_temperatures,
-                     odin_eps=args.odin_eps,
-                     log=lambda line: print(line, file=sys.stderr, flush=True))  # stdout: the table only
-    print(report.table, end="")
-    print(f"ood folder: {report.folder}")
+    request = make_request(args.ood, args.methods, limit=args.limit, temperature=args.temperature, eps=args.eps,
+                           seed=args.seed, recon_features=args.recon_features, recon_epochs=args.recon_epochs,
+                           odin_grid=args.odin_grid, odin_val=args.odin_val, odin_temperatures=args.odin_temperatures,
+                           odin_eps=args.odin_eps, groups=args.group)
+    folder, text = ood_path(Path(args.run_dir), request, resolve_data_root(args.data_root),
+                            log=lambda line: print(line, file=sys.stderr, flush=True))  # stdout: the table only
+    print(text, end="")
+    print(f"ood folder: {folder}")
 
 
 def cmd_generate(args: argparse.Namespace) -> None:

@@ -42,7 +42,7 @@ def test_noise_is_seeded_and_of_the_id_shape() -> None:
     a, b = noise_images(10, (1, 28, 28), seed=0), noise_images(10, (1, 28, 28), seed=0)
     assert torch.equal(a, b) and a.shape == (10, 1, 28, 28) and a.dtype == torch.uint8
     assert not torch.equal(a, noise_images(10, (1, 28, 28), seed=1))
-    s = load_ood_set(parse_sources("noise")[0], Path("unused"), (3, 8, 8), limit=17, seed=3, heldout=None)
+    s = load_ood_set(parse_sources("noise")[0], Path("unused"), (3, 8, 8), limit=17, seed=3)
     assert s.x.shape == (17, 3, 8, 8) and torch.equal(s.x, noise_images(17, (3, 8, 8), seed=3))
 
 

@@ -69,11 +69,12 @@ def _png(path: Path) -> tuple[int, int]:
 
 
 def _table_rows(text: str) -> dict[tuple[str, str], list[float]]:
+    """(OOD set, method) -> the four numbers of each set's row (group means left out; inverted marks dropped)."""
     rows = {}
     for line in text.splitlines():
         cells = [c.strip() for c in line.strip().strip("|").split("|")]
-        if line.startswith("| ") and len(cells) == 6 and cells[0] != "OOD set":
-            rows[(cells[0], cells[1])] = [float(c) for c in cells[2:]]
+        if line.startswith("| ") and len(cells) == 7 and cells[0] != "group" and not cells[1].startswith("mean of"):
+            rows[(cells[1], cells[2])] = [float(c.replace("†", "")) for c in cells[3:]]
     return rows
 
 
@@ -172,7 +173,8 @@ def test_fashion_classes_in_the_reverse_direction() -> None:
 @needs_mnist
 @pytest.mark.parametrize(("argv", "needles"), [
     (["--methods", "msp,mahalanobis"], ["unknown OOD method 'mahalanobis'; use a comma list of energy, maxlogit"]),
-    (["--ood", "cifar11"], ["unknown OOD set 'cifar11'; use a dataset (", "imagefolder:PATH, noise, or heldout"]),
+    (["--ood", "cifar11"], ["unknown OOD set 'cifar11'; use a dataset (",
+                            "imagefolder:PATH, noise, gaussian, fgsm[:EPS]", "or heldout"]),
     (["--ood", "noise,"], ["--ood 'noise,' has an empty name"]),
     (["--ood", "noise,noise"], ["names a set twice"]),
     (["--ood", "imagefolder"], ["--ood imagefolder needs a folder: imagefolder:PATH"]),

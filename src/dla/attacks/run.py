@@ -12,7 +12,6 @@ the method does not have, eps out of range) is one line and leaves no folder beh
 
 from __future__ import annotations
 
-import csv
 import inspect
 import math
 from collections.abc import Sequence
@@ -36,7 +35,7 @@ from dla.attacks.evaluate import evaluate_attack
 from dla.attacks.plots import fmt_eps, plot_accuracy_vs_eps, plot_attack_grid
 from dla.attacks.registry import get_attack
 from dla.data.files import atomic_write
-from dla.errors import RunDirError
+from dla.report.collect import finished_sweep_runs, group_name, is_sweep_dir
 from dla.report.tables import HEADERS, fmt, fmt_mean_std, markdown_table, mean_std
 from dla.runs import write_json
 from dla.tracking import progress
@@ -307,23 +306,6 @@ def write_outcome(out: Outcome) -> Path:
 LAB_METRICS = ("accuracy", "loss", "precision", "recall")
 
 
-def sweep_runs(sweep_dir: Path) -> tuple[list[Path], list[Path]]:
-    """(finished run folders, unfinished ones) directly under a sweep folder, in the sweep's order (sweep.csv's
-    rows, so the table lists configs as the experiment does: standard first), then by name."""
-    order: dict[str, int] = {}
-    if (sweep_dir / "sweep.csv").is_file():
-        with open(sweep_dir / "sweep.csv", newline="") as f:
-            order = {row.get("run", ""): i for i, row in enumerate(csv.DictReader(f))}
-    runs = sorted((p for p in sweep_dir.iterdir() if p.is_dir() and (p / "config.yaml").is_file()),
-                  key=lambda p: (order.get(p.name, len(order)), p.name))
-    return [p for p in runs if (p / "results.json").is_file()], [p for p in runs if not (p / "results.json").is_file()]
-
-
-def group_name(run_name: str) -> str:
-    """'variant=adversarial,seed=2' -> 'variant=adversarial': the sweep's config, without the seed."""
-    return ",".join(p for p in run_name.split(",") if not p.startswith("seed=")) or "all"
-
-
 def robustness_table(groups: Sequence[tuple[str, Sequence[Sequence[Row]]]], metric: str = "accuracy") -> str:
     """One row per config: `metric` at each eps, mean ± std (sample std) over its runs; groups hold each run's rows.
 
@@ -384,12 +366,8 @@ def attack_path(path: str | Path, request: AttackRequest, data_root: Path | None
 
     path = Path(path)
     root = data_root or resolve_data_root()
-    if path.is_dir() and not (path / "config.yaml").is_file() and any(
-            (p / "config.yaml").is_file() for p in path.iterdir() if p.is_dir()):
-        finished, unfinished = sweep_runs(path)
-        if not finished:
-            raise RunDirError(f"sweep {path} has no finished run (none has results.json); finish it with "
-                              "`dla sweep EXPERIMENT --name NAME` first")
+    if is_sweep_dir(path):
+        finished, unfinished = finished_sweep_runs(path)
         runs = [load_trained(p, root) for p in finished]  # every run checked before any is attacked
         if request.targeted is not None:
             targets = {parse_class(request.targeted, run.classes, "--targeted", AttackError) for run in runs}

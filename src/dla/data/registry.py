@@ -104,7 +104,7 @@ def register_dataset(
 
 def _ensure_builtin() -> None:
     # Importing the modules runs their @register_dataset decorators.
-    from dla.data import cifar, cifar_jpeg, folder, miniplaces, mnist, noise, svhn  # noqa: F401
+    from dla.data import cifar, cifar_jpeg, folder, miniplaces, mnist, noise, svhn, tiny_imagenet  # noqa: F401
 
 
 def dataset_names() -> list[str]:

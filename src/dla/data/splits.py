@@ -78,6 +78,9 @@ def load_splits(cfg: DataConfig, root: Path, seed: int) -> Splits:
         test, full = full.subset(perm[:n_test].sort().values), full.subset(perm[n_test:].sort().values)
     else:
         test = spec.load(ctx, False)
+    if len(test) and bool((test.y < 0).any()):  # e.g. tiny_imagenet's test images: no accuracy can be measured
+        raise ConfigError(f"dataset {cfg.name!r} has an unlabelled test split, so no run can be tested on it; use it "
+                          f"as an out-of-distribution set instead (dla ood RUN_DIR --ood {cfg.name})")
     heldout = None
     if cfg.classes:  # before the limits, so limit_train counts examples of the kept classes
         full, _ = keep_classes(full, cfg.classes)

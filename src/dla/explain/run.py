@@ -1,14 +1,20 @@
-"""`dla explain RUN_DIR`: explain a trained run's first test images with every requested method.
+"""`dla explain RUN_DIR | SWEEP_DIR`: explain a trained run's first test images with every requested method.
 
 The run is rebuilt from what it saved: config.yaml (data, model), the test split (the same seed, the same
 files), and checkpoints/best.pt (weights only). Every map is computed before anything is written, so a bad
 request (an MLP run and --method cam, an unknown layer) fails with one line and leaves no half-made grid.
+
+Besides the grids, RUN_DIR/explain/ gets results.json and table.md: per method the Average Drop and Increase in
+Confidence of its maps (`dla.explain.faithfulness`). A sweep folder (as `dla attack` takes one): every finished
+run is explained, and SWEEP_DIR/explain/summary.md holds those numbers (or, with --classmap, the quadrant
+agreement) as mean ± sample std over the runs of each config.
 """
 
 from __future__ import annotations
 
 from collections.abc import Sequence
 from pathlib import Path
+from typing import Any
 
 import torch
 from torch import nn
@@ -50,23 +56,38 @@ def explain_run(run_dir: str | Path, methods: str | Sequence[str] = "all", n: in
                 target: int | str | None = None, layer: str | None = None, data_root: Path | None = None
                 ) -> list[Path]:
     """Write RUN_DIR/explain/<method>.png for every method (image, heatmap, overlay per test image) and, for
-    more than one method, all.png with the methods side by side. Returns the paths written."""
+    more than one method, all.png with the methods side by side; and results.json / table.md with each method's
+    faithfulness numbers. Returns the paths of the grids."""
     from dla.data import resolve_data_root
 
+    names = _check_request(methods, n, layer)
+    return _explain_loaded(Path(run_dir), *load_run_model(Path(run_dir), data_root or resolve_data_root()), names,
+                           n, target, layer)[0]
+
+
+def _check_request(methods: str | Sequence[str], n: int, layer: str | None) -> list[str]:
     names = parse_methods(methods)
     if layer is not None and "gradcam" not in names:
         raise ExplainError(f"--layer {layer!r} only applies to gradcam; add it with --method gradcam (or all)")
     if isinstance(n, bool) or not isinstance(n, int) or n < 1:
         raise ExplainError(f"--n must be a positive number of test images; got {n!r}")
-    run_dir = Path(run_dir)
-    model, test_x, test_y, classes = load_run_model(run_dir, data_root or resolve_data_root())
-    t = parse_target(target, classes)
+    return names
 
+
+def _explain_loaded(run_dir: Path, model: nn.Module, test_x: torch.Tensor, test_y: torch.Tensor, classes: list[str],
+                    names: list[str], n: int, target: int | str | None, layer: str | None
+                    ) -> tuple[list[Path], dict[str, Any]]:
+    """The grids, results.json and table.md of one loaded run: (grid paths, results)."""
+    from dla.explain.faithfulness import confidence_change
+
+    t = parse_target(target, classes)
     x = test_x[:n].float().div(255)  # (N, C, H, W) in [0, 1]: the first n test images
     y = test_y[:n]
     with torch.no_grad():
         pred = model(x).argmax(dim=1)  # (N,)
     maps = {m: explain(model, x, m, t, **({"layer": layer} if m == "gradcam" else {})) for m in names}
+    explained = pred if t is None else torch.full_like(pred, t)  # the class each map explains
+    scores = {m: confidence_change(model, x, maps[m], explained) for m in names}
 
     out = run_dir / "explain"
     what = f"class {t} ({classes[t]})" if t is not None else "the predicted class"
@@ -77,19 +98,95 @@ def explain_run(run_dir: str | Path, methods: str | Sequence[str] = "all", n: in
     if len(names) > 1:
         paths.append(plot_explanations(x, maps, y.tolist(), pred.tolist(), classes, out / "all.png",
                                        title=f"{', '.join(labels.values())} of {what}: {run_name}"))
-    return paths
+    results = {"run": run_name, "n": len(x), "target": t, "explained": what, "methods": scores}
+    _write_results(out, results, labels)
+    return paths, results
+
+
+def _write_results(out: Path, results: dict[str, Any], labels: dict[str, str]) -> None:
+    from dla.data.files import atomic_write
+    from dla.explain.faithfulness import HEADERS, KEYS
+    from dla.report.tables import markdown_table
+    from dla.runs import write_json
+
+    write_json(out / "results.json", results)
+    body = [[labels[m], *(f"{100 * v[k]:.2f}%" for k in KEYS)] for m, v in results["methods"].items()]
+    text = (f"# {results['run']}: explanations of {results['explained']}\n\nFirst {results['n']} test images; each "
+            "map masks its image (x * map) and the model's confidence in the explained class is read on both "
+            "(Chattopadhay et al. 2018).\n\n" + markdown_table(["Method", *(HEADERS[k] for k in KEYS)], body))
+    with atomic_write(out / "table.md", "w") as f:
+        f.write(text)
 
 
 def classmap_for_run(run_dir: Path, n: int, data_root: Path) -> tuple[Path, float]:
     """RUN_DIR/explain/classmap.png: n mosaics of four test images, each location's class from the
     fully-convolutional view; returns the path and the fraction of locations that vote for their quadrant."""
-    from dla.explain.classmap import classmap_run, quadrant_agreement
-
     if n < 1:
         raise ExplainError(f"--n must be a positive number of mosaics; got {n}")
-    model, test_x, test_y, classes = load_run_model(run_dir, data_root)
+    return _classmap_loaded(run_dir, *load_run_model(run_dir, data_root), n)
+
+
+def _classmap_loaded(run_dir: Path, model: nn.Module, test_x: torch.Tensor, test_y: torch.Tensor,
+                     classes: list[str], n: int) -> tuple[Path, float]:
+    from dla.explain.classmap import classmap_run, quadrant_agreement
+
     x = test_x[: 64 * n].float().div(255)
     y = test_y[: 64 * n]
     path = classmap_run(model, x, y, classes, run_dir / "explain" / "classmap.png", n,
                         title=f"fully-convolutional class map: {run_dir.parent.name}/{run_dir.name}")
     return path, quadrant_agreement(model, x, y, 32)
+
+
+def explain_path(path: str | Path, methods: str | Sequence[str] = "all", n: int = 16,
+                 target: int | str | None = None, layer: str | None = None, data_root: Path | None = None,
+                 classmap: bool = False) -> tuple[Path, str]:
+    """`dla explain` on every finished run of a sweep folder: (SWEEP_DIR/explain, the mean ± std summary)."""
+    from dla.data import resolve_data_root
+    from dla.report.collect import finished_sweep_runs
+
+    path, root = Path(path), data_root or resolve_data_root()
+    names = _check_request(methods, n, layer) if not classmap else []
+    if classmap and n < 1:
+        raise ExplainError(f"--n must be a positive number of mosaics; got {n}")
+    finished, unfinished = finished_sweep_runs(path)
+    loaded = [(p, load_run_model(p, root)) for p in finished]  # every run checked before any is explained
+    if classmap:
+        rows = {p.name: {"quadrant_agreement": _classmap_loaded(p, *run, min(n, 8))[1]} for p, run in loaded}
+    else:
+        rows = {p.name: _explain_loaded(p, *run, names, n, target, layer)[1]["methods"] for p, run in loaded}
+    return _write_sweep(path, rows, unfinished, classmap, n)
+
+
+def _write_sweep(sweep: Path, rows: dict[str, dict[str, Any]], unfinished: list[Path], classmap: bool,
+                 n: int) -> tuple[Path, str]:
+    from dla.data.files import atomic_write
+    from dla.explain.faithfulness import HEADERS, KEYS
+    from dla.report.collect import group_name
+    from dla.report.tables import fmt_mean_std, markdown_table
+    from dla.runs import write_json
+
+    configs: dict[str, list[dict[str, Any]]] = {}
+    for name, r in rows.items():
+        configs.setdefault(group_name(name), []).append(r)
+    if classmap:
+        header = ["Config", "Locations voting for their quadrant's class", "n"]
+        body = [[c, fmt_mean_std("accuracy", [r["quadrant_agreement"] for r in rs]), str(len(rs))]
+                for c, rs in configs.items()]
+        what = f"Fully-convolutional class maps on {min(n, 8)} mosaics of 4 test images"
+    else:
+        methods = list(next(iter(rows.values())))
+        header = ["Config", "Method", *(HEADERS[k] for k in KEYS), "n"]
+        body = [[c, TITLES.get(m, m), *(fmt_mean_std("accuracy", [r[m][k] for r in rs]) for k in KEYS), str(len(rs))]
+                for c, rs in configs.items() for m in methods]
+        what = (f"The first {n} test images; each map masks its image (x * map) and the model's confidence in the "
+                "explained class is read on both (Chattopadhay et al. 2018)")
+    text = (f"# {sweep.parent.name}/{sweep.name}: explanations\n\n{what}; best checkpoint "
+            "of each run; mean ± std (sample std) over n runs.\n\n" + markdown_table(header, body))
+    if unfinished:
+        text += f"\nNot explained (unfinished runs): {', '.join(p.name for p in unfinished)}\n"
+    folder = sweep / "explain"
+    folder.mkdir(parents=True, exist_ok=True)
+    write_json(folder / "results.json", {"sweep": str(sweep), "classmap": classmap, "n": n, "runs": rows})
+    with atomic_write(folder / "summary.md", "w") as f:
+        f.write(text)
+    return folder, text

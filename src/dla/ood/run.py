@@ -1,4 +1,5 @@
-"""`dla ood RUN_DIR`: score a trained classifier's test set (ID) against OOD sets with every requested method.
+"""`dla ood RUN_DIR | SWEEP_DIR`: score a trained classifier's test set (ID) against OOD sets with every requested
+method.
 
 The run is rebuilt by `dla.train.restore.load_trained` (config, same splits, best weights). ID = the first
 `limit` images of its test split; each OOD set (see `dla.ood.data`) is converted to the ID shape and cut to
@@ -6,8 +7,11 @@ The run is rebuilt by `dla.train.restore.load_trained` (config, same splits, bes
 one line and leaves RUN_DIR/ood/ as it was.
 
 RUN_DIR/ood/ receives:
-- results.json: settings, ID accuracy, and per OOD set and method: auroc, aupr_in, aupr_out, fpr95 (ID positive);
-- table.md: the same as a markdown table, one row per (OOD set, method);
+- results.json: settings, ID accuracy, and per OOD set its group and, per method: auroc, aupr_in, aupr_out, fpr95
+  (ID positive) and `inverted` (AUROC <= 0.4, see `dla.ood.tables`); "groups": per group and method the mean
+  of each metric over the group's sets;
+- table.md: the same as a markdown table (`dla.ood.tables.ood_table`): one row per (OOD set, method), grouped
+  near / far / adversarial, with per-group mean rows and inverted scores marked;
 - confusion_id.png: the classifier's confusion matrix on the ID images scored;
 - <set>/roc.png, <set>/pr.png: every method's curves overlaid; <set>/hist_<method>.png and
   <set>/sorted_<method>.png: ID vs OOD score distributions; <set>/confusion_ood.png: which ID classes the OOD
@@ -16,6 +20,9 @@ RUN_DIR/ood/ receives:
 - with `--odin-grid`: odin_grid_<validation set>.png (heatmap of validation AUROC, T x eps, the chosen cell
   boxed) and .csv (every cell's four metrics), results.json["odin_grid"], and per OOD set an "odin tuned" row:
   ODIN at the validation-chosen (T, eps), scored on the same ID test / OOD test images as every other row.
+
+A sweep folder (as `dla attack` takes one): every finished run gets its RUN/ood/, then SWEEP_DIR/ood/ gets
+summary.md (each row's metrics as mean ± sample std over the runs of each config) and results.json.
 """
 
 from __future__ import annotations
@@ -29,16 +36,27 @@ import numpy as np
 import torch
 from torch import nn
 
-from dla.ood.data import OODSource, load_ood_set, load_validation_set, parse_sources
+from dla.data.registry import ImageSet
+from dla.ood.data import (
+    NOISE,
+    IDData,
+    OODSource,
+    load_ood_set,
+    load_validation_set,
+    parse_groups,
+    parse_sources,
+    validation_kind,
+)
 from dla.ood.metrics import OODError
 from dla.ood.metrics import metrics as ood_metrics
 from dla.ood.odin_grid import EPS, TEMPERATURES, OdinGrid, eps_label, parse_values
 from dla.ood.odin_grid import odin_grid as tune_odin
 from dla.ood.scores import score, score_names
+from dla.ood.tables import INVERTED_AUROC, Row, groups_json, is_inverted, ood_table, table_rows
 
 DEFAULT_METHODS = "msp,maxlogit,energy,odin"
-COLUMNS = (("auroc", "AUROC"), ("aupr_in", "AUPR-in"), ("aupr_out", "AUPR-out"), ("fpr95", "FPR95"))
 BATCH = 500  # images per forward pass: bounds memory, changes no score
+TUNED = "odin tuned"
 
 
 @dataclass
@@ -47,6 +65,27 @@ class OODReport:
     results: dict[str, Any]
     table: str
     paths: list[Path] = field(default_factory=list)  # every plot written
+    rows: list[Row] = field(default_factory=list)  # the table's rows, group means included
+
+
+@dataclass(frozen=True)
+class OODRequest:
+    """A checked `dla ood` request; what depends on the run (the groups, the shapes) is resolved per run."""
+
+    ood: str = "fashion_mnist,noise"
+    methods: tuple[str, ...] = ("msp", "maxlogit", "energy", "odin")
+    limit: int = 2000
+    temperature: float = 1000.0
+    eps: float = 0.0014
+    seed: int = 0
+    recon_features: bool = False
+    recon_epochs: int = 3
+    recon_limit: int = 10000
+    odin_grid: bool = False
+    odin_val: str = "same"
+    grid_t: tuple[float, ...] = ()
+    grid_e: tuple[float, ...] = ()
+    groups: tuple[tuple[str, str], ...] = ()  # --group SET=GROUP overrides
 
 
 def parse_methods(text: str | Sequence[str]) -> list[str]:
@@ -59,18 +98,36 @@ def parse_methods(text: str | Sequence[str]) -> list[str]:
     return list(dict.fromkeys(words))
 
 
-def _check_request(methods: list[str], limit: int, temperature: float, eps: float, recon_features: bool,
-                   recon_epochs: int) -> None:
+def make_request(ood: str = "fashion_mnist,noise", methods: str | Sequence[str] = DEFAULT_METHODS, *,
+                 limit: int = 2000, temperature: float = 1000.0, eps: float = 0.0014, seed: int = 0,
+                 recon_features: bool = False, recon_epochs: int = 3, recon_limit: int = 10000,
+                 odin_grid: bool = False, odin_val: str = "same",
+                 odin_temperatures: str | Sequence[float] = TEMPERATURES, odin_eps: str | Sequence[float] = EPS,
+                 groups: Sequence[str] | None = None) -> OODRequest:
+    """Check everything that does not depend on the run, with the CLI's option names in the messages."""
+    names = parse_methods(methods)
+    group_map = parse_groups(list(groups or []))
+    sources = parse_sources(ood, groups=group_map)  # names and --group checked once, before any run is loaded
     if isinstance(limit, bool) or not isinstance(limit, int) or limit < 0:
         raise OODError(f"--limit must be a number of images per set >= 0 (0 = all); got {limit!r}")
-    if "odin" in methods and not temperature > 0:
+    if "odin" in names and not temperature > 0:
         raise OODError(f"--temperature must be > 0 (ODIN uses 1000); got {temperature!r}")
-    if "odin" in methods and not eps >= 0:
+    if "odin" in names and not eps >= 0:
         raise OODError(f"--eps must be >= 0 (a pixel-space step; ODIN uses 0.0014); got {eps!r}")
-    if recon_features and "recon" not in methods:
+    if recon_features and "recon" not in names:
         raise OODError("--recon-features applies to the recon score; add recon to --methods")
-    if "recon" in methods and recon_epochs < 1:
+    if "recon" in names and recon_epochs < 1:
         raise OODError(f"--recon-epochs must be >= 1; got {recon_epochs!r}")
+    if not odin_grid and odin_val.strip() != "same":
+        raise OODError(f"--odin-val {odin_val} applies to the ODIN grid; add --odin-grid")
+    grid_t: list[float] = []
+    grid_e: list[float] = []
+    if odin_grid:
+        grid_t = parse_values(odin_temperatures, "--odin-temperatures", minimum=0, strict=True)
+        grid_e = parse_values(odin_eps, "--odin-eps", minimum=0, strict=False)
+        _odin_val_sources(odin_val, sources)
+    return OODRequest(ood, tuple(names), limit, temperature, eps, seed, recon_features, recon_epochs, recon_limit,
+                      odin_grid, odin_val, tuple(grid_t), tuple(grid_e), tuple(group_map.items()))
 
 
 @torch.no_grad()
@@ -79,201 +136,308 @@ def predict(model: nn.Module, x: torch.Tensor) -> torch.Tensor:
     return torch.cat([model(x[i: i + BATCH].float().div(255)).argmax(1) for i in range(0, len(x), BATCH)])
 
 
-def _table(rows: list[tuple[str, str, dict[str, float]]], caption: str) -> str:
-    lines = [caption, "", "| OOD set | method | " + " | ".join(h for _, h in COLUMNS) + " |",
-             "|---|---|" + "---:|" * len(COLUMNS)]
-    for name, method, m in rows:
-        lines.append(f"| {name} | {method} | " + " | ".join(f"{m[k]:.4f}" for k, _ in COLUMNS) + " |")
-    return "\n".join(lines) + "\n"
-
-
-def _odin_val_sources(odin_val: str, tests: list[OODSource]) -> dict[str, OODSource]:
+def _odin_val_sources(odin_val: str, tests: list[OODSource], id_dataset: str = "") -> dict[str, OODSource]:
     """test set slug -> the OOD validation source its tuned ODIN point is chosen on."""
     if odin_val.strip() == "same":
         return {t.slug: t for t in tests}
     try:
-        vals = parse_sources(odin_val)
+        vals = parse_sources(odin_val, id_dataset)
     except OODError:
         raise OODError(f"unknown --odin-val {odin_val!r}; use same (each OOD set's own disjoint validation images) "
-                       "or one OOD set name: noise, heldout, a dataset (its train split) or imagefolder:PATH") from None
+                       "or one OOD set name: noise, gaussian, heldout, fgsm[:EPS], a dataset (its train split; "
+                       "tiny_imagenet: its val images) or imagefolder:PATH") from None
     if len(vals) != 1:
         raise OODError(f"--odin-val {odin_val!r} names {len(vals)} sets; name one (or `same`)")
     return {t.slug: vals[0] for t in tests}
 
 
+@dataclass
+class _Job:
+    """One run being evaluated: the model, its ID images and their scores, and what has been written."""
+
+    req: OODRequest
+    run: Any  # dla.train.restore.TrainedRun
+    out: Path
+    id_x: torch.Tensor  # (N, C, H, W) uint8: the ID test images scored
+    options: dict[str, dict[str, Any]]
+    id_scores: dict[str, np.ndarray] = field(default_factory=dict)
+    paths: list[Path] = field(default_factory=list)
+    id_tuned: dict[str, np.ndarray] = field(default_factory=dict)  # validation slug -> tuned ODIN ID scores
+
+    @property
+    def model(self) -> nn.Module:
+        return self.run.model
+
+    @property
+    def name(self) -> str:
+        return f"{self.run.path.parent.name}/{self.run.path.name}"
+
+    def scores(self, x: torch.Tensor, what: str) -> dict[str, np.ndarray]:
+        from dla.tracking import progress
+
+        xf = x.float().div(255)
+        # One bar step per score method (terminals only; CI logs keep the plain `log` lines).
+        return {m: score(self.model, xf, m, batch_size=BATCH, **self.options[m]).double().numpy()
+                for m in progress(self.req.methods, total=len(self.req.methods), desc=f"{what} scores")}
+
+
 def ood_run(run_dir: str | Path, ood: str = "fashion_mnist,noise", methods: str | Sequence[str] = DEFAULT_METHODS,
-            *, limit: int = 2000, temperature: float = 1000.0, eps: float = 0.0014, data_root: Path | None = None,
-            seed: int = 0, recon_features: bool = False, recon_epochs: int = 3, recon_limit: int = 10000,
-            odin_grid: bool = False, odin_val: str = "same",
-            odin_temperatures: str | Sequence[float] = TEMPERATURES, odin_eps: str | Sequence[float] = EPS,
-            log: Callable[[str], Any] = print) -> OODReport:
+            *, data_root: Path | None = None, log: Callable[[str], Any] = print, **options: Any) -> OODReport:
     """Score ID vs every OOD set with every method; write RUN_DIR/ood/ (see the module docstring).
 
-    `odin_grid=True` also tunes ODIN (`dla.ood.odin_grid`) on validation data and adds an "odin tuned" row per
-    OOD set. Validation ID = the run's validation split (carved from train, never the test images scored here).
-    Validation OOD (`odin_val`): "same" (default) = for each test OOD set, disjoint images of the same source (a
-    dataset's train split, another noise stream, the held-out classes' training images): Liang et al.'s protocol,
-    which assumes a sample of the OOD distribution one will meet; or one named set for every test set (e.g.
-    "noise"), the stricter protocol where the test OOD distribution is never seen."""
+    `options` are `make_request`'s: limit, temperature, eps, seed, recon_*, odin_grid, odin_val, odin_temperatures,
+    odin_eps, groups. `odin_grid=True` also tunes ODIN (`dla.ood.odin_grid`) on validation data and adds an "odin
+    tuned" row per OOD set. Validation ID = the run's validation split (carved from train, never the test images
+    scored here). Validation OOD (`odin_val`): "same" (default) = for each test OOD set, disjoint images of the
+    same source (a dataset's train split, tiny_imagenet's val images, another noise stream, the held-out classes'
+    training images, FGSM on the ID validation images): Liang et al.'s protocol, which assumes a sample of the OOD
+    distribution one will meet; or one named set for every test set (e.g. "noise"), the stricter protocol where
+    the test OOD distribution is never seen."""
     from dla.data import resolve_data_root
-    from dla.data.files import atomic_write
-    from dla.ood.plots import (
-        plot_histogram,
-        plot_odin_grid,
-        plot_ood_predictions,
-        plot_pr,
-        plot_roc,
-        plot_sorted,
-    )
-    from dla.ood.recon import autoencoder_for_run, penultimate
-    from dla.report.plots import plot_confusion
-    from dla.runs import write_json
-    from dla.tracking import progress
-    from dla.train.metrics import classification_metrics, confusion_matrix
     from dla.train.restore import load_trained
 
-    names = parse_methods(methods)
-    sources = parse_sources(ood)
-    _check_request(names, limit, temperature, eps, recon_features, recon_epochs)
-    if not odin_grid and odin_val.strip() != "same":
-        raise OODError(f"--odin-val {odin_val} applies to the ODIN grid; add --odin-grid")
-    if odin_grid:
-        grid_t = parse_values(odin_temperatures, "--odin-temperatures", minimum=0, strict=True)
-        grid_e = parse_values(odin_eps, "--odin-eps", minimum=0, strict=False)
-        val_of = _odin_val_sources(odin_val, sources)
+    req = make_request(ood, methods, **options)
     root = data_root or resolve_data_root()
-    run = load_trained(run_dir, root)
-    model, splits = run.model, run.splits
-    shape, classes = splits.input_shape, splits.classes
-    if recon_features and not callable(getattr(model, "features", None)):
-        penultimate(model, torch.zeros(1, *shape))  # raises the one-line "has no features" error
-    id_x = splits.test.x[:limit] if limit else splits.test.x  # (N, C, H, W) uint8
-    id_y = splits.test.y[: len(id_x)]
-    sets = {s.slug: (s, load_ood_set(s, root, shape, limit, seed, splits.heldout)) for s in sources}
-    val_sets: dict[str, tuple[OODSource, Any]] = {}
-    if odin_grid:
+    return evaluate(load_trained(Path(run_dir), root), req, root, log)
+
+
+def _load_sets(req: OODRequest, run: Any, root: Path, sources: list[OODSource], val_of: dict[str, OODSource],
+               id_data: IDData) -> tuple[dict[str, tuple[OODSource, ImageSet]], dict[str, tuple[OODSource, ImageSet]]]:
+    """(test OOD sets, ODIN validation OOD sets) by slug, all loaded before anything is written."""
+    splits, shape = run.splits, run.splits.input_shape
+    sets = {s.slug: (s, load_ood_set(s, root, shape, req.limit, req.seed, id_data)) for s in sources}
+    val_sets: dict[str, tuple[OODSource, ImageSet]] = {}
+    if req.odin_grid:
         if len(splits.val) == 0:
             raise OODError("--odin-grid tunes on the run's validation split, and this run has none "
                            "(data.val_size=0); retrain with a validation split")
         for v in dict.fromkeys(val_of.values()):
-            val_sets[v.slug] = (v, load_validation_set(v, root, shape, limit, seed, id_dataset=splits.spec.name,
+            val_sets[v.slug] = (v, load_validation_set(v, root, shape, req.limit, req.seed,
+                                                       id_dataset=splits.spec.name,
                                                        id_classes=list(run.cfg.data.classes or []),
-                                                       test_sources=sources))
+                                                       test_sources=sources, run=id_data))
+    return sets, val_sets
 
-    out = run.path / "ood"
-    options: dict[str, dict[str, Any]] = {m: {} for m in names}
-    if "odin" in names:
-        options["odin"] = {"temperature": temperature, "eps": eps}
-    if "recon" in names:
-        mode = "features" if recon_features else "pixels"
-        train_x = splits.train.x[:recon_limit] if recon_limit else splits.train.x
-        ae = autoencoder_for_run(out, train_x, mode, model, epochs=recon_epochs, seed=seed, log=log)
+
+def _score_options(req: OODRequest, run: Any, out: Path, log: Callable[[str], Any]) -> dict[str, dict[str, Any]]:
+    from dla.ood.recon import autoencoder_for_run
+
+    options: dict[str, dict[str, Any]] = {m: {} for m in req.methods}
+    if "odin" in req.methods:
+        options["odin"] = {"temperature": req.temperature, "eps": req.eps}
+    if "recon" in req.methods:
+        mode = "features" if req.recon_features else "pixels"
+        train_x = run.splits.train.x[:req.recon_limit] if req.recon_limit else run.splits.train.x
+        ae = autoencoder_for_run(out, train_x, mode, run.model, epochs=req.recon_epochs, seed=req.seed, log=log)
         options["recon"] = {"autoencoder": ae}
+    return options
 
-    def scores_of(x: torch.Tensor, what: str) -> dict[str, np.ndarray]:
-        xf = x.float().div(255)
-        # One bar step per score method (terminals only; CI logs keep the plain `log` lines).
-        return {m: score(model, xf, m, batch_size=BATCH, **options[m]).double().numpy()
-                for m in progress(names, total=len(names), desc=f"{what} scores")}
 
-    log(f"scoring {len(id_x)} ID test images ({splits.spec.name}) with {', '.join(names)}...")
-    id_scores = scores_of(id_x, "ID")
-    id_pred = predict(model, id_x)
-    cm = confusion_matrix(id_y, id_pred, len(classes))  # (K, K): row = true, column = predicted
-    id_stats = classification_metrics(cm)
+@dataclass
+class Prepared:
+    """One run's request checked and its data loaded, nothing written yet (`prepare`); `score_prepared` goes on."""
 
-    run_name = f"{run.path.parent.name}/{run.path.name}"
-    paths = [out / "confusion_id.png"]
-    plot_confusion(cm.numpy(), classes, paths[0],
-                   title=f"ID ({splits.spec.name}) test confusion, {100 * id_stats['accuracy']:.2f}% accuracy")
-    rows: list[tuple[str, str, dict[str, float]]] = []
-    results: dict[str, Any] = {
-        "run": run_name,
-        "id": {"dataset": splits.spec.name, "n": len(id_x), "accuracy": id_stats["accuracy"], "classes": classes},
-        "settings": {"limit": limit, "seed": seed, "methods": names, "temperature": temperature, "eps": eps,
-                     "recon": ({"mode": "features" if recon_features else "pixels", "epochs": recon_epochs,
-                                "train_images": min(recon_limit or len(splits.train), len(splits.train))}
-                               if "recon" in names else None)},
+    run: Any  # dla.train.restore.TrainedRun
+    req: OODRequest
+    id_x: torch.Tensor  # (N, C, H, W) uint8: the ID test images scored
+    val_of: dict[str, OODSource]  # test set slug -> its ODIN validation source
+    sets: dict[str, tuple[OODSource, ImageSet]]
+    val_sets: dict[str, tuple[OODSource, ImageSet]]
+
+
+def prepare(run: Any, req: OODRequest, root: Path) -> Prepared:
+    """Check `req` against a loaded run (`dla.train.restore.TrainedRun`) and load every OOD set; no writes."""
+    from dla.ood.recon import penultimate
+
+    splits = run.splits
+    sources = parse_sources(req.ood, splits.spec.name, dict(req.groups))
+    val_of = _odin_val_sources(req.odin_val, sources, splits.spec.name) if req.odin_grid else {}
+    if req.recon_features and not callable(getattr(run.model, "features", None)):
+        penultimate(run.model, torch.zeros(1, *splits.input_shape))  # raises the one-line "has no features" error
+    id_x = splits.test.x[:req.limit] if req.limit else splits.test.x
+    id_data = IDData(run.model, ImageSet(id_x, splits.test.y[: len(id_x)], splits.classes), splits.val,
+                     splits.heldout)
+    sets, val_sets = _load_sets(req, run, root, sources, val_of, id_data)
+    return Prepared(run, req, id_x, val_of, sets, val_sets)
+
+
+def evaluate(run: Any, req: OODRequest, root: Path, log: Callable[[str], Any] = print) -> OODReport:
+    """`dla ood` on one loaded run: everything checked and loaded, then scored and written to RUN_DIR/ood/."""
+    return score_prepared(prepare(run, req, root), log)
+
+
+def score_prepared(p: Prepared, log: Callable[[str], Any] = print) -> OODReport:
+    """Score a prepared run with every method, tune ODIN if asked, and write RUN_DIR/ood/."""
+    req, run = p.req, p.run
+    out = run.path / "ood"
+    job = _Job(req, run, out, p.id_x, _score_options(req, run, out, log))
+    log(f"scoring {len(p.id_x)} ID test images ({run.splits.spec.name}) with {', '.join(req.methods)}...")
+    job.id_scores = job.scores(p.id_x, "ID")
+    results = _id_results(job)
+    grids = _odin_grids(job, p.val_sets, results, log) if req.odin_grid else {}
+    rows: list[Row] = []
+    for source, data in p.sets.values():
+        log(f"scoring {len(data)} OOD images ({source.name})...")
+        set_rows, results["ood"][source.name] = _evaluate_set(job, source, data, grids, p.val_of)
+        rows += set_rows
+    results["groups"] = groups_json(rows)
+    return _write(job, results, rows, p.val_sets)
+
+
+def _id_results(job: _Job) -> dict[str, Any]:
+    """results.json's run, id and settings sections, and the ID confusion matrix plot."""
+    from dla.report.plots import plot_confusion
+    from dla.train.metrics import classification_metrics, confusion_matrix
+
+    req, splits = job.req, job.run.splits
+    cm = confusion_matrix(splits.test.y[: len(job.id_x)], predict(job.model, job.id_x), len(splits.classes))
+    stats = classification_metrics(cm)  # cm (K, K): row = true, column = predicted
+    job.paths.append(job.out / "confusion_id.png")
+    plot_confusion(cm.numpy(), splits.classes, job.paths[-1],
+                   title=f"ID ({splits.spec.name}) test confusion, {100 * stats['accuracy']:.2f}% accuracy")
+    recon = ({"mode": "features" if req.recon_features else "pixels", "epochs": req.recon_epochs,
+              "train_images": min(req.recon_limit or len(splits.train), len(splits.train))}
+             if "recon" in req.methods else None)
+    return {
+        "run": job.name,
+        "id": {"dataset": splits.spec.name, "n": len(job.id_x), "accuracy": stats["accuracy"],
+               "classes": splits.classes},
+        "settings": {"limit": req.limit, "seed": req.seed, "methods": list(req.methods),
+                     "temperature": req.temperature, "eps": req.eps, "recon": recon,
+                     "inverted_auroc": INVERTED_AUROC},
         "ood": {},
     }
+
+
+def _odin_grids(job: _Job, val_sets: dict[str, tuple[OODSource, ImageSet]], results: dict[str, Any],
+                log: Callable[[str], Any]) -> dict[str, OdinGrid]:
+    """One T x eps grid per validation OOD set, on ID *validation* images (the run's val split) only."""
+    from dla.data.files import atomic_write
+    from dla.ood.plots import plot_odin_grid
+
+    req, splits, out = job.req, job.run.splits, job.out
+    id_val = splits.val.x[:req.limit] if req.limit else splits.val.x
+    results["odin_grid"] = {"id_validation": {"split": "val", "n": len(id_val)}, "validation": req.odin_val,
+                            "grids": {}}
     grids: dict[str, OdinGrid] = {}
-    if odin_grid:
-        id_val = splits.val.x[:limit] if limit else splits.val.x
-        results["odin_grid"] = {"id_validation": {"split": "val", "n": len(id_val)}, "validation": odin_val,
-                                "grids": {}}
-        for vslug, (vsource, vdata) in val_sets.items():
-            log(f"ODIN grid: {len(grid_t)} T x {len(grid_e)} eps on {len(id_val)} ID validation images and "
-                f"{len(vdata)} {vsource.name} validation images...")
-            g = tune_odin(model, id_val.float().div(255), vdata.x.float().div(255), grid_t, grid_e,
-                          batch_size=BATCH, progress_desc=f"ODIN grid ({vsource.name})")
-            grids[vslug] = g
-            plot_odin_grid(g.metrics["auroc"], g.temperatures, [eps_label(e) for e in g.eps], g.chosen,
-                           out / f"odin_grid_{vslug}.png",
-                           f"{run_name}: ODIN validation AUROC, ID {splits.spec.name} val vs {vsource.name} "
-                           f"(validation)\nchosen: T={g.chosen_temperature:g}, eps={eps_label(g.chosen_eps)}")
-            with atomic_write(out / f"odin_grid_{vslug}.csv", "w") as f:
-                f.write(g.to_csv())
-            paths.append(out / f"odin_grid_{vslug}.png")
-            results["odin_grid"]["grids"][vsource.name] = {"n_ood": len(vdata), **g.to_json()}
-    tuned_name = "odin tuned"
-    id_tuned: dict[str, np.ndarray] = {}
+    for vslug, (vsource, vdata) in val_sets.items():
+        log(f"ODIN grid: {len(req.grid_t)} T x {len(req.grid_e)} eps on {len(id_val)} ID validation images and "
+            f"{len(vdata)} {vsource.name} validation images...")
+        g = tune_odin(job.model, id_val.float().div(255), vdata.x.float().div(255), req.grid_t, req.grid_e,
+                      batch_size=BATCH, progress_desc=f"ODIN grid ({vsource.name})")
+        grids[vslug] = g
+        plot_odin_grid(g.metrics["auroc"], g.temperatures, [eps_label(e) for e in g.eps], g.chosen,
+                       out / f"odin_grid_{vslug}.png",
+                       f"{job.name}: ODIN validation AUROC, ID {splits.spec.name} val vs {vsource.name} "
+                       f"(validation)\nchosen: T={g.chosen_temperature:g}, eps={eps_label(g.chosen_eps)}")
+        with atomic_write(out / f"odin_grid_{vslug}.csv", "w") as f:
+            f.write(g.to_csv())
+        job.paths.append(out / f"odin_grid_{vslug}.png")
+        results["odin_grid"]["grids"][vsource.name] = {"n_ood": len(vdata), **g.to_json()}
+    return grids
 
-    for slug, (source, data) in sets.items():
-        log(f"scoring {len(data)} OOD images ({source.name})...")
-        ood_scores = scores_of(data.x, source.name)
-        pred = predict(model, data.x).numpy()
-        per_method = {m: ood_metrics(id_scores[m], ood_scores[m]) for m in names}
-        rows += [(source.name, m, per_method[m]) for m in names]
-        results["ood"][source.name] = {
-            "n": len(data),
-            "methods": per_method,
-            "predicted_class_fraction": (np.bincount(pred, minlength=len(classes)) / len(pred)).tolist(),
-        }
-        pairs = {m: (id_scores[m], ood_scores[m]) for m in names}
-        if odin_grid:  # the point chosen on validation data, now scored on the test pair
-            vsource = val_of[slug]
-            g = grids[vsource.slug]
-            kw = {"temperature": g.chosen_temperature, "eps": g.chosen_eps}
-            if vsource.slug not in id_tuned:
-                id_tuned[vsource.slug] = score(model, id_x.float().div(255), "odin", batch_size=BATCH,
-                                               **kw).double().numpy()
-            tuned = score(model, data.x.float().div(255), "odin", batch_size=BATCH, **kw).double().numpy()
-            m_tuned = ood_metrics(id_tuned[vsource.slug], tuned)
-            label = f"{tuned_name} (T={g.chosen_temperature:g}, eps={eps_label(g.chosen_eps)})"
-            rows.append((source.name, label, m_tuned))
-            results["ood"][source.name]["odin_tuned"] = {"validation_ood": vsource.name, **kw, **m_tuned}
-            pairs[tuned_name] = (id_tuned[vsource.slug], tuned)
-        folder = out / slug
-        title = f"{run_name}: ID {splits.spec.name} vs OOD {source.name}"
-        plot_roc(pairs, folder / "roc.png", title)
-        plot_pr(pairs, folder / "pr.png", title)
-        paths += [folder / "roc.png", folder / "pr.png"]
-        for m in [*names, *([tuned_name] if odin_grid else [])]:
-            f = m.replace(" ", "_")
-            plot_histogram(*pairs[m], folder / f"hist_{f}.png", m, source.name, title)
-            plot_sorted(*pairs[m], folder / f"sorted_{f}.png", m, source.name, title)
-            paths += [folder / f"hist_{f}.png", folder / f"sorted_{f}.png"]
-        labelled = source.dataset != "noise"
-        present = np.unique(data.y.numpy())
-        plot_ood_predictions(
-            pred, classes, folder / "confusion_ood.png",
-            f"{run_name}: where {len(pred)} {source.name} images are classified",
-            true=np.searchsorted(present, data.y.numpy()) if labelled else None,
-            ood_classes=[data.classes[i] for i in present] if labelled else None)
-        paths.append(folder / "confusion_ood.png")
 
-    caption = (f"ID: {splits.spec.name} test ({len(id_x)} images, {100 * id_stats['accuracy']:.2f}% accuracy), "
-               f"run {run_name}. ID is the positive class; FPR95 = OOD accepted at 95% ID kept (lower is better)."
-               + (f" recon: {'feature' if recon_features else 'pixel'} autoencoder." if "recon" in names else "")
-               + (f" odin: T={temperature:g}, eps={eps:g}." if "odin" in names else "")
-               + (f" odin tuned: the best validation AUROC over {len(grid_t)} T x {len(grid_e)} eps, ID validation "
-                  f"= the run's val split, OOD validation = "
-                  + ("each set's own disjoint images (dataset train split / other noise stream / held-out "
-                     "classes' train images)" if odin_val.strip() == "same" else
-                     f"{next(iter(val_sets.values()))[0].name} (train split / other noise stream)") + "."
-                  if odin_grid else ""))
-    table = _table(rows, caption)
-    with atomic_write(out / "table.md", "w") as f:
+def _tuned(job: _Job, data: ImageSet, vsource: OODSource, g: OdinGrid) -> tuple[dict[str, Any], np.ndarray]:
+    """ODIN at the grid's chosen (T, eps), on the ID test images and this OOD set: (metrics, OOD scores)."""
+    kw = {"temperature": g.chosen_temperature, "eps": g.chosen_eps}
+    if vsource.slug not in job.id_tuned:
+        job.id_tuned[vsource.slug] = score(job.model, job.id_x.float().div(255), "odin", batch_size=BATCH,
+                                           **kw).double().numpy()
+    tuned = score(job.model, data.x.float().div(255), "odin", batch_size=BATCH, **kw).double().numpy()
+    m = ood_metrics(job.id_tuned[vsource.slug], tuned)
+    return {"validation_ood": vsource.name, **kw, **m, "inverted": is_inverted(m)}, tuned
+
+
+def _evaluate_set(job: _Job, source: OODSource, data: ImageSet, grids: dict[str, OdinGrid],
+                  val_of: dict[str, OODSource]) -> tuple[list[Row], dict[str, Any]]:
+    """One OOD set: its rows, its results.json entry, its plots."""
+    names = job.req.methods
+    ood_scores = job.scores(data.x, source.name)
+    pred = predict(job.model, data.x).numpy()
+    per_method = {m: ood_metrics(job.id_scores[m], ood_scores[m]) for m in names}
+    rows = [Row(source.group, source.name, m, m, per_method[m]) for m in names]
+    entry: dict[str, Any] = {
+        "n": len(data),
+        "group": source.group,
+        "methods": {m: {**v, "inverted": is_inverted(v)} for m, v in per_method.items()},
+        "predicted_class_fraction": (np.bincount(pred, minlength=len(job.run.splits.classes)) / len(pred)).tolist(),
+    }
+    if source.dataset == "fgsm":
+        entry["eps"] = source.eps
+    pairs = {m: (job.id_scores[m], ood_scores[m]) for m in names}
+    if job.req.odin_grid:  # the point chosen on validation data, now scored on the test pair
+        g = grids[val_of[source.slug].slug]
+        entry["odin_tuned"], tuned = _tuned(job, data, val_of[source.slug], g)
+        label = f"{TUNED} (T={g.chosen_temperature:g}, eps={eps_label(g.chosen_eps)})"
+        rows.append(Row(source.group, source.name, TUNED, label,
+                        {k: entry["odin_tuned"][k] for k in ("auroc", "aupr_in", "aupr_out", "fpr95")}))
+        pairs[TUNED] = (job.id_tuned[val_of[source.slug].slug], tuned)
+    _plot_set(job, source, data, pairs, pred)
+    return rows, entry
+
+
+def _plot_set(job: _Job, source: OODSource, data: ImageSet, pairs: dict[str, tuple[np.ndarray, np.ndarray]],
+              pred: np.ndarray) -> None:
+    from dla.ood.plots import plot_histogram, plot_ood_predictions, plot_pr, plot_roc, plot_sorted
+
+    folder = job.out / source.slug
+    title = f"{job.name}: ID {job.run.splits.spec.name} vs OOD {source.name}"
+    plot_roc(pairs, folder / "roc.png", title)
+    plot_pr(pairs, folder / "pr.png", title)
+    job.paths += [folder / "roc.png", folder / "pr.png"]
+    for m in pairs:
+        f = m.replace(" ", "_")
+        plot_histogram(*pairs[m], folder / f"hist_{f}.png", m, source.name, title)
+        plot_sorted(*pairs[m], folder / f"sorted_{f}.png", m, source.name, title)
+        job.paths += [folder / f"hist_{f}.png", folder / f"sorted_{f}.png"]
+    # Noise has no classes, and tiny_imagenet's test images have no labels (-1): those get the bar chart only.
+    labelled = source.dataset not in NOISE and bool((data.y >= 0).all())
+    present = np.unique(data.y.numpy())
+    plot_ood_predictions(
+        pred, job.run.splits.classes, folder / "confusion_ood.png",
+        f"{job.name}: where {len(pred)} {source.name} images are classified",
+        true=np.searchsorted(present, data.y.numpy()) if labelled else None,
+        ood_classes=[data.classes[i] for i in present] if labelled else None)
+    job.paths.append(folder / "confusion_ood.png")
+
+
+def _caption(job: _Job, results: dict[str, Any], val_sets: dict[str, tuple[OODSource, ImageSet]]) -> str:
+    req, names = job.req, job.req.methods
+    used = "; ".join(f"{v.name}, {validation_kind(v)}" for v, _ in val_sets.values())
+    grid = (f" odin tuned: the best validation AUROC over {len(req.grid_t)} T x {len(req.grid_e)} eps, ID validation "
+            f"= the run's val split, OOD validation = {'each set' if req.odin_val.strip() == 'same' else 'one set'}'s "
+            f"own images, never its test images ({used}).")
+    return (f"ID: {results['id']['dataset']} test ({len(job.id_x)} images, {100 * results['id']['accuracy']:.2f}% "
+            f"accuracy), run {job.name}. ID is the positive class; FPR95 = OOD accepted at 95% ID kept (lower is "
+            "better). Groups as in OpenOOD (near: new classes, same kind of images; far: other kinds of images; "
+            "adversarial: attacked ID images); a group's mean row averages its sets."
+            + (f" recon: {'feature' if req.recon_features else 'pixel'} autoencoder." if "recon" in names else "")
+            + (f" odin: T={req.temperature:g}, eps={req.eps:g}." if "odin" in names else "")
+            + (grid if req.odin_grid else ""))
+
+
+def _write(job: _Job, results: dict[str, Any], rows: list[Row],
+           val_sets: dict[str, tuple[OODSource, ImageSet]]) -> OODReport:
+    from dla.data.files import atomic_write
+    from dla.runs import write_json
+
+    table = ood_table(rows, _caption(job, results, val_sets))
+    with atomic_write(job.out / "table.md", "w") as f:
         f.write(table)
-    write_json(out / "results.json", results)
-    return OODReport(out, results, table, paths)
+    write_json(job.out / "results.json", results)
+    return OODReport(job.out, results, table, job.paths, table_rows(rows))
+
+
+def ood_path(path: str | Path, req: OODRequest, data_root: Path | None = None,
+             log: Callable[[str], Any] = print) -> tuple[Path, str]:
+    """`dla ood` on a run folder, or on every finished run of a sweep folder: (output folder, Markdown text)."""
+    from dla.data import resolve_data_root
+    from dla.ood.sweep import ood_sweep
+    from dla.report.collect import is_sweep_dir
+    from dla.train.restore import load_trained
+
+    path, root = Path(path), data_root or resolve_data_root()
+    if is_sweep_dir(path):
+        return ood_sweep(path, req, root, log)
+    report = evaluate(load_trained(path, root), req, root, log)
+    return report.folder, report.table

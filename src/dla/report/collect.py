@@ -190,6 +190,42 @@ def config_differences(runs: Sequence[Run]) -> list[tuple[str, list[str]]]:
     return [(k, [f.get(k, missing) for f in flats]) for k in keys if len({f.get(k, missing) for f in flats}) > 1]
 
 
+# ---------------------------------------------------------------------------------------------------------------
+# Sweep folders for the commands that evaluate trained runs (`dla attack`, `dla ood`, `dla explain`)
+
+
+def is_sweep_dir(path: Path) -> bool:
+    """A folder of run folders (a sweep), not itself a run: no config.yaml, some subfolder with one."""
+    return path.is_dir() and not (path / "config.yaml").is_file() and any(
+        (p / "config.yaml").is_file() for p in path.iterdir() if p.is_dir())
+
+
+def sweep_runs(sweep_dir: Path) -> tuple[list[Path], list[Path]]:
+    """(finished run folders, unfinished ones) directly under a sweep folder, in the sweep's order (sweep.csv's
+    rows, so the table lists configs as the experiment does: standard first), then by name."""
+    order: dict[str, int] = {}
+    if (sweep_dir / "sweep.csv").is_file():
+        with open(sweep_dir / "sweep.csv", newline="") as f:
+            order = {row.get("run", ""): i for i, row in enumerate(csv.DictReader(f))}
+    runs = sorted((p for p in sweep_dir.iterdir() if p.is_dir() and (p / "config.yaml").is_file()),
+                  key=lambda p: (order.get(p.name, len(order)), p.name))
+    return [p for p in runs if (p / "results.json").is_file()], [p for p in runs if not (p / "results.json").is_file()]
+
+
+def finished_sweep_runs(sweep_dir: Path) -> tuple[list[Path], list[Path]]:
+    """`sweep_runs`, or one line when no run of the sweep has finished."""
+    finished, unfinished = sweep_runs(sweep_dir)
+    if not finished:
+        raise RunDirError(f"sweep {sweep_dir} has no finished run (none has results.json); finish it with "
+                          "`dla sweep EXPERIMENT --name NAME` first")
+    return finished, unfinished
+
+
+def group_name(run_name: str) -> str:
+    """'variant=adversarial,seed=2' -> 'variant=adversarial': the sweep's config, without the seed."""
+    return ",".join(p for p in run_name.split(",") if not p.startswith("seed=")) or "all"
+
+
 def read_json(path: Path) -> dict[str, Any] | None:
     try:
         data = json.loads(path.read_text())

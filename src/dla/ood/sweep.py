@@ -1,0 +1,53 @@
+"""`dla ood SWEEP_DIR`: every finished run of a sweep scored as `dla ood RUN_DIR` scores one, then one table with
+each row's metrics as mean ± sample std over the runs of each config (the sweep's points without the seed).
+
+Each run gets its own RUN/ood/ (table, plots, results.json). SWEEP_DIR/ood/ gets summary.md (the table) and
+results.json (every run's per-set and per-group numbers). Every run is loaded and checked before any is scored,
+so a sweep holding a broken run fails with one line before anything is written.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+from dla.ood.tables import Row, sweep_table
+
+
+def ood_sweep(sweep_dir: Path, req: Any, root: Path, log: Callable[[str], Any] = print) -> tuple[Path, str]:
+    """Score every finished run of `sweep_dir` with `req` (`dla.ood.run.OODRequest`): (SWEEP_DIR/ood, summary)."""
+    from dla.data.files import atomic_write
+    from dla.ood.run import prepare, score_prepared
+    from dla.report.collect import finished_sweep_runs, group_name
+    from dla.runs import write_json
+    from dla.train.restore import load_trained
+
+    finished, unfinished = finished_sweep_runs(sweep_dir)
+    # Every run loaded, checked and its OOD sets loaded before any is scored: a bad request writes nothing.
+    prepared = [prepare(load_trained(p, root), req, root) for p in finished]
+    configs: dict[str, list[list[Row]]] = {}
+    per_run: dict[str, dict[str, Any]] = {}
+    for i, p in enumerate(prepared):
+        run = p.run
+        log(f"run {i + 1} of {len(prepared)}: {run.path.name}")
+        report = score_prepared(p, log)
+        configs.setdefault(group_name(run.path.name), []).append(report.rows)
+        per_run[run.path.name] = {k: report.results[k] for k in ("id", "ood", "groups")}
+    first = next(iter(per_run.values()))["id"]
+    caption = (f"ID: {first['dataset']} test, the first {first['n']} images of each run's test split and of each "
+               "OOD set, best checkpoint of each run. Each cell: mean ± sample std over the config's n runs; a "
+               "group's mean row is each run's mean over the group's sets, then mean ± std over the runs."
+               + (" odin tuned: each run's own validation-chosen (T, eps)." if req.odin_grid else ""))
+    name = f"{sweep_dir.parent.name}/{sweep_dir.name}"
+    text = f"# {name}: OOD detection\n\n" + sweep_table(list(configs.items()), caption)
+    if unfinished:
+        text += f"\nNot scored (unfinished runs): {', '.join(p.name for p in unfinished)}\n"
+    folder = sweep_dir / "ood"
+    folder.mkdir(parents=True, exist_ok=True)
+    write_json(folder / "results.json", {"sweep": str(sweep_dir), "settings": {"ood": req.ood,
+                                         "methods": list(req.methods), "limit": req.limit, "seed": req.seed,
+                                         "odin_grid": req.odin_grid}, "runs": per_run})
+    with atomic_write(folder / "summary.md", "w") as f:
+        f.write(text)
+    return folder, text

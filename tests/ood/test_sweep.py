@@ -1,0 +1,82 @@
+"""`dla ood SWEEP_DIR`: every finished run scored, one table of mean ± sample std per config, checked by hand."""
+
+from __future__ import annotations
+
+import json
+import shutil
+import statistics
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from dla.sweep import run_sweep
+
+from ..conftest import DATA_ROOT, QUICK, needs_mnist, one_line_error, run_cli
+
+ARGS = [*QUICK, "train.epochs=1", "model.depth=1,2", "seed=0,1", "tracking.tensorboard=false"]
+RUNS = ["depth=1,seed=0", "depth=1,seed=1", "depth=2,seed=0", "depth=2,seed=1"]
+
+
+@pytest.fixture(scope="module")
+def sweep(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
+    yield run_sweep("mnist_mlp", ARGS, tmp_path_factory.mktemp("runs"), DATA_ROOT, "s", progress_mode="off")
+
+
+def _line(text: str, *cells: str) -> str:
+    (line,) = [ln for ln in text.splitlines() if ln.startswith("| " + " | ".join(cells) + " |")]
+    return line
+
+
+def _ms(values: list[float]) -> str:
+    return f"{statistics.fmean(values):.4f} ± {statistics.stdev(values):.4f}"
+
+
+@needs_mnist
+def test_a_sweep_folder_is_one_table_of_mean_and_std_over_its_runs(capsys: pytest.CaptureFixture[str], sweep: Path,
+                                                                   tmp_path: Path) -> None:
+    copy = tmp_path / "s"
+    shutil.copytree(sweep, copy)
+    unfinished = copy / "depth=3,seed=0"
+    unfinished.mkdir()
+    shutil.copy(copy / RUNS[0] / "config.yaml", unfinished / "config.yaml")
+    code, out, err = run_cli(capsys, "ood", str(copy), "--ood", "noise,gaussian,fgsm:8/255", "--methods",
+                             "msp,energy", "--limit", "100")
+    assert code == 0, err
+    folder = copy / "ood"
+    assert out == (folder / "summary.md").read_text() + f"ood folder: {folder}\n"
+    assert "Not scored (unfinished runs): depth=3,seed=0" in out and not (unfinished / "ood").exists()
+    per_run = json.loads((folder / "results.json").read_text())["runs"]
+    assert list(per_run) == RUNS  # the sweep's order
+    mine = {name: json.loads((copy / name / "ood" / "results.json").read_text()) for name in RUNS}
+    assert all(per_run[n]["ood"] == mine[n]["ood"] for n in RUNS)  # each run has its own ood/ folder too
+    for config, names in (("depth=1", RUNS[:2]), ("depth=2", RUNS[2:])):
+        for s, group in (("noise", "far"), ("gaussian", "far"), ("fgsm:8/255", "adversarial")):
+            for method in ("msp", "energy"):
+                values = [mine[n]["ood"][s]["methods"][method] for n in names]
+                line = _line(out, config, group, s, method)
+                auroc = _ms([v["auroc"] for v in values])
+                mark = " †" if statistics.fmean(v["auroc"] for v in values) <= 0.4 else ""
+                assert line == (f"| {config} | {group} | {s} | {method} | {auroc}{mark} | "
+                                + " | ".join(_ms([v[k] for v in values]) for k in ("aupr_in", "aupr_out", "fpr95"))
+                                + " | 2 |"), line
+            # the far group's mean row: each run's mean over noise and gaussian, then mean ± std over the runs
+            means = [statistics.fmean(mine[n]["ood"][x]["methods"]["msp"]["fpr95"] for x in ("noise", "gaussian"))
+                     for n in names]
+            assert _line(out, config, "far", "mean of 2 sets", "msp").split(" | ")[7] == _ms(means)
+            assert [mine[n]["groups"]["far"]["methods"]["msp"]["fpr95"] for n in names] == pytest.approx(means)
+    assert "| config | group | OOD set | method | AUROC | AUPR-in | AUPR-out | FPR95 | n |" in out
+
+
+@needs_mnist
+def test_a_bad_request_on_a_sweep_is_one_line_and_writes_nothing(capsys: pytest.CaptureFixture[str], sweep: Path,
+                                                                 tmp_path: Path) -> None:
+    copy = tmp_path / "s"
+    shutil.copytree(sweep, copy, ignore=shutil.ignore_patterns("ood"))
+    one_line_error(capsys, ["ood", str(copy), "--ood", "cifar11"], "unknown OOD set 'cifar11'")
+    one_line_error(capsys, ["ood", str(copy), "--ood", "heldout"], "--ood heldout needs a run trained on some")
+    assert not list(copy.rglob("ood"))
+    empty = tmp_path / "empty" / "variant=a,seed=0"
+    empty.mkdir(parents=True)
+    shutil.copy(copy / RUNS[0] / "config.yaml", empty / "config.yaml")
+    one_line_error(capsys, ["ood", str(empty.parent)], "has no finished run")
