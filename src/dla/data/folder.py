@@ -1,6 +1,6 @@
 """ImageFolder layout: `<path>/train/<class>/*.png` and `<path>/test/` (or `val/`) beside it.
 
-Images are decoded once by a DataLoader with workers and kept as uint8 tensors, like the other datasets.
+Images are decoded by DataLoader workers (`decoding.py`) and kept as uint8 tensors, like the other datasets.
 A folder without test/ or val/ gets a seeded 20% test split carved from train (see `splits.py`).
 """
 
@@ -8,37 +8,14 @@ from __future__ import annotations
 
 from pathlib import Path
 
-import numpy as np
 import torch
-from torch.utils.data import DataLoader, Dataset
 
+from dla.data.decoding import decode_files
 from dla.data.files import DataError
 from dla.data.registry import ImageSet, LoadContext, register_dataset
 
 IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".bmp", ".gif", ".webp", ".ppm"}
 TEST_FRACTION = 0.2
-
-
-class _Decode(Dataset):
-    def __init__(self, files: list[Path], size: int, channels: int) -> None:
-        self.files, self.size, self.mode = files, size, "L" if channels == 1 else "RGB"
-
-    def __len__(self) -> int:
-        return len(self.files)
-
-    def __getitem__(self, i: int) -> torch.Tensor:
-        from PIL import Image
-
-        try:
-            with Image.open(self.files[i]) as img:
-                img = img.convert(self.mode)
-                if self.size:
-                    img = img.resize((self.size, self.size), Image.BILINEAR)
-                arr = np.asarray(img, dtype=np.uint8)
-        except OSError as exc:
-            raise DataError(f"cannot decode image {self.files[i]}: {exc}") from None
-        arr = arr[:, :, None] if arr.ndim == 2 else arr
-        return torch.from_numpy(arr.copy()).permute(2, 0, 1)  # (C, H, W)
 
 
 def folder_root(ctx: LoadContext) -> Path:
@@ -74,24 +51,14 @@ def load_imagefolder(ctx: LoadContext, train: bool) -> ImageSet:
     train_dir = root / "train"
     if not train_dir.is_dir():
         raise DataError(f"ImageFolder {root} has no train/ folder; expected {root}/train/<class>/<image>")
-    _, _, classes = scan(train_dir)
-    split_dir = train_dir if train else next(root / s for s in ("test", "val") if (root / s).is_dir())
-    files, labels, _ = scan(split_dir, classes)
+    files, labels, classes = scan(train_dir)
+    split_dir = train_dir
+    if not train:
+        split_dir = next(root / s for s in ("test", "val") if (root / s).is_dir())
+        files, labels, _ = scan(split_dir, classes)
     return ImageSet(decode_images(files, ctx, split_dir), torch.tensor(labels, dtype=torch.int64), classes)
 
 
 def decode_images(files: list[Path], ctx: LoadContext, where: Path) -> torch.Tensor:
     """(N, C, H, W) uint8 images, decoded (and resized to data.image_size) in DataLoader workers."""
-    # Batches come back as lists and are stacked here: an error inside a worker would carry its traceback.
-    loader = DataLoader(_Decode(files, ctx.image_size, ctx.channels or 3), batch_size=256,
-                        num_workers=ctx.workers, collate_fn=list)
-    try:
-        images = [img for batch in loader for img in batch]
-    except DataError as exc:  # re-raised from a worker with the worker's traceback as its message
-        last = str(exc).rstrip().splitlines()[-1]
-        raise DataError(last.removeprefix(f"{DataError.__module__}.{DataError.__qualname__}: ")) from None
-    sizes = sorted({tuple(img.shape) for img in images})
-    if len(sizes) > 1:
-        raise DataError(f"images under {where} differ in size (C, H, W = {sizes[0]}, {sizes[-1]}, ...); "
-                        "set data.image_size to resize them")
-    return torch.stack(images)
+    return decode_files(files, ctx.image_size, ctx.channels or 3, ctx.workers, where)
