@@ -134,3 +134,14 @@ def test_the_cli_reports_a_bad_image_on_one_line_with_workers(tmp_path: Path,
     one_line_error(capsys, ["run", "cnn_fmnist", "data.name=imagefolder", f"data.path={tmp_path / 'ds'}",
                             "data.channels=3", "data.workers=2", "data.val_size=2", "tracking.progress=off",
                             "--out", str(tmp_path / "runs")], "cannot decode image", str(files[5]))
+
+
+@pytest.mark.parametrize("workers", [0, 2])
+def test_decoding_leaves_the_global_random_state_alone(tmp_path: Path, workers: int) -> None:
+    # Otherwise a run that decodes and a run that reads the cache would start from different weights.
+    files = make_tree(tmp_path / "ds", 10)
+    torch.manual_seed(0)
+    decode_files(files, 0, 3, workers, tmp_path)
+    after = torch.rand(4)
+    torch.manual_seed(0)
+    assert torch.equal(after, torch.rand(4))

@@ -96,7 +96,10 @@ def decode_files(files: list[Path], size: int, channels: int, workers: int, wher
     workers = min(workers, -(-len(files) // chunk))
     posts = torch.full((max(workers, 1), 2), _IDLE, dtype=torch.int64).share_memory_()
     data = _Chunks(files, size, channels, chunk, where, posts)
-    loader = DataLoader(data, batch_size=None, num_workers=workers, collate_fn=_as_is)
+    # Its own generator: a DataLoader draws its workers' seed from torch's global one otherwise, and a run that
+    # decodes would then train from other initial weights than a run that reads the cache.
+    loader = DataLoader(data, batch_size=None, num_workers=workers, collate_fn=_as_is,
+                        generator=torch.Generator().manual_seed(0))
     out: torch.Tensor | None = None
     try:
         for k, batch in enumerate(loader):
