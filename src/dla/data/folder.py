@@ -1,15 +1,20 @@
 """ImageFolder layout: `<path>/train/<class>/*.png` and `<path>/test/` (or `val/`) beside it.
 
 Images are decoded by DataLoader workers (`decoding.py`) and kept as uint8 tensors, like the other datasets.
+The decoded images are cached outside the data root (`cache.py`), keyed by every file's path, size and
+modification time and the decode settings, so a second run on the same folder reads them in seconds; a file
+added, removed or touched, or another data.image_size or data.channels, decodes again (DLA_CACHE=off: always).
 A folder without test/ or val/ gets a seeded 20% test split carved from train (see `splits.py`).
 """
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 import torch
 
+from dla.data.cache import cache_key, cached_arrays
 from dla.data.decoding import decode_files
 from dla.data.files import DataError
 from dla.data.registry import ImageSet, LoadContext, register_dataset
@@ -60,5 +65,27 @@ def load_imagefolder(ctx: LoadContext, train: bool) -> ImageSet:
 
 
 def decode_images(files: list[Path], ctx: LoadContext, where: Path) -> torch.Tensor:
-    """(N, C, H, W) uint8 images, decoded (and resized to data.image_size) in DataLoader workers."""
-    return decode_files(files, ctx.image_size, ctx.channels or 3, ctx.workers, where)
+    """(N, C, H, W) uint8 images, decoded (and resized to data.image_size) in DataLoader workers, or read from
+    the decoded-image cache when these files, unchanged, were decoded with these settings before."""
+    from PIL import __version__ as pillow
+
+    channels = ctx.channels or 3
+    source = {"dataset": ctx.name, "where": os.path.abspath(where), "size": ctx.image_size, "channels": channels}
+    parts = {**source, "decoder": f"Pillow {pillow}", "files": file_stamps(files)}
+    # One label per folder and settings: an entry for an edited folder replaces the folder's older one.
+    label = f"{ctx.name}-{cache_key(source)[:8]}"
+    arrays = cached_arrays(label, parts, lambda: {"x": decode_files(files, ctx.image_size, channels, ctx.workers,
+                                                                    where).numpy()}, replaces_older=True)
+    return torch.from_numpy(arrays["x"])
+
+
+def file_stamps(files: list[Path]) -> list[tuple[str, int, int]]:
+    """(absolute path, size, mtime in ns) of each file: what the cached pixels depend on."""
+    stamps = []
+    for f in files:
+        try:
+            st = f.stat()
+        except OSError as exc:
+            raise DataError(f"cannot read image {f}: {exc.strerror or exc}") from None
+        stamps.append((os.path.abspath(f), st.st_size, st.st_mtime_ns))
+    return stamps
