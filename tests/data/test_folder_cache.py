@@ -154,7 +154,7 @@ def test_cached_and_uncached_runs_give_identical_results(tmp_path: Path, monkeyp
                                                          capsys: pytest.CaptureFixture[str]) -> None:
     make_tree(tmp_path / "ds", 60, size=(12, 12))
     args = ["run", "mnist_mlp", "data.name=imagefolder", f"data.path={tmp_path / 'ds'}", "data.channels=3",
-            "data.val_size=8", "data.batch_size=16", "model.width=32", "train.epochs=2", "tracking.progress=off",
+            "data.val_size=8", "data.batch_size=16", "model.width=32", "train.epochs=1", "tracking.progress=off",
             "--out", str(tmp_path / "runs")]
     count = Counting(monkeypatch)
     results = {}
