@@ -30,16 +30,21 @@ def folder_root(ctx: LoadContext) -> Path:
     return path if path.is_absolute() else ctx.root / path
 
 
+def class_names(split_dir: Path) -> list[str]:
+    return sorted(d.name for d in split_dir.iterdir() if d.is_dir())
+
+
 def scan(split_dir: Path, classes: list[str] | None = None) -> tuple[list[Path], list[int], list[str]]:
-    if classes is None:
-        classes = sorted(d.name for d in split_dir.iterdir() if d.is_dir())
-    files, labels = [], []
+    """(image files, labels, class names) under split_dir/<class>/, sorted by path within each class."""
+    classes = class_names(split_dir) if classes is None else classes
+    files: list[Path] = []
+    labels: list[int] = []
     for label, cls in enumerate(classes):
         folder = split_dir / cls
-        for f in sorted(folder.rglob("*")) if folder.is_dir() else []:
-            if f.suffix.lower() in IMAGE_SUFFIXES:
-                files.append(f)
-                labels.append(label)
+        found = [f for f in folder.rglob("*") if f.suffix.lower() in IMAGE_SUFFIXES] if folder.is_dir() else []
+        found.sort(key=lambda f: f.parts)  # the order of sorting the paths themselves, without Path.__lt__'s cost
+        files += found
+        labels += [label] * len(found)
     if not files:
         raise DataError(f"no images found under {split_dir} (expected {split_dir}/<class>/<image>.png)")
     return files, labels, classes
@@ -56,11 +61,8 @@ def load_imagefolder(ctx: LoadContext, train: bool) -> ImageSet:
     train_dir = root / "train"
     if not train_dir.is_dir():
         raise DataError(f"ImageFolder {root} has no train/ folder; expected {root}/train/<class>/<image>")
-    files, labels, classes = scan(train_dir)
-    split_dir = train_dir
-    if not train:
-        split_dir = next(root / s for s in ("test", "val") if (root / s).is_dir())
-        files, labels, _ = scan(split_dir, classes)
+    split_dir = train_dir if train else next(root / s for s in ("test", "val") if (root / s).is_dir())
+    files, labels, classes = scan(split_dir, class_names(train_dir))  # the test split takes train's classes
     return ImageSet(decode_images(files, ctx, split_dir), torch.tensor(labels, dtype=torch.int64), classes)
 
 
@@ -81,11 +83,14 @@ def decode_images(files: list[Path], ctx: LoadContext, where: Path) -> torch.Ten
 
 def file_stamps(files: list[Path]) -> list[tuple[str, int, int]]:
     """(absolute path, size, mtime in ns) of each file: what the cached pixels depend on."""
+    cwd = os.getcwd()
     stamps = []
     for f in files:
+        path = os.fspath(f)
+        path = path if os.path.isabs(path) else os.path.join(cwd, path)
         try:
-            st = f.stat()
+            st = os.stat(path)
         except OSError as exc:
             raise DataError(f"cannot read image {f}: {exc.strerror or exc}") from None
-        stamps.append((os.path.abspath(f), st.st_size, st.st_mtime_ns))
+        stamps.append((path, st.st_size, st.st_mtime_ns))
     return stamps
