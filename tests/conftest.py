@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -88,6 +89,19 @@ def data_root() -> Path:
 def _no_downloads(monkeypatch: pytest.MonkeyPatch) -> None:
     # Tests never reach the internet; a missing file must fail fast with the offline message.
     monkeypatch.setenv("DLA_OFFLINE", "1")
+
+
+@pytest.fixture(scope="session", autouse=True)
+def session_cache(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
+    """The decoded-image cache of the whole session: never ~/.cache or the caller's DLA_CACHE.
+
+    Session-scoped and autouse, so it is in place before any other fixture loads data; subprocesses inherit
+    it. A test that wants another sets DLA_CACHE with its `monkeypatch`, which puts this one back afterwards.
+    """
+    path = tmp_path_factory.mktemp("dla-cache")
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setenv("DLA_CACHE", str(path))
+        yield path
 
 
 class PickleBomb:

@@ -594,6 +594,21 @@ def test_imagefolder_uses_the_test_folder(tmp_path: Path) -> None:
     assert sorted(torch.cat([s.train.y, s.val.y]).tolist()) == [0, 0, 1, 1, 1, 2]
 
 
+def test_imagefolder_scan_keeps_sorted_path_order(tmp_path: Path) -> None:
+    # Nested folders and names that sort differently as whole strings than part by part ('a-b/' < 'a/' as
+    # strings, 'a' < 'a-b' as parts): the order, and so every seeded split, must stay what sorted(paths) gave.
+    from dla.data.folder import scan
+
+    names = ["b.png", "B.png", "a.png", "a/b.png", "a/a/z.png", "a-b/c.png", "a b.png", "10.png", "9.png",
+             "x.PNG"]
+    for name in names:
+        write_png(tmp_path / "train" / "c" / name, (1, 2, 3))
+    (tmp_path / "train" / "c" / "a" / "notes.txt").write_text("not an image")
+    files, labels, classes = scan(tmp_path / "train")
+    want = sorted(f for f in (tmp_path / "train" / "c").rglob("*") if f.is_file() and f.suffix != ".txt")
+    assert files == want and len(files) == len(names) and labels == [0] * len(files) and classes == ["c"]
+
+
 def test_imagefolder_val_folder_grey_and_resize(tmp_path: Path) -> None:
     make_folder(tmp_path / "ds", {"train": {"a": 2, "b": 2}, "val": {"a": 1, "b": 1}})
     ctx = LoadContext(root=tmp_path, name="imagefolder", path="ds", image_size=4, channels=1)

@@ -6,16 +6,20 @@ arrays depend on (an archive's sha256, or a file list with sizes and modificatio
 settings and this module's format version), so a changed source or setting misses and decodes again. An entry
 whose files do not match its digests (a crash mid-write cannot leave one: entries appear by an atomic rename,
 but disks and users can) is reported on one line and rebuilt. Arrays are plain `.npy`, read with
-`allow_pickle=False`: a cache file can never run code.
+`allow_pickle=False`: a cache file can never run code. A source that changes often (a folder of images being
+edited) names its entries `<label>-<key>` with a label of its own and asks for `replaces_older`: writing a new
+entry then removes that label's entries under other keys, so stale versions do not pile up.
 
 Where: `$DLA_CACHE`, else `$XDG_CACHE_HOME/dla`, else `~/.cache/dla`. `DLA_CACHE=off` turns caching off.
 """
 
 from __future__ import annotations
 
+import glob
 import hashlib
 import json
 import os
+import re
 import shutil
 import sys
 import tempfile
@@ -51,11 +55,13 @@ def _digest(a: np.ndarray) -> str:
     return hashlib.blake2b(memoryview(np.ascontiguousarray(a)).cast("B"), digest_size=16).hexdigest()
 
 
-def cached_arrays(label: str, parts: Mapping[str, Any],
-                  build: Callable[[], dict[str, np.ndarray]]) -> dict[str, np.ndarray]:
+def cached_arrays(label: str, parts: Mapping[str, Any], build: Callable[[], dict[str, np.ndarray]], *,
+                  replaces_older: bool = False) -> dict[str, np.ndarray]:
     """The arrays `build()` returns, from the cache when an intact entry for `parts` exists.
 
-    `label` names the entry's folder for people (`cifar10_jpeg`, `imagefolder`); `parts` decides its identity.
+    `label` names the entry's folder for people (`cifar10_jpeg`, `imagefolder-<hash of the folder>`); `parts`
+    decides its identity. With `replaces_older`, every other `<label>-<key>` entry is an outdated version of this
+    one, removed once this one is written.
     """
     root = cache_root()
     if root is None:
@@ -67,8 +73,17 @@ def cached_arrays(label: str, parts: Mapping[str, Any],
             return arrays
         print(f"dla: the decoded-image cache {entry} is corrupt or incomplete; decoding again", file=sys.stderr)
     arrays = build()
-    _write(entry, arrays, parts)
+    if _write(entry, arrays, parts) and replaces_older:
+        _remove_older(entry, label)
     return arrays
+
+
+def _remove_older(entry: Path, label: str) -> None:
+    """Delete `label`'s entries other than `entry` (never another process's `.<name>.*` folder being written)."""
+    pattern = re.compile(rf"{re.escape(label)}-[0-9a-f]{{24}}")
+    for old in entry.parent.glob(f"{glob.escape(label)}-*"):
+        if old != entry and pattern.fullmatch(old.name) and old.is_dir():
+            shutil.rmtree(old, ignore_errors=True)
 
 
 def _read(entry: Path) -> dict[str, np.ndarray] | None:
@@ -93,8 +108,9 @@ def _read(entry: Path) -> dict[str, np.ndarray] | None:
         return None
 
 
-def _write(entry: Path, arrays: dict[str, np.ndarray], parts: Mapping[str, Any]) -> None:
-    """Write the entry beside its final name and rename it into place; a cache that cannot be written is skipped."""
+def _write(entry: Path, arrays: dict[str, np.ndarray], parts: Mapping[str, Any]) -> bool:
+    """Write the entry beside its final name and rename it into place; a cache that cannot be written is skipped
+    (False)."""
     meta = {"format": FORMAT, "key": cache_key(parts),
             "arrays": {k: {"dtype": str(a.dtype), "shape": list(a.shape), "digest": _digest(a)}
                        for k, a in arrays.items()}}
@@ -109,9 +125,11 @@ def _write(entry: Path, arrays: dict[str, np.ndarray], parts: Mapping[str, Any])
             shutil.rmtree(entry, ignore_errors=True)
         os.replace(tmp, entry)
         tmp = None
+        return True
     except OSError as exc:
         print(f"dla: cannot write the decoded-image cache under {entry.parent} ({exc.strerror or exc}); "
               "continuing without it (set DLA_CACHE to a writable folder, or DLA_CACHE=off)", file=sys.stderr)
+        return False
     finally:
         if tmp is not None:
             shutil.rmtree(tmp, ignore_errors=True)

@@ -11,7 +11,8 @@ The lists may also sit in `development_kit/data/`, where the official developmen
 split's labels were never published, so `val.txt` serves as our test set and, as for every dataset, the
 validation split is carved from train (data.val_size). Images are decoded and resized by the ImageFolder
 decoder (`data.image_size`, default native) and kept as uint8 tensors: 100,000 training images take 4.9 GB
-at 128 px and 1.2 GB at 64 px.
+at 128 px and 1.2 GB at 64 px. Like ImageFolder's, the decoded images are cached outside the data root, keyed
+by the listed files' paths, sizes and modification times and the decode settings (DLA_CACHE=off: no cache).
 """
 
 from __future__ import annotations
@@ -100,7 +101,7 @@ def read_classes(root: Path, train_labels: list[int]) -> list[str]:
 
 
 def decode(files: list[Path], ctx: LoadContext, where: Path) -> torch.Tensor:
-    """(N, C, H, W) uint8 images, decoded and resized in DataLoader workers by ImageFolder's decoder."""
+    """(N, C, H, W) uint8 images, decoded and resized in DataLoader workers by ImageFolder's decoder (cached)."""
     return decode_images(files, ctx, where)
 
 
