@@ -13,6 +13,7 @@ import torch
 from torch.utils.data import DataLoader, Dataset
 
 from dla.data.files import DataError
+from dla.data.image_file import open_image_checked
 from dla.data.registry import ImageSet, LoadContext, register_dataset
 
 IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".bmp", ".gif", ".webp", ".ppm"}
@@ -30,7 +31,7 @@ class _Decode(Dataset):
         from PIL import Image
 
         try:
-            with Image.open(self.files[i]) as img:
+            with open_image_checked(self.files[i]) as img:
                 img = img.convert(self.mode)
                 if self.size:
                     img = img.resize((self.size, self.size), Image.BILINEAR)
