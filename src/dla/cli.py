@@ -218,7 +218,7 @@ def teacher_shorthand(overrides: list[str]) -> list[str]:
     """
     from dla.errors import ConfigError
 
-    folders = [o for o in overrides if Path(o).is_dir()]
+    folders = [o for o in overrides if _is_dir(o)]
     if len(folders) > 1:
         raise ConfigError(f"{len(folders)} run folders given ({', '.join(folders)}); name one teacher run")
     for folder in folders:
@@ -226,6 +226,13 @@ def teacher_shorthand(overrides: list[str]) -> list[str]:
             raise ConfigError(f"{folder} is a folder but not a run folder (no config.yaml); give the teacher's run "
                               "folder, as printed by `dla run`")
     return [f"distill.teacher={json.dumps(o)}" if o in folders else o for o in overrides]  # quoted: any path
+
+
+def _is_dir(text: str) -> bool:
+    try:
+        return Path(text).is_dir()
+    except (OSError, ValueError):  # a name too long for the filesystem, a NUL byte: an override, not a folder
+        return False
 
 
 def cmd_sweep(args: argparse.Namespace) -> None:

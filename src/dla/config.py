@@ -306,8 +306,9 @@ def _model_config_class(name: str) -> type[ModelConfig]:
 # Parsing and validation
 
 
-_DEVICE_RE = re.compile(r"^(auto|cpu|mps|cuda(:\d+)?)$")
-_RUN_NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._,=+-]*$")
+# Used with fullmatch: `$` would also match before a final newline, and let "name\n" through as a folder name.
+_DEVICE_RE = re.compile(r"auto|cpu|mps|cuda(:\d+)?")
+_RUN_NAME_RE = re.compile(r"[A-Za-z0-9][A-Za-z0-9._,=+-]*")
 
 
 def _fmt(value: Any) -> str:
@@ -466,9 +467,57 @@ def help_lines(cls: type, prefix: str = "") -> list[tuple[str, Any, str]]:
 # YAML files, overrides and the experiment catalogue
 
 
+# What one YAML document may expand to once its aliases are followed: experiment files and run configs hold a
+# few hundred values. Aliases are shared, not copied, by the loader, so an alias bomb ("billion laughs", 515
+# bytes, 10^9 leaves) loads in microseconds and only explodes in whatever walks it next (validation, dumping,
+# flattening for a report); the bound is checked right after loading, without expanding anything.
+MAX_YAML_NODES = 100_000
+MAX_YAML_DEPTH = 64
+
+
+def _expanded_size(data: Any, source: str) -> int:
+    """Values `data` holds with every alias expanded, counted in O(distinct nodes) by memoising shared ones."""
+    sizes: dict[int, int] = {}
+    open_: set[int] = set()
+
+    def size(node: Any, depth: int) -> int:
+        if not isinstance(node, (dict, list)):
+            return 1
+        key = id(node)
+        if key in sizes:
+            return sizes[key]
+        if key in open_:
+            raise ConfigError(f"{source}: refused a YAML document that contains itself (a recursive alias); "
+                              "configs hold plain values only")
+        if depth > MAX_YAML_DEPTH:
+            raise ConfigError(f"{source}: refused a YAML document nested deeper than {MAX_YAML_DEPTH} levels")
+        open_.add(key)
+        children = [*node.keys(), *node.values()] if isinstance(node, dict) else node
+        total = 1
+        for child in children:
+            total += size(child, depth + 1)
+            if total > MAX_YAML_NODES:
+                raise ConfigError(f"{source}: refused a YAML document that expands to more than {MAX_YAML_NODES:,} "
+                                  "values (aliases of aliases: a 'billion laughs' bomb?); configs are small")
+        open_.discard(key)
+        sizes[key] = total
+        return total
+
+    return size(data, 0)
+
+
+def safe_load_yaml(text: str, source: str) -> Any:
+    """A YAML document through the safe loader, bounded in what it expands to; any problem is a `ConfigError`."""
+    data = _safe_load(text, source)
+    _expanded_size(data, source)
+    return data
+
+
 def _safe_load(text: str, source: str) -> Any:
     try:
         return yaml.safe_load(text)
+    except RecursionError:  # thousands of nested brackets: the composer recurses once per level
+        raise ConfigError(f"{source}: refused a YAML document nested too deeply") from None
     except yaml.constructor.ConstructorError as exc:
         # Python object tags and the like: refused, never constructed.
         raise ConfigError(f"{source}: refused a YAML tag the safe loader does not allow "
@@ -488,7 +537,7 @@ def parse_override(text: str) -> tuple[str, Any]:
     key = key.strip()
     if not key or not all(part.isidentifier() for part in key.split(".")):
         raise ConfigError(f"override {text!r} has a malformed key; use dotted names such as train.epochs=5")
-    return key, _safe_load(raw, f"override {key}") if raw.strip() else ""
+    return key, safe_load_yaml(raw, f"override {key}") if raw.strip() else ""
 
 
 def set_dotted(data: dict[str, Any], key: str, value: Any) -> None:
@@ -530,7 +579,7 @@ def read_experiment(name_or_path: str) -> dict[str, Any]:
         text = path.read_text(encoding="utf-8")
     except (OSError, UnicodeDecodeError) as exc:
         raise ConfigError(f"cannot read experiment file {path}: {exc}") from None
-    data = _safe_load(text, str(path))
+    data = safe_load_yaml(text, str(path))
     if data is None:
         data = {}
     if not isinstance(data, dict):
@@ -546,7 +595,7 @@ def read_yaml(path: Path) -> dict[str, Any]:
         text = path.read_text(encoding="utf-8")
     except (OSError, UnicodeDecodeError) as exc:
         raise ConfigError(f"cannot read {path}: {exc}") from None
-    data = _safe_load(text, str(path))
+    data = safe_load_yaml(text, str(path))
     if not isinstance(data, dict):
         raise ConfigError(f"{path}: the top level must be a mapping of config keys; got {type(data).__name__}")
     return data
@@ -555,7 +604,7 @@ def read_yaml(path: Path) -> dict[str, Any]:
 def check_folder_name(what: str, name: str) -> str:
     """`name` is joined under the output directory, so it must be a plain folder name that cannot climb out
     of it (no slashes, no leading dot, not absolute)."""
-    if not _RUN_NAME_RE.match(name):
+    if not _RUN_NAME_RE.fullmatch(name):
         raise ConfigError(f"{what} {name!r} must be a plain folder name (letters, digits, . _ , = + -; no slashes, "
                           "not starting with a dot): it names a folder under --out")
     return name
@@ -580,12 +629,12 @@ def load_config(name_or_path: str, overrides: Iterable[str] = ()) -> ExperimentC
 
 def validate(cfg: ExperimentConfig) -> ExperimentConfig:
     """Cross-field checks that a single field's range cannot express."""
-    if not _DEVICE_RE.match(cfg.device):
+    if not _DEVICE_RE.fullmatch(cfg.device):
         raise ConfigError(f"config key 'device' = {cfg.device!r} is not a device; use auto, cpu, cuda, cuda:N or mps")
-    if cfg.run_name and not _RUN_NAME_RE.match(cfg.run_name):
+    if cfg.run_name and not _RUN_NAME_RE.fullmatch(cfg.run_name):
         raise ConfigError(f"config key 'run_name' = {cfg.run_name!r} must be a plain folder name "
                           "(letters, digits, . _ , = + -; no slashes)")
-    if not _RUN_NAME_RE.match(cfg.experiment):
+    if not _RUN_NAME_RE.fullmatch(cfg.experiment):
         raise ConfigError(f"experiment name {cfg.experiment!r} must be a plain folder name")
     _check_task_data(cfg)
     aug = cfg.data.augment

@@ -13,6 +13,7 @@ from __future__ import annotations
 import json
 import os
 import platform
+import shutil
 import subprocess
 import sys
 import time
@@ -81,13 +82,27 @@ class RunDir:
         return self.results.is_file()
 
     def read_results(self) -> dict[str, Any]:
-        try:
-            return json.loads(self.results.read_text())
-        except FileNotFoundError:
+        if not self.results.exists():
             raise RunDirError(f"run {self.path} is incomplete (no results.json): it was interrupted or failed; "
-                              "resume it with `dla run EXPERIMENT resume=true run_name=NAME`") from None
-        except (OSError, json.JSONDecodeError) as exc:
-            raise RunDirError(f"cannot read {self.results}: {exc}") from None
+                              "resume it with `dla run EXPERIMENT resume=true run_name=NAME`")
+        return read_json_mapping(self.results)
+
+
+def read_json_mapping(path: Path) -> dict[str, Any]:
+    """A JSON object from a run folder, which anyone may have edited: invalid UTF-8, a number too long to
+    convert, nesting deeper than the parser recurses, or a top level that is not an object is a one-line
+    `RunDirError`, never a traceback."""
+    try:
+        data = json.loads(path.read_bytes().decode("utf-8"))
+    except OSError as exc:
+        raise RunDirError(f"cannot read {path}: {exc.strerror or exc}") from None
+    except ValueError as exc:  # JSONDecodeError, UnicodeDecodeError, an integer past Python's digit limit
+        raise RunDirError(f"cannot read {path}: {' '.join(str(exc).split())[:200]}") from None
+    except RecursionError:
+        raise RunDirError(f"cannot read {path}: nested too deeply to be a dla results file") from None
+    if not isinstance(data, dict):
+        raise RunDirError(f"cannot read {path}: it holds a JSON {type(data).__name__}, not the object dla writes")
+    return data
 
 
 def is_run_folder(path: Path) -> bool:
@@ -131,20 +146,92 @@ def ensure_writable(folder: Path) -> None:
                           "pass --out to a writable folder") from None
 
 
+LOCK_NAME = ".dla-lock"
+_locks: dict[Path, int] = {}  # run folder -> the open lock file this process holds it by
+
+
+def lock_run_dir(path: Path) -> None:
+    """Hold `path` exclusively for as long as this process lives (or until `release_run_locks`).
+
+    An advisory `flock` on PATH/.dla-lock: a second `dla` process that wants the folder (resume=true while the
+    first still trains, two sweeps with one --name) is refused in one line instead of interleaving its writes.
+    The kernel drops the lock when the process ends however it ends, so kill -9 never leaves a stale one; the
+    file itself stays and means nothing on its own. Re-entrant within one process (a sweep's points in turn).
+    """
+    import fcntl
+
+    key = path.resolve()
+    if key in _locks:
+        return
+    try:
+        fd = os.open(key / LOCK_NAME, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o666)
+    except OSError as exc:
+        raise RunDirError(f"cannot lock run folder {path}: {exc.strerror or exc}") from None
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        holder = os.pread(fd, 32, 0).decode(errors="replace").strip() or "another"
+        os.close(fd)
+        raise RunDirError(f"run folder {path} is in use by another dla process (pid {holder}); wait for it to "
+                          "finish or stop it, then run this again") from None
+    os.ftruncate(fd, 0)
+    os.pwrite(fd, f"{os.getpid()}\n".encode(), 0)  # only to name the holder in the message above
+    _locks[key] = fd
+
+
+def release_run_locks(keep: frozenset[Path] = frozenset()) -> None:
+    """Let go of the run folders this process locked (all but `keep`): its run is over."""
+    for key in [k for k in _locks if k not in keep]:
+        os.close(_locks.pop(key))  # closing the last descriptor releases the flock
+
+
+def held_run_locks() -> frozenset[Path]:
+    return frozenset(_locks)
+
+
 def prepare_run_dir(base: Path, cfg: ExperimentConfig) -> RunDir:
     """The run's folder under `base` (`<out>/<experiment>` or a sweep's folder): a new one, or
-    (resume=true) the unfinished one to continue."""
+    (resume=true) the unfinished one to continue. Either way this process holds its lock from now on."""
     if cfg.run_name:
         refuse_sweep_folder(base / cfg.run_name, cfg.run_name)
     if cfg.resume:
-        return RunDir(_find_resumable(base, cfg.run_name))
+        path = _find_resumable(base, cfg.run_name)
+        lock_run_dir(path)
+        _find_resumable(base, path.name)  # checked again under the lock: it may have finished meanwhile
+        return RunDir(path)
     name = cfg.run_name or f"{time.strftime('%Y%m%d-%H%M%S')}-s{cfg.seed}"
     path = base / name
-    if path.exists() and any(path.iterdir()):
+    _refuse_existing(path)
+    ensure_writable(path)
+    lock_run_dir(path)
+    _refuse_existing(path)  # again under the lock: two processes may have created it at once
+    return RunDir(path)
+
+
+def _refuse_existing(path: Path) -> None:
+    if path.is_dir() and any(p.name != LOCK_NAME for p in path.iterdir()):
         raise RunDirError(f"run folder {path} already exists; choose another run_name=..., "
                           "or resume=true to continue it")
-    ensure_writable(path)
-    return RunDir(path)
+
+
+def clear_unstarted(path: Path) -> bool:
+    """Empty a sweep point's folder that holds nothing to resume (interrupted before its first checkpoint), so
+    rerunning the sweep starts that point again; True when it did. Done under the folder's lock, so a point
+    that another process is running is refused, never emptied under it."""
+    run = RunDir(path)
+    if not path.is_dir() or run.last.is_file() or run.complete:
+        return False
+    lock_run_dir(path)
+    if run.last.is_file() or run.complete:  # written before the lock was ours
+        return False
+    for child in path.iterdir():
+        if child.name == LOCK_NAME:
+            continue
+        if child.is_dir() and not child.is_symlink():
+            shutil.rmtree(child)
+        else:
+            child.unlink()
+    return True
 
 
 def _find_resumable(base: Path, run_name: str) -> Path:

@@ -20,6 +20,7 @@ import csv
 import itertools
 import json
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -36,7 +37,7 @@ from dla.errors import DlaError
 from dla.report.gradflow import plot_gradflow, read_gradflow
 from dla.report.plots import plot_overlay
 from dla.report.tables import fmt, header, mean_std_table, metric_columns, numeric_metrics
-from dla.runs import RunDir, refuse_run_folder
+from dla.runs import RunDir, clear_unstarted, held_run_locks, refuse_run_folder, release_run_locks
 from dla.tasks import run_experiment
 from dla.tracking import read_metrics
 from dla.train.loop import TrainingDiverged
@@ -82,15 +83,37 @@ def point_overrides(point: dict[str, Any], variants: dict[str, Any], sweep_dir: 
             raise ConfigError(f"variant {value!r} is not defined; the experiment's variants are: "
                               f"{', '.join(variants) or 'none'}")
         names = {k.rsplit(".", 1)[-1]: _value_text(v) for k, v in point.items()}
-        for k, v in (variants[value] or {}).items():
+        bundle = variants[value] or {}
+        if not isinstance(bundle, dict):
+            raise ConfigError(f"variant {value!r} must map dotted keys to values; got {type(bundle).__name__}")
+        for k, v in bundle.items():
             if isinstance(v, str):
-                try:
-                    v = v.format(sweep=sweep_dir, **names)
-                except (KeyError, IndexError, ValueError) as exc:
-                    raise ConfigError(f"variant {value!r}: {k}={v!r} names {exc}, which is neither 'sweep' nor "
-                                      f"a swept key ({', '.join(names)})") from None
+                v = substitute(v, {"sweep": str(sweep_dir), **names}, f"variant {value!r}: {k}")
             out.append(f"{k}={_value_text(v)}")
     return out
+
+
+_PLACEHOLDER = re.compile(r"\{\{|\}\}|\{([^{}]*)\}|[{}]")
+
+
+def substitute(text: str, values: dict[str, str], where: str) -> str:
+    """'{sweep}/seed={seed}' with each `{name}` replaced by values[name], literally ('{{' and '}}' are braces).
+
+    Not `str.format`: that follows attribute and index paths (`{sweep.__init__.__globals__[os].environ}`),
+    which reach any object and the environment. Only plain names are replaced; anything else is refused.
+    """
+    def one(m: re.Match[str]) -> str:
+        token = m.group(0)
+        if token in ("{{", "}}"):
+            return token[0]
+        name = m.group(1)
+        if name is None or name not in values:
+            raise ConfigError(f"{where}={text!r}: {token!r} is not a placeholder; use {{sweep}} or a swept key "
+                              f"({', '.join('{' + n + '}' for n in values if n != 'sweep')}), or {{{{ }}}} for "
+                              "a literal brace")
+        return values[name]
+
+    return _PLACEHOLDER.sub(one, text)
 
 
 def point_dependencies(names: Sequence[str], overrides: Sequence[Sequence[str]], sweep_dir: Path) -> list[set[str]]:
@@ -241,15 +264,27 @@ def _run_in_process(todo: Sequence[tuple[int, ExperimentConfig]], sweep_dir: Pat
     for _i, cfg in todo:
         run = RunDir(sweep_dir / cfg.run_name)
         live.say(f"-> {cfg.run_name}")
-        if run.last.is_file():
-            cfg.resume = True
+        before = held_run_locks()
         try:
-            run_experiment(cfg, sweep_dir, data_root)
+            run_point(cfg, sweep_dir, data_root)
             status[cfg.run_name] = "done"
         except TrainingDiverged as exc:
             status[cfg.run_name] = "diverged"
             live.say(f"  diverged: {exc}")
+        finally:
+            release_run_locks(keep=before)
         live.finished(cfg.run_name, status[cfg.run_name], run.path)
+
+
+def run_point(cfg: ExperimentConfig, sweep_dir: Path, data_root: Path) -> None:
+    """One point: resumed from its last checkpoint, or started (again) when it has none. A point interrupted
+    before its first checkpoint left a folder with nothing in it to resume; that folder is emptied first, so
+    rerunning the same sweep continues, as promised, instead of refusing a folder name the user never chose."""
+    run = RunDir(sweep_dir / cfg.run_name)
+    cfg.resume = run.last.is_file()
+    if not cfg.resume:
+        clear_unstarted(run.path)
+    run_experiment(cfg, sweep_dir, data_root)
 
 
 _DIVERGED = 3  # a worker's exit code for TrainingDiverged (2 is a DlaError, as for the CLI)
@@ -340,9 +375,8 @@ def _stop(procs: Sequence[subprocess.Popen]) -> None:
 
 def _start_worker(i: int, experiment: str, overrides: Sequence[Sequence[str]], names: Sequence[str],
                   sweep_dir: Path, data_root: Path, slot: int, jobs: int, logs: Path) -> tuple[subprocess.Popen, Any]:
-    resume = (sweep_dir / names[i] / "checkpoints" / "last.pt").is_file()
     job = {"experiment": experiment, "overrides": list(overrides[i]), "parent": str(sweep_dir),
-           "data_root": str(data_root), "resume": resume}
+           "data_root": str(data_root)}  # the worker decides resume or restart, under the point's lock
     # Appended to, so a resumed point's log keeps the part before the interruption; closed when the worker ends.
     log = open(logs / f"{names[i]}.log", "a")  # noqa: SIM115
     # Its own session: Ctrl-C in the terminal reaches the sweep, which stops the workers in order.
@@ -370,8 +404,7 @@ def worker_main(argv: Sequence[str]) -> int:
     job = json.loads(argv[0])
     try:
         cfg = load_config(job["experiment"], job["overrides"])
-        cfg.resume = bool(job["resume"])
-        run_experiment(cfg, Path(job["parent"]), Path(job["data_root"]))
+        run_point(cfg, Path(job["parent"]), Path(job["data_root"]))
     except TrainingDiverged as exc:
         print(f"diverged: {exc}", flush=True)
         return _DIVERGED

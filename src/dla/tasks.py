@@ -10,10 +10,20 @@ from __future__ import annotations
 from pathlib import Path
 
 from dla.config import ExperimentConfig
-from dla.runs import RunDir
+from dla.runs import RunDir, held_run_locks, release_run_locks
 
 
 def run_experiment(cfg: ExperimentConfig, parent: Path, data_root: Path) -> RunDir:
+    """Run `cfg` under `parent`; the run folder's lock (taken when the folder is opened) is let go at the end,
+    so the next point of an in-process sweep, or a later run in this process, can take its own."""
+    before = held_run_locks()
+    try:
+        return _run(cfg, parent, data_root)
+    finally:
+        release_run_locks(keep=before)
+
+
+def _run(cfg: ExperimentConfig, parent: Path, data_root: Path) -> RunDir:
     if cfg.task == "lm":
         from dla.text.lm_train import run_lm
 

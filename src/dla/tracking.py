@@ -9,7 +9,7 @@ from pathlib import Path
 from typing import Any, TypeVar
 
 from dla.config import TrackingConfig
-from dla.errors import ConfigError
+from dla.errors import ConfigError, RunDirError
 
 T = TypeVar("T")
 
@@ -20,20 +20,27 @@ def read_metrics(path: Path) -> list[dict[str, Any]]:
     """metrics.csv as a list of rows with numbers parsed (empty cells become None)."""
     if not path.is_file():
         return []
-    with open(path, newline="") as f:
-        rows = list(csv.DictReader(f))
-    out = []
-    for row in rows:
-        parsed: dict[str, Any] = {}
-        for k, v in row.items():
-            if k == "split":
-                parsed[k] = v
-            elif k == "epoch":
-                parsed[k] = int(v)
-            else:
-                parsed[k] = float(v) if v not in ("", None) else None
-        out.append(parsed)
-    return out
+    try:
+        with open(path, newline="", encoding="utf-8") as f:
+            rows = list(csv.DictReader(f))
+        return [_parse_row(row) for row in rows]
+    except (OSError, ValueError, TypeError, csv.Error) as exc:  # edited by hand, or by someone hostile
+        raise RunDirError(f"cannot read {path}: {' '.join(str(exc).split())[:200]}; is it a metrics.csv "
+                          "written by dla?") from None
+
+
+def _parse_row(row: dict[str, Any]) -> dict[str, Any]:
+    parsed: dict[str, Any] = {}
+    for k, v in row.items():
+        if k is None:  # cells beyond the header's columns
+            continue
+        if k == "split":
+            parsed[k] = v
+        elif k == "epoch":
+            parsed[k] = int(v)
+        else:  # a row cut short by a crash mid-append has None for its missing cells
+            parsed[k] = float(v) if v not in ("", None) else None
+    return parsed
 
 
 class Tracker:

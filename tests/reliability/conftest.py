@@ -28,12 +28,15 @@ GUARANTEES = {
     "fuzz": "Fuzzing (config parser, CLI argv)",
     "resources": "Resource limits (disk full)",
     "load": "Load (parallel sweep, each point once)",
+    "concurrency": "Two processes, one run folder (lock)",
+    "inputs": "Hostile inputs (bombs, injection, run folders)",
 }
 _checked = dict.fromkeys(GUARANTEES, 0)
 _passed = dict.fromkeys(GUARANTEES, 0)
 _tests: dict[str, dict[str, int]] = {g: {"passed": 0, "failed": 0, "skipped": 0} for g in GUARANTEES}
 _MODULES = {"test_interruptions": "interruptions", "test_numerical": "numerical", "test_hostile_files": "hostile",
-            "test_paths": "paths", "test_fuzz": "fuzz", "test_disk_full": "resources", "test_load": "load"}
+            "test_paths": "paths", "test_fuzz": "fuzz", "test_disk_full": "resources", "test_load": "load",
+            "test_concurrency": "concurrency", "test_hostile_inputs": "inputs"}
 
 # A run that takes a few seconds: long enough epochs (40 steps) to be interrupted at a real moment. On the CPU,
 # where a seeded run is bit-for-bit repeatable, so "resume gives the same numbers" can be checked exactly.

@@ -115,3 +115,43 @@ def test_ctrl_c_before_the_first_checkpoint_says_there_is_nothing_to_resume(
                               "before the first epoch finished; nothing to resume")
         assert "resume=true" not in line
         assert list((tmp_path / "mnist_mlp" / "early" / "checkpoints").glob("*")) == []
+
+
+# A sweep point small enough to run in a second: seeded noise images (no dataset file), a tiny MLP.
+SWEEP_POINT = ["data.name=noise", "data.image_size=8", "data.channels=1", "data.limit_train=300",
+               "data.val_size=100", "data.limit_test=100", "data.batch_size=100", "data.augment.crop_padding=0",
+               "model.width=16", "train.epochs=2", "tracking.progress=off", "tracking.tensorboard=false",
+               "device=cpu"]
+
+
+@pytest.mark.parametrize("jobs", ["1", "2"])
+def test_a_sweep_interrupted_before_a_points_first_checkpoint_continues(
+        tmp_path: Path, proof, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch,
+        jobs: str) -> None:
+    from dla.train.loop import Trainer
+
+    out = tmp_path / "runs"
+    sweep = ["sweep", "mnist_mlp", "seed=0,1", *SWEEP_POINT, "--name", "s3", "--out", str(out)]
+    point = out / "mnist_mlp" / "s3" / "seed=0"
+    real = Trainer.train_one_epoch
+
+    def ctrl_c(self, epoch):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(Trainer, "train_one_epoch", ctrl_c)  # Ctrl-C in point seed=0's first epoch, for certain
+    one_line_error(capsys, sweep, "interrupted before the first epoch finished")
+    assert (point / "config.yaml").is_file() and not (point / "checkpoints" / "last.pt").exists()
+    monkeypatch.setattr(Trainer, "train_one_epoch", real)
+    with proof.check("interruptions"):  # the same command continues: the point starts again, the sweep finishes
+        if jobs == "1":
+            code, stdout, err = run_cli(capsys, *sweep)
+        else:  # each point in its own worker process
+            from .conftest import dla
+
+            done = dla([*sweep, "--jobs", jobs], tmp_path, timeout=300)
+            code, stdout, err = done.returncode, done.stdout, done.stderr
+        assert code == 0, stdout + err
+        assert "already exists" not in stdout + err
+        for seed in (0, 1):
+            results = json.loads((point.parent / f"seed={seed}" / "results.json").read_text())
+            assert results["epochs_run"] == 2 and results["seed"] == seed

@@ -21,6 +21,7 @@ import numpy as np
 import torch
 from torch.utils.data import DataLoader, Dataset, get_worker_info
 
+from dla.data.image_file import open_image_checked
 from dla.errors import DataError
 
 MAX_CHUNK = 256  # images per worker batch: 256 CIFAR images are 0.8 MB, 256 MiniPlaces ones 12.6 MB
@@ -33,7 +34,7 @@ def decode_file(path: Path, size: int, mode: str) -> np.ndarray:
     from PIL import Image
 
     try:
-        with Image.open(path) as img:
+        with open_image_checked(path) as img:  # a FIFO or a pixel bomb is refused before decoding
             img = img.convert(mode)
             if size and img.size != (size, size):
                 img = img.resize((size, size), Image.BILINEAR)

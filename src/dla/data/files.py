@@ -34,14 +34,22 @@ class Checksum:
     algo: str  # "sha256" or "md5" (the published CIFAR/SVHN values are MD5)
     hexdigest: str
     of_file: bool = False  # True: over the file's bytes as stored (a published .tar.gz MD5), not gunzipped
+    size: int | None = None  # bytes of the decompressed content, where known: a longer stream is refused early
 
 
-def read_bytes(path: Path, gz: bool | None = None) -> bytes:
-    """The file's content, gunzipped when it ends in .gz (or when `gz` says so)."""
+# Without a known size, what a gzipped dataset file may decompress to: far above any dataset here, far below
+# the 1000:1 a gzip bomb reaches (a few MB on disk expanding to every byte of memory).
+MAX_DECOMPRESSED = 2 << 30
+
+
+def read_bytes(path: Path, gz: bool | None = None, limit: int | None = None) -> bytes:
+    """The file's content, gunzipped when it ends in .gz (or when `gz` says so). The decompression is streamed
+    and stops as soon as it passes `limit` bytes (default MAX_DECOMPRESSED): a gzip bomb in place of a dataset
+    file is refused after reading little more than the real file's size, not after filling memory."""
+    limit = MAX_DECOMPRESSED if limit is None else limit
     try:
         if path.suffix == ".gz" if gz is None else gz:
-            with gzip.open(path, "rb") as f:
-                return f.read()
+            return _gunzip(path, limit)
         return path.read_bytes()
     except (EOFError, gzip.BadGzipFile, zlib.error) as exc:
         # EOFError: cut short; BadGzipFile: bad header or CRC; zlib.error: a damaged deflate stream.
@@ -49,6 +57,17 @@ def read_bytes(path: Path, gz: bool | None = None) -> bytes:
                         "delete it and download again") from None
     except OSError as exc:
         raise DataError(f"cannot read {path}: {exc}; delete it and download again") from None
+
+
+def _gunzip(path: Path, limit: int) -> bytes:
+    out = bytearray()
+    with gzip.open(path, "rb") as f:
+        while chunk := f.read(_CHUNK):
+            out += chunk
+            if len(out) > limit:
+                raise DataError(f"{path} decompresses to more than the {limit:,} bytes it should hold (a damaged "
+                                "file or a gzip bomb); delete it and download again")
+    return bytes(out)
 
 
 def digest(data: bytes, algo: str) -> str:
@@ -154,7 +173,8 @@ def download(url: str, dest: Path, checksum: Checksum | None = None, timeout: fl
         raise DataError(f"download of {url} failed ({reason}){kept}") from None
     try:
         if checksum is not None:
-            data = part.read_bytes() if checksum.of_file else read_bytes(part, gz=dest.suffix == ".gz")
+            data = part.read_bytes() if checksum.of_file else read_bytes(part, gz=dest.suffix == ".gz",
+                                                                           limit=checksum.size)
             verify(dest, data, checksum)
     except DataError:
         part.unlink(missing_ok=True)

@@ -36,9 +36,14 @@ FASHION_CLASSES = ["T-shirt/top", "Trouser", "Pullover", "Dress", "Coat", "Sanda
                    "Ankle boot"]
 
 
+# Decompressed sizes (the same for MNIST and Fashion-MNIST): reading stops past them (a gzip bomb).
+_SIZES = {"train-images-idx3-ubyte": 47_040_016, "train-labels-idx1-ubyte": 60_008,
+          "t10k-images-idx3-ubyte": 7_840_016, "t10k-labels-idx1-ubyte": 10_008}
+
+
 def _files(folder: str, sums: dict[str, str], mirrors: tuple[str, ...]) -> list[RemoteFile]:
-    return [RemoteFile(f"{folder}/raw/{stem}.gz", Checksum("sha256", sha), tuple(m + stem + ".gz" for m in mirrors))
-            for stem, sha in sums.items()]
+    return [RemoteFile(f"{folder}/raw/{stem}.gz", Checksum("sha256", sha, size=_SIZES[stem]),
+                       tuple(m + stem + ".gz" for m in mirrors)) for stem, sha in sums.items()]
 
 
 def parse_idx(data: bytes, source: str) -> np.ndarray:

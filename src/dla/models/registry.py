@@ -88,10 +88,67 @@ def model_config_class(name: str) -> type[ModelConfig]:
     return model_spec(name).config_class
 
 
-def build_model(cfg: ModelConfig, inputs: ModelInputs | TextInputs) -> nn.Module:
+# Bytes per parameter: float32 weights, and for training their gradients and AdamW's two moments too.
+WEIGHT_BYTES, TRAINING_BYTES = 4, 16
+
+
+def build_model(cfg: ModelConfig, inputs: ModelInputs | TextInputs, training: bool = False) -> nn.Module:
+    """The model `cfg` describes, for `inputs`. One that cannot fit in memory (model.width=60000: 3.6 billion
+    parameters) is refused with one line before anything is allocated, and an allocation that fails anyway is
+    the same one line, not the allocator's traceback."""
     spec = model_spec(cfg.name)
     wanted = TextInputs if spec.modality == "text" else ModelInputs
     if not isinstance(inputs, wanted):
         kind = "a text corpus (task=lm)" if spec.modality == "text" else "images (task=classify)"
         raise ConfigError(f"model.name={cfg.name!r} is a {spec.modality} model; it trains on {kind}")
-    return spec.build(cfg, inputs)
+    per_param = TRAINING_BYTES if training else WEIGHT_BYTES
+    n = _count_parameters(spec, cfg, inputs)
+    available = available_memory()
+    if n is not None and available is not None and n * per_param > available:
+        raise ConfigError(_too_big(cfg, n, per_param, available, training))
+    try:
+        return spec.build(cfg, inputs)
+    except (MemoryError, torch.OutOfMemoryError) as exc:
+        raise ConfigError(_too_big(cfg, n, per_param, available, training, exc)) from None
+    except RuntimeError as exc:
+        if "alloc" not in str(exc).lower():  # "DefaultCPUAllocator: can't allocate memory": not a bug here
+            raise
+        raise ConfigError(_too_big(cfg, n, per_param, available, training, exc)) from None
+
+
+def _count_parameters(spec: ModelSpec, cfg: ModelConfig, inputs: ModelInputs | TextInputs) -> int | None:
+    """Parameters of the model, built on the meta device (shapes only, no memory); None if it cannot be built
+    there (a data-dependent initialisation). The random streams are left as they were: seeded runs repeat."""
+    import random
+
+    import numpy as np
+
+    py_state, np_state = random.getstate(), np.random.get_state()
+    try:
+        with torch.random.fork_rng(devices=[]), torch.device("meta"):
+            return sum(p.numel() for p in spec.build(cfg, inputs).parameters())
+    except Exception:  # only an estimate: the real build reports real problems
+        return None
+    finally:
+        random.setstate(py_state)
+        np.random.set_state(np_state)
+
+
+def available_memory() -> int | None:
+    """Bytes of memory this process could still get (MemAvailable + free swap); None where unknown."""
+    try:
+        with open("/proc/meminfo") as f:
+            info = {line.split(":")[0]: int(line.split()[1]) * 1024 for line in f if line.split()[1:2]}
+    except (OSError, ValueError, IndexError):
+        return None
+    return info["MemAvailable"] + info.get("SwapFree", 0) if "MemAvailable" in info else None
+
+
+def _too_big(cfg: ModelConfig, n: int | None, per_param: int, available: int | None, training: bool,
+             exc: BaseException | None = None) -> str:
+    size = f"{n:,} parameters need about {n * per_param / 2**30:.1f} GiB" if n is not None else "it needs more memory"
+    what = " to train (weights, gradients, optimizer state)" if training else ""
+    have = f"the {available / 2**30:.1f} GiB available" if available is not None else "the memory available"
+    failed = f" (allocation failed: {' '.join(str(exc).split())[:120]})" if exc is not None else ""
+    return (f"model {cfg.name!r} does not fit in memory: {size}{what}, more than {have}{failed}; "
+            "choose a smaller model (e.g. a lower model.width or model.depth)")

@@ -7,15 +7,13 @@ Only files are read: no model is rebuilt and no dataset is touched, so a report 
 from __future__ import annotations
 
 import csv
-import json
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import yaml
-
-from dla.errors import RunDirError
+from dla.config import safe_load_yaml
+from dla.errors import ConfigError, RunDirError
 from dla.report.tables import numeric_metrics
 
 # Keys that name or restart a run rather than change what it trains: never a "difference" between two runs.
@@ -83,11 +81,14 @@ def read_config(path: Path) -> tuple[dict[str, Any], str]:
     cfg = path / "config.yaml"
     if not cfg.is_file():
         raise RunDirError(f"{path} is not a run folder (no config.yaml); pass a folder written by `dla run`")
-    text = cfg.read_text()
     try:
-        data = yaml.safe_load(text)
-    except yaml.YAMLError as exc:
-        raise RunDirError(f"cannot read {cfg}: {' '.join(str(exc).split())}") from None
+        text = cfg.read_bytes().decode("utf-8")
+        # The safe loader, bounded: an alias bomb in a hand-edited config.yaml would otherwise grow without
+        # limit when flattened for the report.
+        data = safe_load_yaml(text, str(cfg))
+    except (OSError, UnicodeDecodeError, ConfigError) as exc:
+        detail = exc.strerror if isinstance(exc, OSError) else str(exc).removeprefix(f"{cfg}: ")
+        raise RunDirError(f"cannot read {cfg}: {' '.join(str(detail).split())[:200]}") from None
     if not isinstance(data, dict):
         raise RunDirError(f"{cfg} does not hold a config mapping; is it a folder written by `dla run`?")
     return data, text
@@ -227,8 +228,10 @@ def group_name(run_name: str) -> str:
 
 
 def read_json(path: Path) -> dict[str, Any] | None:
+    """A JSON object, or None when the file is missing or unreadable (see runs.read_json_mapping)."""
+    from dla.runs import read_json_mapping
+
     try:
-        data = json.loads(path.read_text())
-    except (OSError, json.JSONDecodeError):
+        return read_json_mapping(path)
+    except RunDirError:
         return None
-    return data if isinstance(data, dict) else None

@@ -417,18 +417,30 @@ def render_html(report: Report) -> str:
     return "\n".join(parts) + "\n"
 
 
+def _md_text(text: str) -> str:
+    """Text from run names, config values and files, made inert in Markdown: renderers pass raw HTML through
+    (a run named `<img src=x onerror=...>`), so `& < >` become entities, as the HTML report escapes them."""
+    return html.escape(text, quote=False)
+
+
 def _md_cell(text: str) -> str:
-    return text.replace("|", "\\|").replace("\n", " ")
+    return _md_text(text).replace("|", "\\|").replace("\n", " ")
+
+
+def _md_fence(text: str) -> str:
+    """A code fence longer than any backtick run in `text`, so the text cannot close it early."""
+    longest = max((len(run) for run in re.findall(r"`+", text)), default=0)
+    return "`" * max(3, longest + 1)
 
 
 def render_markdown(report: Report, out: Path) -> str:
     """The same sections as Markdown: tables as tables (best in bold), file images linked relative to `out`."""
-    lines = [f"# {report.title}", ""]
+    lines = [f"# {_md_cell(report.title)}", ""]
     for s in report.sections:
         blocks = [b for b in s.blocks if not (isinstance(b, Image) and b.path is None)]
         if not blocks:  # only figures drawn for the HTML: nothing to link
             continue
-        lines += [f"## {s.title}", ""]
+        lines += [f"## {_md_cell(s.title)}", ""]
         for b in blocks:
             if isinstance(b, Table):
                 lines.append("| " + " | ".join(_md_cell(h) for h in b.header) + " |")
@@ -437,12 +449,14 @@ def render_markdown(report: Report, out: Path) -> str:
                     lines.append("| " + " | ".join(f"**{_md_cell(c.text)}**" if c.best else _md_cell(c.text)
                                                    for c in row) + " |")
                 if b.caption:
-                    lines += ["", b.caption]
+                    lines += ["", _md_text(b.caption)]
             elif isinstance(b, Image):
                 rel = os.path.relpath(b.path.resolve(), out.parent.resolve())
-                lines.append(f"![{b.caption}]({Path(rel).as_posix()})")
+                alt = _md_cell(b.caption).replace("[", "\\[").replace("]", "\\]")
+                lines.append(f"![{alt}]({Path(rel).as_posix()})")
             elif isinstance(b, Text):
-                lines += ["```", b.text.rstrip("\n"), "```"] if b.pre else [b.text]
+                fence = _md_fence(b.text)
+                lines += [fence, b.text.rstrip("\n"), fence] if b.pre else [_md_text(b.text)]
             lines.append("")
     return "\n".join(lines).rstrip("\n") + "\n"
 
@@ -486,6 +500,10 @@ def write_report(paths: Sequence[Path], out: Path | None = None, markdown: bool 
         targets.append(out.with_suffix(".md"))
     for target in targets:
         text = render_html(report) if output_format(target) == "html" else render_markdown(report, target)
-        with atomic_write(target, "w") as f:
-            f.write(text)
+        try:
+            with atomic_write(target, "w") as f:
+                f.write(text)
+        except OSError as exc:  # a read-only or special folder (/proc), a full disk: atomic, so nothing half-written
+            raise RunDirError(f"cannot write the report {target}: {exc.strerror or exc}; pass --out a file in a "
+                              "writable folder") from None
     return targets

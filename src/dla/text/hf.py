@@ -9,6 +9,7 @@ alternatives, instead of transformers' retry loop and a traceback.
 from __future__ import annotations
 
 import functools
+import pickle
 import socket
 import warnings
 from dataclasses import dataclass
@@ -108,6 +109,9 @@ def _from_pretrained(loader: Any, where: str, name: str, kind: str, **kw: Any) -
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")  # e.g. 'unexpected keys' of a sentence-transformers checkpoint
             return loader.from_pretrained(where, local_files_only=local, **kw)
+    except pickle.UnpicklingError:  # a pickle checkpoint (pytorch_model.bin): torch's weights-only load refused it
+        raise DlaError(f"cannot load {kind} {name!r} from {where}: its weights are a pickle file that could run "
+                       "code when loaded, and were refused; use a model saved as model.safetensors") from None
     except (OSError, ValueError, KeyError) as exc:
         first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
         raise DlaError(f"cannot load {kind} {name!r} from {where}: {first[:200]}") from None

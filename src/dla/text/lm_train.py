@@ -178,7 +178,7 @@ def run_lm(cfg: ExperimentConfig, parent: Path, data_root: Path) -> RunDir:
     seed_everything(cfg.seed)
     lm = cfg.lm
     corpus = load_corpus(cfg.data.name, data_root, lm.tokenizer, lm.train_fraction, lm.block_size, cfg.data.path)
-    model = build_model(cfg.model, TextInputs(corpus.tokenizer.vocab_size, lm.block_size)).to(device)
+    model = build_model(cfg.model, TextInputs(corpus.tokenizer.vocab_size, lm.block_size), training=True).to(device)
     prompt = lm.sample_prompt or _first_line(corpus)
     corpus.tokenizer.encode(prompt)  # an unknown character fails now, not after training
     run = prepare_run_dir(parent, cfg)

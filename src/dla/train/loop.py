@@ -368,7 +368,7 @@ def run_experiment(cfg: ExperimentConfig, parent: Path, data_root: Path) -> RunD
         cfg.data.name, cfg.data.fallback = splits.spec.name, ""
     inputs = ModelInputs(splits.input_shape, len(splits.classes), splits.mean, splits.std,
                          sample=splits.train.x[:SAMPLE])
-    model = build_model(cfg.model, inputs).to(device)
+    model = build_model(cfg.model, inputs, training=True).to(device)
     if cfg.train.channels_last:
         model = model.to(memory_format=torch.channels_last)
     if dist.active and device.type == "cuda":
