@@ -107,7 +107,7 @@ def test_unreadable_files_are_one_line_naming_the_file(tmp_path: Path, workers: 
     files = make_tree(tmp_path / "ds", 20)
     files[13].unlink()
     files[13].mkdir()  # a folder where an image should be: it is listed but cannot be read
-    with pytest.raises(DataError, match="cannot decode image") as exc:
+    with pytest.raises(DataError, match=r"cannot decode image|is not a regular file") as exc:
         load(tmp_path / "ds", workers)
     assert str(files[13]) in str(exc.value) and "\n" not in str(exc.value)
     files[13].rmdir()
