@@ -19,10 +19,9 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from dla.data.cache import cached_arrays
-from dla.data.files import Checksum, DataError, file_digest
-from dla.data.registry import ImageSet, LoadContext, RemoteFile, get_dataset, locate, register_dataset
-from dla.data.tar_images import decode_image, tar_members
+from dla.data.files import Checksum, DataError
+from dla.data.registry import ImageSet, LoadContext, RemoteFile, register_dataset
+from dla.data.tar_images import decode_image, decoded_archive, tar_members
 
 CLASSES = ("airplane", "automobile", "bird", "cat", "deer", "dog", "frog", "horse", "ship", "truck")
 SPLITS = ("train", "test")
@@ -73,16 +72,6 @@ def decode_archive(path: Path, size: int = 0, channels: int = 3) -> dict[str, np
     source=SOURCE,
 )
 def load_cifar10_jpeg(ctx: LoadContext, train: bool) -> ImageSet:
-    spec = get_dataset(ctx.name)
-    (archive,) = spec.files
-    path = locate(spec, ctx.root)[archive.path]
-    assert archive.checksum is not None
-    got = file_digest(path, "sha256")
-    if got != archive.checksum.hexdigest:
-        raise DataError(f"{path} failed its sha256 check ({got[:12]}..., expected {archive.checksum.hexdigest[:12]}"
-                        "...): it is not the CIFAR-10 JPEG archive, or it is damaged; get the original again")
-    channels = ctx.channels or 3
-    parts = {"dataset": "cifar10_jpeg", "sha256": got, "size": ctx.image_size, "channels": channels}
-    arrays = cached_arrays("cifar10_jpeg", parts, lambda: decode_archive(path, ctx.image_size, channels))
+    arrays = decoded_archive(ctx, "the CIFAR-10 JPEG archive", decode_archive)
     split = "train" if train else "test"
     return ImageSet(torch.from_numpy(arrays[f"{split}_x"]), torch.from_numpy(arrays[f"{split}_y"]), list(CLASSES))

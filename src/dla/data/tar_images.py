@@ -17,7 +17,9 @@ from pathlib import Path, PurePosixPath
 
 import numpy as np
 
-from dla.data.files import DataError
+from dla.data.cache import cached_arrays
+from dla.data.files import DataError, file_digest
+from dla.data.registry import LoadContext, get_dataset, locate
 
 
 class _CappedReader:
@@ -92,3 +94,22 @@ def decode_image(data: bytes, name: str, where: Path, *, mode: str = "RGB",
         raise DataError(f"{where} member {name!r} is not a decodable image ({exc}); delete the archive and get "
                         "the original") from None
     return arr[:, :, None] if arr.ndim == 2 else arr
+
+
+def decoded_archive(ctx: LoadContext, what: str,
+                    decode: Callable[[Path, int, int], dict[str, np.ndarray]]) -> dict[str, np.ndarray]:
+    """The arrays `decode(path, size, channels)` makes of the dataset's one archive, from the decoded-image cache
+    when it holds them: the archive is found under the data root and its sha256 checked (streamed) first; `what`
+    names it in the error ("the CIFAR-10 JPEG archive")."""
+    spec = get_dataset(ctx.name)
+    (archive,) = spec.files
+    assert archive.checksum is not None
+    path = locate(spec, ctx.root)[archive.path]
+    got = file_digest(path, "sha256")
+    if got != archive.checksum.hexdigest:
+        raise DataError(f"{path} failed its sha256 check ({got[:12]}..., expected {archive.checksum.hexdigest[:12]}"
+                        f"...): it is not {what}, or it is damaged; get the original again")
+    channels = ctx.channels or 3
+    parts = {"dataset": ctx.name, "sha256": got, "size": ctx.image_size, "channels": channels}
+    return cached_arrays(ctx.name, parts, lambda: decode(path, ctx.image_size, channels))
+

@@ -25,10 +25,9 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from dla.data.cache import cached_arrays
-from dla.data.files import Checksum, DataError, file_digest
-from dla.data.registry import ImageSet, LoadContext, RemoteFile, get_dataset, locate, register_dataset
-from dla.data.tar_images import decode_image, tar_members
+from dla.data.files import Checksum, DataError
+from dla.data.registry import ImageSet, LoadContext, RemoteFile, register_dataset
+from dla.data.tar_images import decode_image, decoded_archive, tar_members
 
 TOP = "tiny-imagenet-200"
 SPLITS = ("val", "test")
@@ -138,17 +137,7 @@ def decode_archive(path: Path, size: int = 0, channels: int = 3) -> dict[str, np
     source=SOURCE,
 )
 def load_tiny_imagenet(ctx: LoadContext, train: bool) -> ImageSet:
-    spec = get_dataset(ctx.name)
-    (archive,) = spec.files
-    path = locate(spec, ctx.root)[archive.path]
-    assert archive.checksum is not None
-    got = file_digest(path, "sha256")
-    if got != archive.checksum.hexdigest:
-        raise DataError(f"{path} failed its sha256 check ({got[:12]}..., expected {archive.checksum.hexdigest[:12]}"
-                        "...): it is not the Tiny-ImageNet val/test archive, or it is damaged; get the original again")
-    channels = ctx.channels or 3
-    parts = {"dataset": "tiny_imagenet", "sha256": got, "size": ctx.image_size, "channels": channels}
-    arrays = cached_arrays("tiny_imagenet", parts, lambda: decode_archive(path, ctx.image_size, channels))
+    arrays = decoded_archive(ctx, "the Tiny-ImageNet val/test archive", decode_archive)
     names = [str(n) for n in arrays["names"]]
     if train:
         return ImageSet(torch.from_numpy(arrays["val_x"]), torch.from_numpy(arrays["val_y"]), names)
