@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 import torch
 from torch import nn
 
 from dla.attacks.common import (
     AttackError,
+    Goal,
     Variant,
     attack_mode,
     check_eps,
@@ -16,6 +19,13 @@ from dla.attacks.common import (
     step_along,
 )
 from dla.attacks.registry import register_attack
+
+
+def _goal(model: nn.Module, x: torch.Tensor, y: torch.Tensor | None, loss: str, **kw: Any) -> Goal:
+    """The objective FGSM ascends (`make_goal`), after checking the loss name."""
+    if loss != "ce":
+        raise AttackError(f"loss must be 'ce' (cross-entropy and its targeted variants); got {loss!r}")
+    return make_goal(model, x, y, **kw)
 
 
 def fgsm_direction(
@@ -35,10 +45,8 @@ def fgsm_direction(
     bit for bit, so an eps table needs one backward pass per batch (`dla.attacks.evaluate_attack` uses this).
     """
     x = check_images(x)
-    if loss != "ce":
-        raise AttackError(f"loss must be 'ce' (cross-entropy and its targeted variants); got {loss!r}")
     with attack_mode(model):
-        goal = make_goal(model, x, y, targeted=targeted, target=target, variant=variant, least_likely=least_likely)
+        goal = _goal(model, x, y, loss, targeted=targeted, target=target, variant=variant, least_likely=least_likely)
         if x.shape[0] == 0:
             return torch.zeros_like(x)
         return input_gradient(model, x, goal).sign()
@@ -74,9 +82,7 @@ def fgsm(
     if eps == 0:
         # The checks a real step would make (loss, target), then a copy: no gradient is needed.
         with attack_mode(model):
-            if loss != "ce":
-                raise AttackError(f"loss must be 'ce' (cross-entropy and its targeted variants); got {loss!r}")
-            make_goal(model, x, y, targeted=targeted, target=target, variant=variant, least_likely=least_likely)
+            _goal(model, x, y, loss, targeted=targeted, target=target, variant=variant, least_likely=least_likely)
         return x.clone()
     direction = fgsm_direction(model, x, y, targeted=targeted, target=target, variant=variant, loss=loss,
                                least_likely=least_likely)
