@@ -121,9 +121,13 @@ def get_dataset(name: str) -> DatasetSpec:
 
 def present(spec: DatasetSpec, root: Path) -> bool:
     """Whether every file of the dataset is already on this machine (nothing downloaded, nothing checked)."""
-    return all(any(p.is_file() for p in (root / rf.path, root / spec.name / rf.path,
-                                         *(Path(d) / Path(rf.path).name for d in spec.system_dirs)))
-               for rf in spec.files)
+    return all(any(p.is_file() for p in _candidates(spec, root, rf)) for rf in spec.files)
+
+
+def _candidates(spec: DatasetSpec, root: Path, rf: RemoteFile) -> list[Path]:
+    """Where a file may be: the torchvision layout directly under the root, or under root/<dataset name>/ (how a
+    root holding several datasets is often arranged), then system folders from dataset packages."""
+    return [root / rf.path, root / spec.name / rf.path, *(Path(d) / Path(rf.path).name for d in spec.system_dirs)]
 
 
 def locate(spec: DatasetSpec, root: Path, wanted: Sequence[RemoteFile] | None = None) -> dict[str, Path]:
@@ -135,11 +139,7 @@ def locate(spec: DatasetSpec, root: Path, wanted: Sequence[RemoteFile] | None = 
     found: dict[str, Path] = {}
     missing: list[RemoteFile] = []
     for rf in wanted:
-        # The torchvision layout directly under the root, or under root/<dataset name>/ (how a root
-        # holding several datasets is often arranged), then system folders from dataset packages.
-        candidates = [root / rf.path, root / spec.name / rf.path]
-        candidates += [Path(d) / Path(rf.path).name for d in spec.system_dirs]
-        hit = next((p for p in candidates if p.is_file()), None)
+        hit = next((p for p in _candidates(spec, root, rf) if p.is_file()), None)
         if hit is None:
             missing.append(rf)
         else:
