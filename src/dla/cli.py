@@ -136,6 +136,9 @@ def build_parser() -> argparse.ArgumentParser:
                    help="--odin-grid input steps in pixel units, fractions allowed (default: 0,0.5/255,1/255,2/255,"
                         "3/255,4/255,5/255)")
     p.add_argument("--seed", type=int, default=0, help="seed of the noise set and the autoencoder (default: 0)")
+    p.add_argument("--rescore", action="store_true",
+                   help="a sweep folder: score every run again, even one whose ood/results.json answers the same "
+                        "request on the same checkpoint (by default such a run is reused)")
     p.add_argument("--data-root", default=None, help="dataset folder (default: $DLA_DATA, else ./data)")
 
     p = sub.add_parser("generate", help="sample text from a trained language-model run (task=lm), or from a "
@@ -345,7 +348,8 @@ def cmd_ood(args: argparse.Namespace) -> None:
                            odin_grid=args.odin_grid, odin_val=args.odin_val, odin_temperatures=args.odin_temperatures,
                            odin_eps=args.odin_eps, groups=args.group)
     folder, text = ood_path(Path(args.run_dir), request, resolve_data_root(args.data_root),
-                            log=lambda line: print(line, file=sys.stderr, flush=True))  # stdout: the table only
+                            log=lambda line: print(line, file=sys.stderr, flush=True),  # stdout: the table only
+                            rescore=args.rescore)
     print(text, end="")
     print(f"ood folder: {folder}")
 

@@ -80,3 +80,43 @@ def test_a_bad_request_on_a_sweep_is_one_line_and_writes_nothing(capsys: pytest.
     empty.mkdir(parents=True)
     shutil.copy(copy / RUNS[0] / "config.yaml", empty / "config.yaml")
     one_line_error(capsys, ["ood", str(empty.parent)], "has no finished run")
+
+
+def _scored(err: str) -> list[str]:
+    """The runs a `dla ood SWEEP` log says it scored (not reused)."""
+    return [ln.split(": ")[1] for ln in err.splitlines() if ln.startswith("run ") and "reusing" not in ln]
+
+
+@needs_mnist
+def test_a_second_evaluation_reuses_runs_scored_with_the_same_request_on_the_same_weights(
+        capsys: pytest.CaptureFixture[str], sweep: Path, tmp_path: Path) -> None:
+    import torch
+
+    copy = tmp_path / "s"
+    shutil.copytree(sweep, copy, ignore=shutil.ignore_patterns("ood"))
+    argv = ["ood", str(copy), "--ood", "noise,gaussian", "--methods", "msp,energy", "--limit", "60"]
+    code, first, err = run_cli(capsys, *argv)
+    assert code == 0 and _scored(err) == RUNS, err
+    stamps = {n: (copy / n / "ood" / "results.json").stat().st_mtime_ns for n in RUNS}
+
+    code, again, err = run_cli(capsys, *argv)
+    assert code == 0 and _scored(err) == [] and err.count("reusing its ood/results.json") == 4, err
+    assert again == first  # the same table, rebuilt from the saved rows
+    assert {n: (copy / n / "ood" / "results.json").stat().st_mtime_ns for n in RUNS} == stamps
+
+    # New weights in one run (as after a resume): that run alone is scored again.
+    best = copy / RUNS[1] / "checkpoints" / "best.pt"
+    state = torch.load(best, weights_only=True)
+    key = next(k for k, v in state["model"].items() if v.is_floating_point())
+    state["model"][key] = state["model"][key] + 0.01
+    torch.save(state, best)
+    (copy / RUNS[2] / "ood" / "results.json").write_text("{not json")  # unreadable: scored again, rewritten
+    code, _, err = run_cli(capsys, *argv)
+    assert code == 0 and _scored(err) == [RUNS[1], RUNS[2]], err
+    assert json.loads((copy / RUNS[2] / "ood" / "results.json").read_text())["rows"]
+
+    # Another request (one option differs) or --rescore: every run is scored again.
+    code, _, err = run_cli(capsys, *argv[:-1], "50")
+    assert code == 0 and _scored(err) == RUNS, err
+    code, _, err = run_cli(capsys, *argv[:-1], "50", "--rescore")
+    assert code == 0 and _scored(err) == RUNS, err

@@ -22,7 +22,8 @@ RUN_DIR/ood/ receives:
   ODIN at the validation-chosen (T, eps), scored on the same ID test / OOD test images as every other row.
 
 A sweep folder (as `dla attack` takes one): every finished run gets its RUN/ood/, then SWEEP_DIR/ood/ gets
-summary.md (each row's metrics as mean ± sample std over the runs of each config) and results.json.
+summary.md (each row's metrics as mean ± sample std over the runs of each config) and results.json. A run whose
+RUN/ood/results.json answers the same request on the same weights is reused, not scored again (`dla.ood.reuse`).
 """
 
 from __future__ import annotations
@@ -419,9 +420,12 @@ def _caption(job: _Job, results: dict[str, Any], val_sets: dict[str, tuple[OODSo
 def _write(job: _Job, results: dict[str, Any], rows: list[Row],
            val_sets: dict[str, tuple[OODSource, ImageSet]]) -> OODReport:
     from dla.data.files import atomic_write
+    from dla.ood.reuse import fingerprint, rows_json
     from dla.runs import write_json
 
     table = ood_table(rows, _caption(job, results, val_sets))
+    results["rows"] = rows_json(rows)
+    results["fingerprint"] = fingerprint(job.req, job.run.path)  # lets `dla ood SWEEP_DIR` reuse this run
     with atomic_write(job.out / "table.md", "w") as f:
         f.write(table)
     write_json(job.out / "results.json", results)
@@ -429,7 +433,7 @@ def _write(job: _Job, results: dict[str, Any], rows: list[Row],
 
 
 def ood_path(path: str | Path, req: OODRequest, data_root: Path | None = None,
-             log: Callable[[str], Any] = print) -> tuple[Path, str]:
+             log: Callable[[str], Any] = print, rescore: bool = False) -> tuple[Path, str]:
     """`dla ood` on a run folder, or on every finished run of a sweep folder: (output folder, Markdown text)."""
     from dla.data import resolve_data_root
     from dla.ood.sweep import ood_sweep
@@ -438,6 +442,6 @@ def ood_path(path: str | Path, req: OODRequest, data_root: Path | None = None,
 
     path, root = Path(path), data_root or resolve_data_root()
     if is_sweep_dir(path):
-        return ood_sweep(path, req, root, log)
+        return ood_sweep(path, req, root, log, rescore)
     report = evaluate(load_trained(path, root), req, root, log)
     return report.folder, report.table

@@ -3,7 +3,8 @@ each row's metrics as mean ± sample std over the runs of each config (the sweep
 
 Each run gets its own RUN/ood/ (table, plots, results.json). SWEEP_DIR/ood/ gets summary.md (the table) and
 results.json (every run's per-set and per-group numbers). Every run is loaded and checked before any is scored,
-so a sweep holding a broken run fails with one line before anything is written.
+so a sweep holding a broken run fails with one line before anything is written. A run already scored with the
+same request on the same weights keeps its RUN/ood/ and is not scored again (`dla.ood.reuse`; `--rescore`).
 """
 
 from __future__ import annotations
@@ -15,25 +16,35 @@ from typing import Any
 from dla.ood.tables import Row, sweep_table
 
 
-def ood_sweep(sweep_dir: Path, req: Any, root: Path, log: Callable[[str], Any] = print) -> tuple[Path, str]:
-    """Score every finished run of `sweep_dir` with `req` (`dla.ood.run.OODRequest`): (SWEEP_DIR/ood, summary)."""
+def ood_sweep(sweep_dir: Path, req: Any, root: Path, log: Callable[[str], Any] = print,
+              rescore: bool = False) -> tuple[Path, str]:
+    """Score every finished run of `sweep_dir` with `req` (`dla.ood.run.OODRequest`): (SWEEP_DIR/ood, summary).
+    A run already scored with the same request on the same weights is reused (`dla.ood.reuse`) unless `rescore`."""
     from dla.data.files import atomic_write
+    from dla.ood.reuse import saved_results, saved_rows
     from dla.ood.run import prepare, score_prepared
+    from dla.ood.tables import table_rows
     from dla.report.collect import finished_sweep_runs, group_name
     from dla.runs import write_json
     from dla.train.restore import load_trained
 
     finished, unfinished = finished_sweep_runs(sweep_dir)
-    # Every run loaded, checked and its OOD sets loaded before any is scored: a bad request writes nothing.
-    prepared = [prepare(load_trained(p, root), req, root) for p in finished]
+    saved = {p: None if rescore else saved_results(p, req) for p in finished}
+    # Every run to score loaded, checked and its OOD sets loaded before any is scored: a bad request writes nothing.
+    prepared = {p: prepare(load_trained(p, root), req, root) for p in finished if saved[p] is None}
     configs: dict[str, list[list[Row]]] = {}
     per_run: dict[str, dict[str, Any]] = {}
-    for i, p in enumerate(prepared):
-        run = p.run
-        log(f"run {i + 1} of {len(prepared)}: {run.path.name}")
-        report = score_prepared(p, log)
-        configs.setdefault(group_name(run.path.name), []).append(report.rows)
-        per_run[run.path.name] = {k: report.results[k] for k in ("id", "ood", "groups")}
+    for i, path in enumerate(finished):
+        if saved[path] is not None:
+            log(f"run {i + 1} of {len(finished)}: {path.name}: reusing its ood/results.json (same request, same "
+                "checkpoint; --rescore scores it again)")
+            results, rows = saved[path], table_rows(saved_rows(saved[path]))
+        else:
+            log(f"run {i + 1} of {len(finished)}: {path.name}")
+            report = score_prepared(prepared[path], log)
+            results, rows = report.results, report.rows
+        configs.setdefault(group_name(path.name), []).append(rows)
+        per_run[path.name] = {k: results[k] for k in ("id", "ood", "groups")}
     first = next(iter(per_run.values()))["id"]
     caption = (f"ID: {first['dataset']} test, the first {first['n']} images of each run's test split and of each "
                "OOD set, best checkpoint of each run. Each cell: mean ± sample std over the config's n runs; a "
