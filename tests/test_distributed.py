@@ -103,6 +103,38 @@ def test_a_failing_rank_fails_the_job_and_its_checkpoint_resumes_on_one_process(
         torch.testing.assert_close(b[k], a[k], rtol=0, atol=1e-6, msg=k)
 
 
+def test_a_sigterm_inside_an_epoch_stops_every_rank_at_one_batch_and_resumes_on_one_process(
+        single: Path, tmp_path: Path) -> None:
+    script = tmp_path / "term_rank1.py"
+    # SIGTERM to rank 1 only, after its 25th step (epoch 2, batch 10 of 15): rank 0 must stop at the same batch.
+    script.write_text(
+        "import os, sys\n"
+        "if os.environ.get('RANK') == '1':\n"
+        "    os.environ['DLA_FAULT_SIGNAL_AT_STEP'] = '25:TERM'\n"
+        "from dla.cli import main\n"
+        "sys.exit(main(sys.argv[1:]))\n")
+    proc = _torchrun(2, [str(script), "run", *COMMON, "run_name=mid", "--out", str(tmp_path)])
+    assert proc.returncode != 0
+    run = tmp_path / "mnist_mlp" / "mid"
+    state = load_checkpoint(run / "checkpoints" / "last.pt")
+    assert state["epoch"] == 1 and (state["partial"]["epoch"], state["partial"]["batch"]) == (2, 10)
+    assert sorted(p.name for p in (run / "checkpoints").iterdir()) == ["best.pt", "last.pt"]
+    resumed = _plain(["run", *COMMON, "run_name=mid", "resume=true", "--out", str(tmp_path)])
+    assert resumed.returncode == 0, resumed.stderr
+    assert "in epoch 2, batch 10 of 15" in resumed.stdout
+    a, b = _weights(single), _weights(run)
+    for k in a:
+        torch.testing.assert_close(b[k], a[k], rtol=0, atol=1e-6, msg=k)
+    # Epoch 2's training metrics: both ranks' first 10 batches (saved by rank 0), then 5 on one process.
+    rows = {(r.split(",")[0], r.split(",")[1]): r.split(",")[2:4] for r in
+            (run / "metrics.csv").read_text().splitlines()[1:]}
+    want = {(r.split(",")[0], r.split(",")[1]): r.split(",")[2:4] for r in
+            (single / "metrics.csv").read_text().splitlines()[1:]}
+    assert rows.keys() == want.keys()
+    for key in want:
+        assert [float(v) for v in rows[key]] == pytest.approx([float(v) for v in want[key]], rel=1e-5), key
+
+
 def test_a_batch_that_does_not_split_is_one_clear_line(tmp_path: Path) -> None:
     proc = _torchrun(2, ["-m", "dla.cli", "run", *COMMON, "data.batch_size=101", "--out", str(tmp_path)])
     assert proc.returncode != 0

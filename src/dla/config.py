@@ -162,6 +162,9 @@ class TrainConfig:
     channels_last: bool = opt(False, "NHWC memory format for model and images (faster convs on CPU and GPU)")
     test_flip: bool = opt(False, "validation and test logits averaged over each image and its mirror image "
                                  "(test-time augmentation); attacks, OOD scores and explanations see one view")
+    checkpoint_every_s: float = opt(300.0, "also write last.pt inside an epoch every N seconds (and on SIGINT / "
+                                           "SIGTERM), resumed from that batch exactly; 0 = at epoch ends only",
+                                    ge=0)
     grad_flow_every: int = opt(0, "record per-layer gradient norms and update/weight ratios every N steps "
                                   "(gradflow.csv + plots); 0 = off", ge=0)
     adversarial: AdversarialConfig = opt(default_factory=AdversarialConfig,

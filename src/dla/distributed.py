@@ -91,6 +91,15 @@ def broadcast_object(obj: Any, d: Dist) -> Any:
     return box[0]
 
 
+def gather_objects(obj: Any, d: Dist) -> list[Any]:
+    """Every rank's `obj`, in rank order, on every rank ([obj] in a single process)."""
+    if not d.active:
+        return [obj]
+    box: list[Any] = [None] * d.world
+    dist.all_gather_object(box, obj)
+    return box
+
+
 def broadcast_buffers(module: torch.nn.Module, d: Dist) -> None:
     """Copy rank 0's buffers (BatchNorm running statistics) to every rank, so all ranks evaluate one model.
 

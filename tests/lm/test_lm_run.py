@@ -104,6 +104,26 @@ def test_resume_after_an_interruption_ends_where_an_uninterrupted_run_does(tmp_p
 
 
 @needs_dante
+def test_an_interrupt_between_evaluations_checkpoints_that_step_and_resume_is_exact(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    from dla.train import interrupt
+
+    straight = tiny_run(tmp_path / "a", "run_name=straight")
+    monkeypatch.setattr(interrupt, "_SIGNAL_AT", "27:INT")  # a real SIGINT right after step 26's update
+    monkeypatch.setattr(interrupt, "_polls", 0)
+    with pytest.raises(Exception, match=r"interrupted; .*last.pt holds step 27 \(between evaluations\)"):
+        tiny_run(tmp_path / "b", "run_name=cut")
+    monkeypatch.setattr(interrupt, "_SIGNAL_AT", "")
+    state = load_checkpoint(tmp_path / "b" / "dante_char" / "cut" / "checkpoints" / "last.pt")
+    assert (state["epoch"], state["evaluated"]) == (27, False)
+    resumed = tiny_run(tmp_path / "b", "run_name=cut", "resume=true")
+    a, b = load_checkpoint(straight.last), load_checkpoint(resumed.last)
+    for k in a["model"]:
+        torch.testing.assert_close(a["model"][k], b["model"][k], rtol=0, atol=0)
+    assert straight.metrics.read_text() == resumed.metrics.read_text()
+
+
+@needs_dante
 def test_a_nan_loss_stops_at_its_step(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     from dla.models.gpt import GPT
     from dla.train.loop import TrainingDiverged

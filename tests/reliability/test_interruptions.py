@@ -12,6 +12,7 @@ import signal
 from pathlib import Path
 
 import pytest
+import torch
 
 from dla.errors import CheckpointError
 from dla.train.checkpoint import load_checkpoint
@@ -32,6 +33,12 @@ def _same_as_reference(run_dir: Path, reference: Path) -> None:
     assert (got["best_epoch"], got["epochs_run"]) == (want["best_epoch"], want["epochs_run"]) == (4, 4)
     assert got["confusion_matrix"] == want["confusion_matrix"]
     assert metric_rows(run_dir) == metric_rows(reference)  # every epoch's train and val numbers
+
+
+def _same_final_weights(run_dir: Path, reference: Path) -> None:
+    got = load_checkpoint(run_dir / "checkpoints" / "last.pt")["model"]
+    want = load_checkpoint(reference / "checkpoints" / "last.pt")["model"]
+    assert got.keys() == want.keys() and all(torch.equal(got[k], want[k]) for k in got)  # bit for bit
 
 
 def _no_temp_files(run_dir: Path) -> list[str]:
@@ -155,3 +162,88 @@ def test_a_sweep_interrupted_before_a_points_first_checkpoint_continues(
         for seed in (0, 1):
             results = json.loads((point.parent / f"seed={seed}" / "results.json").read_text())
             assert results["epochs_run"] == 2 and results["seed"] == seed
+
+
+# Inside an epoch (train.checkpoint_every_s, dla.train.interrupt). RUN's epochs are 40 steps; the hook
+# DLA_FAULT_SIGNAL_AT_STEP=N:SIG sends the signal right after the process's Nth optimizer step, for certain.
+
+def test_sigint_inside_an_epoch_checkpoints_that_batch_and_resume_is_exact(
+        tmp_path: Path, reference_run: Path, proof, capsys: pytest.CaptureFixture[str]) -> None:
+    out = tmp_path / "runs"
+    run_dir = out / "mnist_mlp" / "mid"
+    proc = spawn(["run", "mnist_mlp", *RUN, "run_name=mid", "--out", str(out)], tmp_path,
+                 DLA_FAULT_SIGNAL_AT_STEP="60:INT")  # step 60 = batch 20 of epoch 2
+    with proof.check("interruptions"):
+        _, err = proc.communicate(timeout=120)
+        line = error_line(err)
+        assert proc.returncode == 2
+        assert f"{run_dir / 'checkpoints' / 'last.pt'} holds epoch 2, batch 20 of 40;" in line, line
+        assert "resume=true run_name=mid" in line
+        state = load_checkpoint(run_dir / "checkpoints" / "last.pt")
+        assert state["epoch"] == 1 and (state["partial"]["epoch"], state["partial"]["batch"]) == (2, 20)
+        assert not (run_dir / "results.json").exists() and _no_temp_files(run_dir) == []
+    with proof.check("interruptions"):  # the same 20 remaining batches, in the same order: the same run
+        code, stdout, err = _resume(capsys, out, "mid")
+        assert code == 0, err
+        assert f"resuming {run_dir} in epoch 2, batch 20 of 40" in stdout
+        _same_as_reference(run_dir, reference_run)  # epoch 2's train metrics too: half saved, half resumed
+        _same_final_weights(run_dir, reference_run)
+
+
+def test_sigterm_inside_an_epoch_checkpoints_quietly_and_resume_is_exact(
+        tmp_path: Path, reference_run: Path, proof, capsys: pytest.CaptureFixture[str]) -> None:
+    out = tmp_path / "runs"
+    run_dir = out / "mnist_mlp" / "mterm"
+    proc = spawn(["run", "mnist_mlp", *RUN, "run_name=mterm", "--out", str(out)], tmp_path,
+                 DLA_FAULT_SIGNAL_AT_STEP="95:TERM")  # batch 15 of epoch 3
+    with proof.check("interruptions"):  # a scheduler's stop: checkpoint, then the conventional status
+        _, err = proc.communicate(timeout=120)
+        assert proc.returncode == 128 + signal.SIGTERM and err.strip() == "", err
+        state = load_checkpoint(run_dir / "checkpoints" / "last.pt")
+        assert state["epoch"] == 2 and state["partial"]["batch"] == 15
+    with proof.check("interruptions"):
+        code, stdout, err = _resume(capsys, out, "mterm")
+        assert code == 0, err
+        assert f"resuming {run_dir} in epoch 3, batch 15 of 40" in stdout
+        _same_as_reference(run_dir, reference_run)
+        _same_final_weights(run_dir, reference_run)
+
+
+def test_kill_9_after_timed_mid_epoch_checkpoints_resumes_from_the_last_one_exactly(
+        tmp_path: Path, reference_run: Path, proof, capsys: pytest.CaptureFixture[str]) -> None:
+    out = tmp_path / "runs"
+    run_dir = out / "mnist_mlp" / "timed"
+    every = "train.checkpoint_every_s=0.000001"  # every step: the last one before the kill is step 69
+    proc = spawn(["run", "mnist_mlp", *RUN, every, "run_name=timed", "--out", str(out)], tmp_path,
+                 DLA_FAULT_SIGNAL_AT_STEP="70:KILL")
+    with proof.check("interruptions"):  # no handler runs: only what the timer already wrote survives
+        proc.communicate(timeout=120)
+        assert proc.returncode == -signal.SIGKILL
+        state = load_checkpoint(run_dir / "checkpoints" / "last.pt")
+        assert state["epoch"] == 1 and state["partial"]["batch"] == 29
+    with proof.check("interruptions"):
+        code, stdout, err = run_cli(capsys, "run", "mnist_mlp", *RUN, every, "run_name=timed", "resume=true",
+                                    "--out", str(out))
+        assert code == 0, err
+        assert f"resuming {run_dir} in epoch 2, batch 29 of 40" in stdout
+        _same_as_reference(run_dir, reference_run)
+        _same_final_weights(run_dir, reference_run)
+        assert _no_temp_files(run_dir) == []
+
+
+def test_resumed_runs_drop_the_gradient_flow_rows_written_after_their_checkpoint(tmp_path: Path) -> None:
+    from torch import nn
+
+    from dla.train.gradflow import GradFlowRecorder
+
+    model = nn.Sequential(nn.Linear(3, 4), nn.Linear(4, 2))
+    rec = GradFlowRecorder(model, 5, tmp_path / "gradflow.csv")
+    for step in (5, 10, 15):
+        model(torch.ones(1, 3)).sum().backward()
+        rec.before_step(step, 1)
+        rec.after_step()
+    text = (tmp_path / "gradflow.csv").read_text()
+    rec.drop_after(12)  # a checkpoint after step 12: the rows of step 15 are written again by the resumed run
+    kept = (tmp_path / "gradflow.csv").read_text()
+    assert kept.splitlines() == [ln for ln in text.splitlines() if not ln.startswith("15,")]
+    assert [ln.split(",")[0] for ln in kept.splitlines()[1:]] == ["5", "5", "10", "10"]

@@ -116,6 +116,32 @@ def test_lora_resume_after_interruption_equals_an_uninterrupted_run(tiny_bert: P
     assert sa.keys() == sb.keys() and all(torch.equal(sa[k], sb[k]) for k in sa)
 
 
+def test_lora_resume_from_the_middle_of_an_epoch_equals_an_uninterrupted_run(tiny_bert: Path, tmp_path: Path,
+                                                                            monkeypatch: pytest.MonkeyPatch):
+    from dla.train import interrupt
+
+    def run(*extra: str):
+        cfg = load_config("textcls_lora", [*SMALL, f"textcls.encoder={tiny_bert}", "train.epochs=2", *extra])
+        return run_experiment(cfg, tmp_path / "textcls_lora", DATA_ROOT)
+
+    straight = run("run_name=straight")
+    monkeypatch.setattr(interrupt, "_SIGNAL_AT", "3:INT")  # a real SIGINT after the 3rd step of epoch 1
+    monkeypatch.setattr(interrupt, "_polls", 0)
+    with pytest.raises(DlaError, match=r"interrupted; .*holds epoch 1, batch 3 of \d+;"):
+        run("run_name=cut")
+    monkeypatch.setattr(interrupt, "_SIGNAL_AT", "")
+    resumed = run("run_name=cut", "resume=true")
+    a, b = straight.read_results(), resumed.read_results()
+    assert a["test"] == b["test"] and a["val"] == b["val"] and a["best_epoch"] == b["best_epoch"]
+    sa, sb = load_checkpoint(straight.last)["model"], load_checkpoint(resumed.last)["model"]
+    assert sa.keys() == sb.keys() and all(torch.equal(sa[k], sb[k]) for k in sa)
+
+    def rows(run_dir: Path) -> list[dict[str, str]]:  # every epoch's numbers, without the wall clock
+        return [{k: v for k, v in r.items() if k != "time"} for r in csv.DictReader((run_dir / "metrics.csv").open())]
+
+    assert rows(straight.path) == rows(resumed.path)
+
+
 def test_lora_sweep_gives_each_point_a_fresh_encoder(tiny_bert: Path, tmp_path: Path, capsys):
     code, _out, err = run_cli(capsys, "sweep", "textcls_lora", *SMALL, "train.epochs=1", f"textcls.encoder={tiny_bert}",
                              "textcls.lora_targets=q,all-linear", "textcls.lora_r=4", "--name", "s",

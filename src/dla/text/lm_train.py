@@ -31,6 +31,7 @@ from dla.text.corpus import BlockSampler, Corpus, load_corpus
 from dla.text.generate import Sampling, generate
 from dla.tracking import Tracker, check_tracking, progress, read_metrics
 from dla.train.checkpoint import load_checkpoint, rng_state, save_checkpoint, set_rng_state
+from dla.train.interrupt import StepClock
 from dla.train.loop import TrainingDiverged, _check_resume_config, interrupted, storage_errors
 from dla.train.optim import build_optimizer, lr_factor
 
@@ -50,6 +51,8 @@ class LMTrainer:
         self.forward = torch.compile(model) if cfg.train.compile else model
         self.step, self.best_val, self.best_step, self.bad_evals = 0, math.inf, 0, 0
         self.resumed_at = -1
+        self.position = ""  # where last.pt stands, for messages
+        self.clock = StepClock(cfg.train.checkpoint_every_s)
         for stale in run.checkpoints.glob(".*.tmp"):  # a kill -9 mid-write never became a checkpoint
             stale.unlink(missing_ok=True)
         if cfg.resume:
@@ -76,24 +79,35 @@ class LMTrainer:
             if step == lm.max_iters:
                 break
 
-            for group in self.optimizer.param_groups:
-                group["lr"] = self.lr_at(step)
-            x, y = (t.to(self.device) for t in self.train_batches.next())  # (B, T) each
-            with self.autocast():
-                logits = self.forward(x)  # (B, T, V)
-            loss = F.cross_entropy(logits.float().view(-1, logits.shape[-1]), y.reshape(-1))
-            self.optimizer.zero_grad(set_to_none=True)
-            loss.backward()
-            if self.cfg.train.grad_clip > 0:
-                torch.nn.utils.clip_grad_norm_(self.model.parameters(), self.cfg.train.grad_clip)
-            # Stop at the first non-finite loss, before it reaches the weights. (`.item()` syncs a GPU once
-            # per step; at these model sizes that costs little next to training on garbage.)
-            if not math.isfinite(loss.item()):
-                raise TrainingDiverged(f"training loss became {loss.item()} at step {step}; the last good "
-                                       f"checkpoint is {self.run.last if self.run.last.is_file() else 'none'}; "
-                                       "lower optim.lr or set train.grad_clip")
-            self.optimizer.step()
-            tokens += x.numel()
+            with self.clock.arm():  # SIGINT / SIGTERM: this step ends and is checkpointed first
+                tokens += self.train_step(step)
+
+    def train_step(self, step: int) -> int:
+        """One update on a fresh batch; then a mid-interval checkpoint if due. Returns the tokens trained on."""
+        for group in self.optimizer.param_groups:
+            group["lr"] = self.lr_at(step)
+        x, y = (t.to(self.device) for t in self.train_batches.next())  # (B, T) each
+        with self.autocast():
+            logits = self.forward(x)  # (B, T, V)
+        loss = F.cross_entropy(logits.float().view(-1, logits.shape[-1]), y.reshape(-1))
+        self.optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        if self.cfg.train.grad_clip > 0:
+            torch.nn.utils.clip_grad_norm_(self.model.parameters(), self.cfg.train.grad_clip)
+        # Stop at the first non-finite loss, before it reaches the weights. (`.item()` syncs a GPU once
+        # per step; at these model sizes that costs little next to training on garbage.)
+        if not math.isfinite(loss.item()):
+            raise TrainingDiverged(f"training loss became {loss.item()} at step {step}; the last good "
+                                   f"checkpoint is {self.run.last if self.run.last.is_file() else 'none'}; "
+                                   "lower optim.lr or set train.grad_clip")
+        self.optimizer.step()
+        save, stop = self.clock.poll()
+        if save:  # taken after step's update: the resumed run goes on at step + 1, with no evaluation first
+            self.save(self.run.last, at=step + 1, evaluated=False)
+            self.clock.saved()
+        if stop:
+            self.clock.stop()
+        return x.numel()
 
     @torch.no_grad()
     def estimate_loss(self, split: str) -> float:
@@ -123,6 +137,7 @@ class LMTrainer:
         if improved:  # best before last: a crash between the two never leaves last.pt ahead of its best.pt
             self.save(self.run.best)
         self.save(self.run.last)
+        self.clock.saved()
         patience = self.cfg.lm.patience
         if patience and self.bad_evals >= patience:
             print(f"early stop at step {step}: no val loss improvement for {patience} evaluations "
@@ -143,9 +158,14 @@ class LMTrainer:
     def autocast(self) -> contextlib.AbstractContextManager:
         return autocast(self.device, self.cfg.train.amp, self.cfg.train.amp_cpu)
 
-    def save(self, path: Path) -> None:
+    def save(self, path: Path, at: int | None = None, evaluated: bool = True) -> None:
+        """At an evaluation (before step `at`'s update), or `evaluated=False`: between evaluations."""
+        at = self.step if at is None else at
+        if path == self.run.last:
+            self.position = f"the evaluation at step {at}" if evaluated else f"step {at} (between evaluations)"
         save_checkpoint(path, {
-            "epoch": self.step,  # the step, under the key every dla checkpoint has
+            "epoch": at,  # the step, under the key every dla checkpoint has
+            "evaluated": evaluated,
             "experiment": self.cfg.experiment,
             "model_name": self.cfg.model.name,
             "model": self.model.state_dict(),
@@ -165,9 +185,11 @@ class LMTrainer:
         self.best_val, self.best_step, self.bad_evals = state["best_val"], state["best_step"], state["bad_evals"]
         self.train_batches.generator.set_state(state["sampler"])
         set_rng_state(state["rng"])
-        # The checkpoint was taken at an evaluation, before that step's update: pick up right after the
-        # evaluation (it is not repeated, and its metrics rows are kept).
-        self.step = self.resumed_at = int(state["epoch"])
+        # A checkpoint taken at an evaluation, before that step's update: pick up right after the evaluation (it
+        # is not repeated, and its metrics rows are kept). One taken between evaluations: at its step, as is.
+        self.step = int(state["epoch"])
+        self.resumed_at = self.step if state.get("evaluated", True) else -1
+        self.position = f"step {self.step}"
         print(f"resuming {self.run.path} at step {self.step}", flush=True)
 
 
@@ -201,10 +223,14 @@ def run_lm(cfg: ExperimentConfig, parent: Path, data_root: Path) -> RunDir:
     with storage_errors(run):
         trainer = LMTrainer(cfg, model, corpus, device, run)
         try:
-            trainer.fit()
+            with trainer.clock.installed():
+                trainer.fit()
         except KeyboardInterrupt:
             trainer.tracker.close()
-            raise interrupted(run, cfg, "evaluation") from None
+            raise interrupted(run, cfg, "evaluation", trainer.position) from None
+        except SystemExit:  # SIGTERM: quiet, after the checkpoint if one was due
+            trainer.tracker.close()
+            raise
         trainer.tracker.close()
         finish_lm(run, cfg, trainer, prompt, n_params, time.perf_counter() - t0, str(device))
     return run

@@ -79,6 +79,14 @@ def load_checkpoint(path: Path) -> dict[str, Any]:
     return obj
 
 
+def position(state: dict[str, Any], batches: int | None = None) -> str:
+    """Where a checkpoint stands: "epoch 3", or "epoch 4, batch 120 of 351" for one taken inside an epoch."""
+    partial = state.get("partial")
+    if not partial:
+        return f"epoch {state['epoch']}"
+    return f"epoch {partial['epoch']}, batch {partial['batch']}" + (f" of {batches}" if batches else "")
+
+
 def rng_state() -> dict[str, Any]:
     """Every RNG the loop touches, as tensors and primitives (weights-only loadable)."""
     np_state = np.random.get_state()

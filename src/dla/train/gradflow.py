@@ -34,6 +34,22 @@ class GradFlowRecorder:
             with path.open("w", newline="") as f:
                 csv.writer(f).writerow(FIELDS)
 
+    def drop_after(self, step: int) -> None:
+        """Resuming from a checkpoint taken after `step`: rows of later steps come again, so they go."""
+        with self.path.open(newline="") as f:
+            rows = list(csv.reader(f))
+        kept = [r for r in rows[1:] if r and int(r[0]) <= step]
+        if len(kept) == len(rows) - 1:
+            return
+        import io
+
+        from dla.data.files import atomic_write
+
+        text = io.StringIO(newline="")
+        csv.writer(text).writerows([rows[0], *kept])
+        with atomic_write(self.path) as f:
+            f.write(text.getvalue().encode())
+
     @torch.no_grad()
     def before_step(self, step: int, epoch: int) -> None:
         """Call after backward, before clipping and the optimizer step."""

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import contextlib
 import errno
+import itertools
 import math
 import time
 from collections.abc import Callable, Iterator
@@ -31,6 +32,7 @@ from dla.distributed import (
     broadcast_object,
     check_batch,
     device_for,
+    gather_objects,
     init_from_env,
 )
 from dla.errors import DlaError, RunDirError
@@ -41,10 +43,11 @@ from dla.report.tables import runs_table
 from dla.runs import RunDir, env_info, prepare_run_dir, write_config, write_json
 from dla.runtime import autocast, pick_device, seed_everything
 from dla.tracking import NullTracker, Tracker, check_tracking, progress, read_metrics
-from dla.train.checkpoint import load_checkpoint, rng_state, save_checkpoint, set_rng_state
+from dla.train.checkpoint import load_checkpoint, position, rng_state, save_checkpoint, set_rng_state
 from dla.train.early_stopping import EarlyStopping
 from dla.train.gradflow import GradFlowRecorder
 from dla.train.guard import AdversarialGuard
+from dla.train.interrupt import StepClock
 from dla.train.losses import Criterion, CrossEntropy, build_criterion, check_teacher
 from dla.train.metrics import MetricAccumulator
 from dla.train.optim import build_optimizer, build_scheduler
@@ -120,17 +123,23 @@ class Trainer:
         if cfg.train.compile:
             self.forward = torch.compile(self.forward)
         self.start_epoch = 0
+        self.partial: dict[str, Any] | None = None  # a mid-epoch checkpoint's place in its epoch (resume)
+        self.position = ""  # where last.pt stands, for messages
+        self.clock = StepClock(cfg.train.checkpoint_every_s, dist, device)
         if dist.main:  # temp files of a process killed mid-write (kill -9) never became checkpoints
             for stale in run.checkpoints.glob(".*.tmp"):
                 stale.unlink(missing_ok=True)
         if cfg.resume:
             self.start_epoch = self.restore(run.last)
         if dist.rank:  # dropout masks differ across ranks; rank 0 keeps the single-process stream
-            torch.manual_seed(cfg.seed * 7919 + dist.rank * 104_729 + self.start_epoch)
+            batch = self.partial["batch"] if self.partial else 0
+            torch.manual_seed(cfg.seed * 7919 + dist.rank * 104_729 + self.start_epoch + 1_000_003 * batch)
         self.tracker = Tracker(run.path, cfg.tracking, to_dict(cfg), self.start_epoch, run.path.name) \
             if dist.main else NullTracker()
         self.gradflow = GradFlowRecorder(model, cfg.train.grad_flow_every, run.gradflow) \
             if cfg.train.grad_flow_every and dist.main else None
+        if self.gradflow and cfg.resume:  # rows the interrupted process wrote after its checkpoint come again
+            self.gradflow.drop_after(self.start_epoch * len(self.train_loader) + (self.partial or {}).get("batch", 0))
 
     # ---------------------------------------------------------------------------------------------
     def fit(self) -> None:
@@ -139,13 +148,14 @@ class Trainer:
         if self.stopper.should_stop:  # resumed from a run that had already stopped early
             return
         for epoch in range(self.start_epoch + 1, cfg.epochs + 1):  # epochs count from 1
-            t0 = time.perf_counter()
-            lr = self.optimizer.param_groups[0]["lr"]
+            # A mid-epoch checkpoint's epoch continues with its learning rate and seconds so far.
+            self.epoch_lr = self.partial["lr"] if self.partial else self.optimizer.param_groups[0]["lr"]
+            self.epoch_t0 = time.perf_counter() - (self.partial["seconds"] if self.partial else 0.0)
             train = self.train_one_epoch(epoch)
             val = self.evaluate(self.val_loader)
             if self.guard:
                 val["robust_accuracy"] = self.guard.measure(self.model, epoch)
-            seconds = time.perf_counter() - t0
+            seconds, lr = time.perf_counter() - self.epoch_t0, self.epoch_lr
 
             self.tracker.log(epoch, "train", train, lr=lr, seconds=seconds)
             self.tracker.log(epoch, "val", val)
@@ -162,6 +172,7 @@ class Trainer:
                     self.save(self.run.best, epoch)
                 self.save(self.run.last, epoch)
                 self._print_epoch(epoch, train, val, seconds, improved)
+            self.clock.saved()
             # Every rank saw the same summed metrics; rank 0's decision is still the one that counts.
             if broadcast_object(self.stopper.should_stop, self.dist):
                 self._say(f"early stop: no {cfg.early_stopping.metric} improvement for "
@@ -175,31 +186,15 @@ class Trainer:
         # Augmentation has its own (seed, epoch) stream, apart from the loader's shuffle, so resume replays it.
         aug_rng = torch.Generator().manual_seed(self.cfg.seed * 1_000_003 + epoch + 500_009)
         acc = MetricAccumulator(self.num_classes)
-        bar = progress(self.train_loader, total=len(self.train_loader), desc=f"epoch {epoch}",
+        skip = self._continue_epoch(epoch, aug_rng, acc)  # batches a mid-epoch checkpoint already trained on
+        batches = itertools.islice(enumerate(self.train_loader, 1), skip, None)
+        bar = progress(batches, total=len(self.train_loader) - skip, desc=f"epoch {epoch}",
                        mode=self.cfg.tracking.progress)
         steps_done = (epoch - 1) * len(self.train_loader)
         watch = LossWatch(self.device)
-        for i, (x, y, idx) in enumerate(bar, 1):  # this rank's rows of each global batch: (B / world, C, H, W) uint8
-            x = augment(x, self.cfg.data.augment, aug_rng, rank=self.dist.rank, world=self.dist.world)
-            x = self.to_input(x)
-            with self.autocast():
-                logits = self.forward(x)  # (B, K)
-                loss = self.criterion(logits.float(), y, x, idx)
-            if watch.add(steps_done + i, loss):
-                self._stop_if_diverged(watch, epoch, steps_done)
-            self.optimizer.zero_grad(set_to_none=True)
-            loss.backward()
-            if self.gradflow:
-                self.gradflow.before_step(steps_done + i, epoch)
-            if self.cfg.train.grad_clip > 0:
-                nn.utils.clip_grad_norm_(self.model.parameters(), self.cfg.train.grad_clip)
-            self.optimizer.step()
-            if self.gradflow:
-                self.gradflow.after_step()
-            self.scheduler.step()
-            if not isinstance(self.criterion, CrossEntropy) or self.cfg.train.label_smoothing > 0:
-                loss = F.cross_entropy(logits.detach().float(), y)  # log plain CE, comparable with val and test
-            acc.update(loss, logits, y)
+        with self.clock.arm():  # SIGINT / SIGTERM: this step ends and is checkpointed first (dla.train.interrupt)
+            for i, (x, y, idx) in bar:  # this rank's rows of each global batch: (B / world, C, H, W) uint8
+                self.train_step(epoch, i, x, y, idx, aug_rng, acc, watch)
         self._stop_if_diverged(watch, epoch, steps_done)  # the window's rest, before this epoch is saved
         stats = acc.compute(self.reduce)
         if not math.isfinite(stats["loss"]):  # the logged loss (plain CE) of a finite training objective
@@ -207,6 +202,48 @@ class Trainer:
                 f"training loss became {stats['loss']} in epoch {epoch}; the last good checkpoint is "
                 f"{self._last_good(epoch)}; lower optim.lr or set train.grad_clip")
         return stats
+
+    def train_step(self, epoch: int, i: int, x: torch.Tensor, y: torch.Tensor, idx: torch.Tensor,
+                   aug_rng: torch.Generator, acc: MetricAccumulator, watch: LossWatch) -> None:
+        """Batch i (from 1) of the epoch: forward, loss, backward, update; then a mid-epoch checkpoint if due."""
+        steps_done = (epoch - 1) * len(self.train_loader)
+        x = augment(x, self.cfg.data.augment, aug_rng, rank=self.dist.rank, world=self.dist.world)
+        x = self.to_input(x)
+        with self.autocast():
+            logits = self.forward(x)  # (B, K)
+            loss = self.criterion(logits.float(), y, x, idx)
+        if watch.add(steps_done + i, loss):
+            self._stop_if_diverged(watch, epoch, steps_done)
+        self.optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        if self.gradflow:
+            self.gradflow.before_step(steps_done + i, epoch)
+        if self.cfg.train.grad_clip > 0:
+            nn.utils.clip_grad_norm_(self.model.parameters(), self.cfg.train.grad_clip)
+        self.optimizer.step()
+        if self.gradflow:
+            self.gradflow.after_step()
+        self.scheduler.step()
+        if not isinstance(self.criterion, CrossEntropy) or self.cfg.train.label_smoothing > 0:
+            loss = F.cross_entropy(logits.detach().float(), y)  # log plain CE, comparable with val and test
+        acc.update(loss, logits, y)
+        save, stop = self.clock.poll()
+        if save:
+            self._stop_if_diverged(watch, epoch, steps_done)  # a diverged step is never checkpointed
+            self.save_within(epoch, i, aug_rng, acc)
+        if stop:
+            self.clock.stop()
+
+    def _continue_epoch(self, epoch: int, aug_rng: torch.Generator, acc: MetricAccumulator) -> int:
+        """Resuming inside `epoch`: its augmentation stream and training metrics as checkpointed, and the
+        number of batches to skip (the loader's order is a function of (seed, epoch), so the same ones)."""
+        if not self.partial or self.partial["epoch"] != epoch:
+            return 0
+        part, self.partial = self.partial, None
+        aug_rng.set_state(part["aug_rng"])
+        if self.dist.main:  # rank 0 holds every rank's metrics so far; `compute` sums over ranks
+            acc.load_state_dict(part["metrics"], self.device)
+        return int(part["batch"])
 
     def _stop_if_diverged(self, watch: LossWatch, epoch: int, steps_done: int) -> None:
         bad = watch.first_bad(self.reduce)
@@ -220,9 +257,10 @@ class Trainer:
             f"checkpoint is {self._last_good(epoch)}; lower optim.lr or set train.grad_clip")
 
     def _last_good(self, epoch: int) -> str:
-        # Epoch e starts after epoch e - 1 was saved (by this process, or by the one this run resumes).
-        if epoch > 1 and self.run.last.is_file():
-            return f"{self.run.last} (epoch {epoch - 1}; resume=true run_name={self.run.path.name} continues it)"
+        # Epoch e starts after epoch e - 1 was saved (by this process, or by the one this run resumes), and a
+        # mid-epoch checkpoint of e is written only after its steps were checked.
+        if self.position and self.run.last.is_file():
+            return f"{self.run.last} ({self.position}; resume=true run_name={self.run.path.name} continues it)"
         return "none (no epoch finished)"
 
     @torch.no_grad()
@@ -283,8 +321,9 @@ class Trainer:
     def identity(self) -> dict[str, Any]:
         return {"experiment": self.cfg.experiment, "model_name": self.cfg.model.name}
 
-    def save(self, path: Path, epoch: int) -> None:
-        save_checkpoint(path, {
+    def save(self, path: Path, epoch: int, partial: dict[str, Any] | None = None) -> None:
+        """`epoch` = epochs finished; `partial` = how far into the next one (a mid-epoch checkpoint)."""
+        state = {
             "epoch": epoch,
             **self.identity(),
             "model": self.model_state(),
@@ -292,7 +331,21 @@ class Trainer:
             "scheduler": self.scheduler.state_dict(),
             "early_stopping": self.stopper.state_dict(),
             "rng": rng_state(),
-        })
+            **({"partial": partial} if partial else {}),
+        }
+        save_checkpoint(path, state)
+        if path == self.run.last:
+            self.position = position(state, len(self.train_loader))
+
+    def save_within(self, epoch: int, batch: int, aug_rng: torch.Generator, acc: MetricAccumulator) -> None:
+        """last.pt after `batch` batches of `epoch`: what `_continue_epoch` needs to replay the rest exactly."""
+        metrics = MetricAccumulator.merge_states(gather_objects(acc.state_dict(), self.dist))
+        if self.dist.main:
+            self.save(self.run.last, epoch - 1, {
+                "epoch": epoch, "batch": batch, "lr": self.epoch_lr, "aug_rng": aug_rng.get_state(),
+                "seconds": time.perf_counter() - self.epoch_t0, "metrics": metrics})
+        self.position = broadcast_object(self.position, self.dist)
+        self.clock.saved()
 
     def restore(self, path: Path) -> int:
         # Rank 0 reads the file and hands it to the others: no shared filesystem needed, any world size.
@@ -305,7 +358,9 @@ class Trainer:
         self.scheduler.load_state_dict(state["scheduler"])
         self.stopper.load_state_dict(state["early_stopping"])
         set_rng_state(state["rng"])
-        self._say(f"resuming {self.run.path} after epoch {state['epoch']}")
+        self.partial, self.position = state.get("partial"), position(state, len(self.train_loader))
+        self._say(f"resuming {self.run.path} " + (f"in {self.position}" if self.partial
+                                                   else f"after epoch {state['epoch']}"))
         return int(state["epoch"])
 
     def _print_epoch(self, epoch: int, train: dict[str, float], val: dict[str, float], seconds: float,
@@ -394,21 +449,28 @@ def run_experiment(cfg: ExperimentConfig, parent: Path, data_root: Path) -> RunD
 def fit_and_test(trainer: Trainer, t0: float) -> tuple[float, dict[str, float]]:
     """Train (Ctrl-C: a resumable stop), then test the best checkpoint: (training seconds since t0, test metrics)."""
     try:
-        trainer.fit()
+        with trainer.clock.installed():
+            trainer.fit()
     except KeyboardInterrupt:
         trainer.tracker.close()
-        raise interrupted(trainer.run, trainer.cfg, "epoch") from None
+        raise interrupted(trainer.run, trainer.cfg, "epoch", trainer.position) from None
+    except SystemExit:  # SIGTERM (dla.cli, dla.train.interrupt): quiet, after the checkpoint if one was due
+        trainer.tracker.close()
+        raise
     train_seconds = time.perf_counter() - t0
     trainer.tracker.close()
     return train_seconds, trainer.test()
 
 
-def interrupted(run: RunDir, cfg: ExperimentConfig, unit: str) -> DlaError:
-    """What Ctrl-C leaves: how to resume, or that there is nothing to resume yet."""
+def interrupted(run: RunDir, cfg: ExperimentConfig, unit: str, where: str = "") -> DlaError:
+    """What Ctrl-C leaves: how to resume (from `where`, e.g. "epoch 4, batch 120 of 351"), or that there is
+    nothing to resume yet."""
     if not run.last.is_file():
         return DlaError(f"interrupted before the first {unit} finished; nothing to resume in {run.path} "
                         "(start again with another run_name)")
-    return DlaError(f"interrupted; {run.last} holds the last finished {unit}; continue with "
+    inside = "batch" in where or "step" in where  # a mid-epoch (mid-interval) checkpoint
+    held = where if inside else f"the last finished {unit}" + (f" ({where})" if where else "")
+    return DlaError(f"interrupted; {run.last} holds {held}; continue with "
                     f"`dla run {cfg.experiment} resume=true run_name={run.path.name}`")
 
 
@@ -420,7 +482,7 @@ def storage_errors(run: RunDir) -> Iterator[None]:
     except OSError as exc:
         if exc.errno not in _STORAGE_ERRORS:
             raise
-        last = f"{run.last} (epoch {load_checkpoint(run.last)['epoch']})" if run.last.is_file() else "none yet"
+        last = f"{run.last} ({position(load_checkpoint(run.last))})" if run.last.is_file() else "none yet"
         raise RunDirError(f"cannot write {exc.filename or 'to the run folder'}: {exc.strerror}; the last complete "
                           f"checkpoint is {last}; free space, then resume=true run_name={run.path.name}") from None
 

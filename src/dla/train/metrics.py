@@ -67,6 +67,29 @@ class MetricAccumulator:
         if self.num_classes > 10:  # top-5 is only reported for many classes
             self._top5.append(topk_hits(logits, y, 5))
 
+    def state_dict(self) -> dict[str, torch.Tensor]:
+        """What a mid-epoch checkpoint keeps: every batch's summed loss, predictions and labels so far (CPU)."""
+        def cat(parts: list[torch.Tensor], stack: bool) -> torch.Tensor:
+            if not parts:
+                return torch.zeros(0, dtype=torch.float32 if stack else torch.int64)
+            return (torch.stack(parts) if stack else torch.cat(parts)).cpu()
+
+        return {"loss": cat(self._loss, True), "pred": cat(self._pred, False), "true": cat(self._true, False),
+                "top5": cat(self._top5, True)}
+
+    def load_state_dict(self, state: dict[str, torch.Tensor], device: torch.device | str = "cpu") -> None:
+        """Continue from `state_dict()`'s batches, or from several ranks' merged (`merge_states`)."""
+        # One tensor per saved batch for the sums: torch.stack(...).sum() then adds them in the same order.
+        self._loss = list(state["loss"].to(device).unbind())
+        self._top5 = list(state["top5"].to(device).unbind())
+        self._pred = [state["pred"].to(device)] if len(state["pred"]) else []
+        self._true = [state["true"].to(device)] if len(state["true"]) else []
+
+    @staticmethod
+    def merge_states(states: list[dict[str, torch.Tensor]]) -> dict[str, torch.Tensor]:
+        """Several ranks' states as one: `compute` sums counts over ranks, so one rank may hold them all."""
+        return {k: torch.cat([s[k] for s in states]) for k in states[0]}
+
     def compute(self, reduce: Callable[[torch.Tensor], torch.Tensor] | None = None) -> dict[str, float]:
         """Metrics of everything seen; `reduce` sums the per-process counts across ranks (distributed runs).
 
