@@ -68,6 +68,11 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("show", help="print a run's or a sweep's summary table")
     p.add_argument("run_dir")
 
+    p = sub.add_parser("verdicts", help="every sweep's numbers against the lab reports' published ones: matched, "
+                                        "beaten, below or not comparable, with the rule")
+    p.add_argument("paths", nargs="*", default=["runs"],
+                   help="sweep folders, or folders holding them (e.g. runs, runs/cnn_cifar10) (default: runs)")
+
     p = sub.add_parser("explain", help="CAM / Grad-CAM / saliency grids for a trained run's first test images")
     p.add_argument("run_dir", help="a run folder written by `dla run`, or a sweep folder (then every finished run, "
                                    "and each method's faithfulness as mean ± std over seeds)")
@@ -282,6 +287,12 @@ def cmd_compare(args: argparse.Namespace) -> None:
     print(compare_runs(Path(args.run_a), Path(args.run_b)), end="")
 
 
+def cmd_verdicts(args: argparse.Namespace) -> None:
+    from dla.report.verdict import verdicts_text
+
+    print(verdicts_text([Path(p) for p in args.paths]), end="")
+
+
 def cmd_config(args: argparse.Namespace) -> None:
     from dla.config import ExperimentConfig, dump_yaml, help_lines, load_config
     from dla.models.registry import model_config_class
@@ -388,7 +399,8 @@ def cmd_generate(args: argparse.Namespace) -> None:
           f"({'no KV cache' if args.no_kv_cache else 'KV cache'})", file=sys.stderr)
 
 
-COMMANDS = {"list": cmd_list, "run": cmd_run, "sweep": cmd_sweep, "show": cmd_show, "config": cmd_config,
+COMMANDS = {"list": cmd_list, "run": cmd_run, "sweep": cmd_sweep, "show": cmd_show, "verdicts": cmd_verdicts,
+            "config": cmd_config,
             "report": cmd_report, "compare": cmd_compare, "explain": cmd_explain, "attack": cmd_attack, "ood": cmd_ood,
             "tokenize": cmd_tokenize, "generate": cmd_generate}
 

@@ -37,6 +37,7 @@ from dla.errors import DlaError
 from dla.report.gradflow import plot_gradflow, read_gradflow
 from dla.report.plots import plot_overlay
 from dla.report.tables import fmt, header, mean_std_table, metric_columns, numeric_metrics
+from dla.report.verdict import verdict_rows, verdict_table
 from dla.runs import RunDir, clear_unstarted, held_run_locks, refuse_run_folder, release_run_locks
 from dla.tasks import run_experiment
 from dla.tracking import read_metrics
@@ -452,6 +453,10 @@ def write_sweep_summary(sweep_dir: Path, experiment: str, axes: dict[str, list[A
     failed = [r["run"] for r in rows if r["status"] != "done"]
     if failed:
         text += f"\nNot finished (diverged, failed or missing): {', '.join(failed)}\n"
+    verdicts = [v for v in verdict_rows(experiment, [(label, [results[r["run"]] for r in rs])
+                                                     for label, rs in finished]) if v["values"]]
+    if verdicts:  # the lab reports' numbers for this experiment (dla.report.verdict)
+        text += "\n## Against the lab reports\n\n" + verdict_table(verdicts)
     with atomic_write(sweep_dir / "summary.md", "w") as f:
         f.write(text)
 

@@ -31,6 +31,8 @@ from dla.report.tables import (
     fmt_mean_std,
     group_values,
     header,
+    md_cell,
+    md_text,
     mean_std,
     metric_columns,
     numeric_metrics,
@@ -421,16 +423,6 @@ def render_html(report: Report) -> str:
     return "\n".join(parts) + "\n"
 
 
-def _md_text(text: str) -> str:
-    """Text from run names, config values and files, made inert in Markdown: renderers pass raw HTML through
-    (a run named `<img src=x onerror=...>`), so `& < >` become entities, as the HTML report escapes them."""
-    return html.escape(text, quote=False)
-
-
-def _md_cell(text: str) -> str:
-    return _md_text(text).replace("|", "\\|").replace("\n", " ")
-
-
 def _md_fence(text: str) -> str:
     """A code fence longer than any backtick run in `text`, so the text cannot close it early."""
     longest = max((len(run) for run in re.findall(r"`+", text)), default=0)
@@ -439,28 +431,28 @@ def _md_fence(text: str) -> str:
 
 def render_markdown(report: Report, out: Path) -> str:
     """The same sections as Markdown: tables as tables (best in bold), file images linked relative to `out`."""
-    lines = [f"# {_md_cell(report.title)}", ""]
+    lines = [f"# {md_cell(report.title)}", ""]
     for s in report.sections:
         blocks = [b for b in s.blocks if not (isinstance(b, Image) and b.path is None)]
         if not blocks:  # only figures drawn for the HTML: nothing to link
             continue
-        lines += [f"## {_md_cell(s.title)}", ""]
+        lines += [f"## {md_cell(s.title)}", ""]
         for b in blocks:
             if isinstance(b, Table):
-                lines.append("| " + " | ".join(_md_cell(h) for h in b.header) + " |")
+                lines.append("| " + " | ".join(md_cell(h) for h in b.header) + " |")
                 lines.append("|" + "|".join("---" if i == 0 else "---:" for i in range(len(b.header))) + "|")
                 for row in b.rows:
-                    lines.append("| " + " | ".join(f"**{_md_cell(c.text)}**" if c.best else _md_cell(c.text)
+                    lines.append("| " + " | ".join(f"**{md_cell(c.text)}**" if c.best else md_cell(c.text)
                                                    for c in row) + " |")
                 if b.caption:
-                    lines += ["", _md_text(b.caption)]
+                    lines += ["", md_text(b.caption)]
             elif isinstance(b, Image):
                 rel = os.path.relpath(b.path.resolve(), out.parent.resolve())
-                alt = _md_cell(b.caption).replace("[", "\\[").replace("]", "\\]")
+                alt = md_cell(b.caption).replace("[", "\\[").replace("]", "\\]")
                 lines.append(f"![{alt}]({Path(rel).as_posix()})")
             elif isinstance(b, Text):
                 fence = _md_fence(b.text)
-                lines += [fence, b.text.rstrip("\n"), fence] if b.pre else [_md_text(b.text)]
+                lines += [fence, b.text.rstrip("\n"), fence] if b.pre else [md_text(b.text)]
             lines.append("")
     return "\n".join(lines).rstrip("\n") + "\n"
 

@@ -7,6 +7,7 @@ hold: the known ones first, in the familiar order, then any others alphabeticall
 
 from __future__ import annotations
 
+import html
 import math
 import statistics
 from collections.abc import Mapping, Sequence
@@ -120,3 +121,14 @@ def mean_std_table(groups: Sequence[tuple[str, Sequence[dict[str, float]]]],
                 cells[i][j] = f"**{cells[i][j]}**"
     rows = [[name, *row, str(len(results))] for (name, results), row in zip(groups, cells, strict=True)]
     return markdown_table(["Config", *(header(m) for m in metrics), "n"], rows)
+
+
+def md_text(text: str) -> str:
+    """Text from run names, config values and files, made inert in Markdown: renderers pass raw HTML through
+    (a run named `<img src=x onerror=...>`), so `& < >` become entities, as the HTML report escapes them."""
+    return html.escape(text, quote=False)
+
+
+def md_cell(text: str) -> str:
+    """`md_text` for a table cell: pipes escaped, newlines flattened."""
+    return md_text(text).replace("|", "\\|").replace("\n", " ")
