@@ -269,6 +269,7 @@ def env_info(device: torch.device, seed: int) -> dict[str, Any]:
         "torch": torch.__version__,
         "platform": platform.platform(),
         "processor": platform.processor() or platform.machine(),
+        "cpu_model": cpu_model(),
         "cpu_count": os.cpu_count(),
         "torch_threads": torch.get_num_threads(),
         "device": str(device),
@@ -280,6 +281,35 @@ def env_info(device: torch.device, seed: int) -> dict[str, Any]:
     if device.type == "cuda":
         info["gpu"] = torch.cuda.get_device_name(device)
     return info
+
+
+def cpu_model() -> str:
+    """The CPU's marketing name ("Intel(R) Xeon(R) Platinum 8480+"), where the OS says it; else the architecture."""
+    try:
+        for line in Path("/proc/cpuinfo").read_text(errors="replace").splitlines():
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or platform.machine()
+
+
+MACHINE_KEYS = ("cpu_model", "cpu_count", "torch_threads", "device", "gpu", "world_size", "torch", "dla", "git_commit")
+
+
+def write_results(run: RunDir, results: dict[str, Any]) -> None:
+    """results.json, with the machine that produced it (from the run's env.json): written last, as it marks the
+    run complete. One place for every task, so every result says where it was measured."""
+    env: dict[str, Any] = {}
+    if run.env.is_file():
+        try:
+            env = json.loads(run.env.read_text())
+        except (OSError, ValueError):
+            env = {}
+    machine = {k: env[k] for k in MACHINE_KEYS if k in env} if isinstance(env, dict) else {}
+    if "cpu_model" not in machine and isinstance(env, dict) and "processor" in env:  # env.json of an older dla
+        machine["cpu_model"] = env["processor"]
+    write_json(run.results, {**results, "machine": machine})
 
 
 def _git_commit() -> str | None:

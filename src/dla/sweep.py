@@ -31,7 +31,7 @@ from typing import Any
 
 from dla.config import ConfigError, ExperimentConfig, load_config, parse_override, read_experiment
 from dla.data.files import atomic_write
-from dla.data.provenance import data_caption
+from dla.data.provenance import budget_caption, data_caption, machine_caption
 from dla.distributed import launched_main
 from dla.errors import DlaError
 from dla.report.gradflow import plot_gradflow, read_gradflow
@@ -447,8 +447,10 @@ def write_sweep_summary(sweep_dir: Path, experiment: str, axes: dict[str, list[A
     finished = [(label, [r for r in rs if r["status"] == "done"]) for label, rs in groups.items()]
     n_seeds = len(axes.get("seed", [None]))
     done = [res for res in results.values() if res]
+    budget, machine = budget_caption(done), machine_caption(done)
     text = (f"# Sweep {experiment} / {sweep_dir.name}\n\nTest set, best checkpoint of each run; mean ± std "
-            f"(sample std) over {n_seeds} seed(s); n = finished runs. Data: {data_caption(done)}.\n\n"
+            f"(sample std) over {n_seeds} seed(s); n = finished runs. Data: {data_caption(done)}."
+            + (f" Budget: {budget}." if budget else "") + (f" Machine: {machine}." if machine else "") + "\n\n"
             + mean_std_table([(label, rs) for label, rs in finished if rs], metrics or None, mark_best=True))
     failed = [r["run"] for r in rows if r["status"] != "done"]
     if failed:

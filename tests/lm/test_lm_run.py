@@ -58,6 +58,7 @@ def test_unknown_characters_are_named() -> None:
 def test_run_writes_curves_samples_and_results(tmp_path: Path) -> None:
     run = tiny_run(tmp_path)
     res = json.loads(run.results.read_text())
+    assert res["machine"]["torch"] == torch.__version__ and res["machine"]["cpu_model"]  # where it ran
     rows = [line.split(",") for line in run.metrics.read_text().splitlines()[1:]]
     assert [(r[0], r[1]) for r in rows] == [(s, sp) for s in ("0", "20", "40") for sp in ("train", "val")]
     val = {int(r[0]): float(r[2]) for r in rows if r[1] == "val"}

@@ -84,7 +84,10 @@ def _fake_sweep(root: Path, accuracies: list[float], data: dict) -> Path:
         run.mkdir(parents=True)
         (run / "config.yaml").write_text(f"experiment: cnn_cifar10\nseed: {seed}\n")
         (run / "results.json").write_text(json.dumps({"experiment": "cnn_cifar10", "data": data,
-                                                      "test": {"accuracy": acc, "loss": 0.7}}))
+                                                      "test": {"accuracy": acc, "loss": 0.7}, "epochs_run": 8,
+                                                      "epochs_configured": 10,
+                                                      "machine": {"cpu_model": "Xeon", "torch_threads": 2,
+                                                                  "device": "cpu", "torch": "2.13.0+cpu"}}))
         (run / "metrics.csv").write_text("epoch,split,loss,accuracy,lr,time\n1,train,1.0,0.6,0.001,1\n"
                                          "1,val,0.9,0.7,,\n")
     write_sweep_summary(sweep, "cnn_cifar10", {"seed": list(range(len(accuracies)))},
@@ -98,6 +101,8 @@ def test_a_sweep_summary_and_dla_verdicts_judge_its_configs(tmp_path: Path,
     sweep = _fake_sweep(tmp_path, [0.7983, 0.7993, 0.7975], FULL)
     summary = (sweep / "summary.md").read_text()
     assert "## Against the lab reports" in summary and RULE in summary
+    assert "Budget: 10 epochs configured, 8 run (early stopping). Machine: Xeon, 2 threads, cpu, torch 2.13.0+cpu." \
+        in summary
     (line,) = [ln for ln in summary.splitlines() if ln.startswith("| 3 | 3.1 ID model")]
     p = stats.ttest_1samp([0.7983, 0.7993, 0.7975], 0.7679).pvalue
     assert "| 76.79% | 79.84% ± 0.09% (3) |" in line and f"**beaten** (t-test p = {p:.2g})" in line

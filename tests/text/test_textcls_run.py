@@ -41,6 +41,7 @@ def _consistent(res: dict) -> None:
     assert 0 <= res["train"]["accuracy"] <= 1 and 0 <= res["val"]["accuracy"] <= 1
     assert set(res["test"]) >= {"loss", "accuracy", "precision", "recall", "f1"}
     assert res["epochs_run"] == 2 and res["best_epoch"] in (1, 2)
+    assert res["machine"]["torch"] == torch.__version__ and res["machine"]["device"] == "cpu"  # where it ran
 
 
 def test_features_run_caches_the_vectors(tiny_bert: Path, tmp_path: Path, capsys):

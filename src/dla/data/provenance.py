@@ -45,3 +45,32 @@ def data_caption(results: Sequence[Mapping[str, Any]]) -> str:
         if phrase not in phrases:
             phrases.append(phrase)
     return "; ".join(phrases) if phrases else "unknown data"
+
+
+def budget_caption(results: Sequence[Mapping[str, Any]]) -> str:
+    """The training budget these runs had: "10 epochs configured, 8–10 run (early stopping)"; "" if unknown."""
+    ran = sorted({int(r["epochs_run"]) for r in results if isinstance(r.get("epochs_run"), int | float)})
+    conf = sorted({int(r["epochs_configured"]) for r in results if isinstance(r.get("epochs_configured"), int | float)})
+    if not ran:
+        return ""
+    span = f"{ran[0]}" if len(ran) == 1 else f"{ran[0]}–{ran[-1]}"
+    if not conf:
+        return f"{span} epochs (or steps) run"
+    stopped = " (early stopping)" if ran[0] < conf[-1] else ""
+    return f"{'/'.join(map(str, conf))} epochs configured, {span} run{stopped}"
+
+
+def machine_caption(results: Sequence[Mapping[str, Any]]) -> str:
+    """Where these runs were measured: "Intel(R) Xeon(R) ... , 2 threads, cpu, torch 2.13.0+cpu"; "" if unknown."""
+    phrases = []
+    for r in results:
+        m = r.get("machine")
+        if not isinstance(m, Mapping) or not m:
+            continue
+        where = m.get("gpu") or m.get("device", "?")
+        world = f" x {m['world_size']} processes" if int(m.get("world_size") or 1) > 1 else ""
+        phrase = (f"{m.get('cpu_model', '?')}, {m.get('torch_threads', '?')} threads, {where}{world}, "
+                  f"torch {m.get('torch', '?')}")
+        if phrase not in phrases:
+            phrases.append(phrase)
+    return "; ".join(phrases)

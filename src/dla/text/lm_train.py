@@ -25,7 +25,7 @@ from dla.errors import DlaError
 from dla.models import TextInputs, build_model
 from dla.models.gpt import GPT
 from dla.report.lm import plot_lm_curves
-from dla.runs import RunDir, env_info, prepare_run_dir, write_config, write_json
+from dla.runs import RunDir, env_info, prepare_run_dir, write_config, write_json, write_results
 from dla.runtime import autocast, pick_device, seed_everything
 from dla.text.corpus import BlockSampler, Corpus, load_corpus
 from dla.text.generate import Sampling, generate
@@ -277,4 +277,4 @@ def finish_lm(run: RunDir, cfg: ExperimentConfig, trainer: LMTrainer, prompt: st
                   + "```\n" + sample + "\n```\n" if sample else ""))
     with atomic_write(run.summary, "w") as f:
         f.write(summary)
-    write_json(run.results, results)  # last: its presence marks the run complete
+    write_results(run, results)  # last: its presence marks the run complete

@@ -28,7 +28,7 @@ from dla.distributed import SINGLE, Dist, check_batch, device_for, init_from_env
 from dla.errors import ConfigError, DlaError
 from dla.report.plots import plot_confusion, plot_curves
 from dla.report.tables import markdown_table
-from dla.runs import RunDir, write_json
+from dla.runs import RunDir, write_results
 from dla.runtime import pick_device, seed_everything
 from dla.text.batching import LengthBucketLoader
 from dla.text.encoders import TextClassifier, encode_texts, load_encoder, resolve_encoder, trim
@@ -260,4 +260,4 @@ def _finish(run: RunDir, cfg: ExperimentConfig, data: SentenceSplits, trainer: T
                "Best checkpoint (val accuracy picks it; test touched once):\n\n" + results_table([results]))
     with atomic_write(run.summary, "w") as f:
         f.write(summary)
-    write_json(run.results, results)  # last: its presence marks the run complete
+    write_results(run, results)  # last: its presence marks the run complete

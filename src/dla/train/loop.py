@@ -40,7 +40,7 @@ from dla.models import ModelInputs, build_model
 from dla.report.gradflow import plot_gradflow, read_gradflow
 from dla.report.plots import plot_confusion, plot_curves
 from dla.report.tables import runs_table
-from dla.runs import RunDir, env_info, prepare_run_dir, write_config, write_json
+from dla.runs import RunDir, env_info, prepare_run_dir, write_config, write_json, write_results
 from dla.runtime import autocast, pick_device, seed_everything
 from dla.tracking import NullTracker, Tracker, check_tracking, progress, read_metrics
 from dla.train.checkpoint import load_checkpoint, position, rng_state, save_checkpoint, set_rng_state
@@ -544,4 +544,4 @@ def finish_run(run: RunDir, cfg: ExperimentConfig, splits: Splits, trainer: Trai
                "Test set, best checkpoint:\n\n" + runs_table([(run.path.name, test)]))
     with atomic_write(run.summary, "w") as f:
         f.write(summary)
-    write_json(run.results, results)  # last: its presence marks the run complete
+    write_results(run, results)  # last: its presence marks the run complete
