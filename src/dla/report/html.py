@@ -134,12 +134,12 @@ def _scalars(results: dict[str, Any]) -> dict[str, Any]:
             or isinstance(v, bool)}
 
 
-NOT_SPLITS = {"data"}
+NOT_SPLITS = {"data", "machine"}
 
 
 def results_table(run: Run) -> Table:
     """One row per split section of results.json (val, test, ...) holding numbers; a column per metric."""
-    # "data" is provenance (sizes, limits), not a split's metrics.
+    # "data" and "machine" are provenance (sizes, limits; where it ran), not a split's metrics.
     splits = [k for k, v in run.results.items() if isinstance(v, dict) and numeric_metrics(v) and k not in NOT_SPLITS]
     splits.sort(key=lambda s: ({"train": 0, "val": 1, "test": 2}.get(s, 3), s))
     sections = [numeric_metrics(run.results[s]) for s in splits]
