@@ -31,6 +31,8 @@ DATA_FILES: dict[str, tuple[str, ...]] = {
     "gpt2_tokenizer": ("gpt2_tokenizer/vocab.json",),
     "minilm": ("models/all-MiniLM-L6-v2/model.safetensors",),
     "tiny-gpt2": ("models/tiny-gpt2/model.safetensors",),
+    "cifar10_jpeg": ("cifar10_jpeg/cifar10-jpeg.tar.gz",),
+    "tiny_imagenet": ("tiny_imagenet/tiny-imagenet-200-val-test.tar.gz",),
 }
 # Fixtures that hand a test the data root or files from it: a test that takes one is a `data` test too.
 DATA_FIXTURES = frozenset({"data_root", "real_root", "mnist_raw", "cifar_sample", "tiny_bert"})

@@ -68,6 +68,14 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("show", help="print a run's or a sweep's summary table")
     p.add_argument("run_dir")
 
+    p = sub.add_parser("lab", help="a whole lab in order (train, attack, OOD, ...) on a budget, resumable, into one "
+                                   "HTML report with the verdicts against the lab reports")
+    p.add_argument("lab", type=int, help="the lab's number (1, 3)")
+    p.add_argument("--budget", default="smoke",
+                   help="smoke (minutes: a test of the pipeline), cpu (a few CPU hours) or full (the labs' sizes, "
+                        "for a GPU); each lab's file src/dla/labs/labN.yaml lists its profiles (default: smoke)")
+    _common(p)
+
     p = sub.add_parser("verdicts", help="every sweep's numbers against the lab reports' published ones: matched, "
                                         "beaten, below or not comparable, with the rule")
     p.add_argument("paths", nargs="*", default=["runs"],
@@ -287,6 +295,13 @@ def cmd_compare(args: argparse.Namespace) -> None:
     print(compare_runs(Path(args.run_a), Path(args.run_b)), end="")
 
 
+def cmd_lab(args: argparse.Namespace) -> None:
+    from dla.labs import run_lab
+
+    report = run_lab(args.lab, args.budget, Path(args.out), args.data_root)
+    print(f"lab report: {report}")
+
+
 def cmd_verdicts(args: argparse.Namespace) -> None:
     from dla.report.verdict import verdicts_text
 
@@ -400,7 +415,7 @@ def cmd_generate(args: argparse.Namespace) -> None:
 
 
 COMMANDS = {"list": cmd_list, "run": cmd_run, "sweep": cmd_sweep, "show": cmd_show, "verdicts": cmd_verdicts,
-            "config": cmd_config,
+            "lab": cmd_lab, "config": cmd_config,
             "report": cmd_report, "compare": cmd_compare, "explain": cmd_explain, "attack": cmd_attack, "ood": cmd_ood,
             "tokenize": cmd_tokenize, "generate": cmd_generate}
 
