@@ -38,7 +38,9 @@ class ViM(Detector):
         if d >= width:
             raise OODError(f"detector 'vim': d={d} leaves no residual of {width}-dim features; use d < {width}")
         w, b = train.head.weight.double(), train.head.bias.double()
-        self.origin = -torch.linalg.pinv(w) @ b  # (D,)
+        # Singular values below float32 resolution are rounding noise of the float32 weights, not directions: a
+        # rank-deficient head (rows summing to zero) would otherwise send the origin off to 1e5.
+        self.origin = -torch.linalg.pinv(w, rtol=max(w.shape) * torch.finfo(torch.float32).eps) @ b  # (D,)
         x = train.features.double() - self.origin  # (N, D)
         _, vecs = torch.linalg.eigh(x.T @ x / len(x))  # ascending eigenvalues, eigenvectors as columns
         self.residual = vecs[:, : width - d]  # the D - d smallest directions
