@@ -129,7 +129,11 @@ def build_parser() -> argparse.ArgumentParser:
                    help="put an OOD set in a group of the table (near, far, adversarial or any word), instead of "
                         "its benchmark group against the run's dataset; repeatable")
     p.add_argument("--methods", default="msp,maxlogit,energy,odin",
-                   help="comma list of scores: msp, maxlogit, energy, odin, recon (default: msp,maxlogit,energy,odin)")
+                   help="comma list of scores (msp, maxlogit, energy, odin, recon) and feature-space detectors fitted "
+                        "on the ID training set (mahalanobis, knn, vim, react, dice, ash, entropy, gen), or all "
+                        "(default: msp,maxlogit,energy,odin)")
+    p.add_argument("--fit-limit", type=int, default=0,
+                   help="detectors: ID training images they are fitted on, the first N (default: 0 = all)")
     p.add_argument("--limit", type=int, default=2000, help="images per set, the first N (default: 2000; 0 = all)")
     p.add_argument("--temperature", type=float, default=1000.0, help="odin: softmax temperature (default: 1000)")
     p.add_argument("--eps", type=float, default=0.0014, help="odin: input step in pixel units (default: 0.0014)")
@@ -372,7 +376,7 @@ def cmd_ood(args: argparse.Namespace) -> None:
     request = make_request(args.ood, args.methods, limit=args.limit, temperature=args.temperature, eps=args.eps,
                            seed=args.seed, recon_features=args.recon_features, recon_epochs=args.recon_epochs,
                            odin_grid=args.odin_grid, odin_val=args.odin_val, odin_temperatures=args.odin_temperatures,
-                           odin_eps=args.odin_eps, groups=args.group)
+                           odin_eps=args.odin_eps, groups=args.group, fit_limit=args.fit_limit)
     folder, text = ood_path(Path(args.run_dir), request, resolve_data_root(args.data_root),
                             log=lambda line: print(line, file=sys.stderr, flush=True),  # stdout: the table only
                             rescore=args.rescore)

@@ -40,6 +40,11 @@ def test_model_contract(name: str, inputs: ModelInputs) -> None:
     model.eval()
     with torch.no_grad():
         torch.testing.assert_close(model(x)[:1], model(x[:1]), rtol=1e-4, atol=1e-5)
+        # The feature-space OOD detectors read `penultimate(x)` (B, D) and rebuild the logits with `head`.
+        f = model.penultimate(x)
+        assert f.ndim == 2 and f.shape[0] == 4 and isinstance(model.head, torch.nn.Linear)
+        assert model.head.in_features == f.shape[1]
+        torch.testing.assert_close(model.head(f), model(x), rtol=1e-4, atol=1e-5)
     # The weights load into a fresh instance and reproduce the outputs.
     fresh = build_model(cfg, inputs).eval()
     fresh.load_state_dict(model.state_dict())

@@ -172,7 +172,7 @@ def test_fashion_classes_in_the_reverse_direction() -> None:
 
 @needs_mnist
 @pytest.mark.parametrize(("argv", "needles"), [
-    (["--methods", "msp,mahalanobis"], ["unknown OOD method 'mahalanobis'; use a comma list of energy, maxlogit"]),
+    (["--methods", "msp,gram"], ["unknown OOD method 'gram'; use a comma list of energy, maxlogit"]),
     (["--ood", "cifar11"], ["unknown OOD set 'cifar11'; use a dataset (",
                             "imagefolder:PATH, noise, gaussian, fgsm[:EPS]", "or heldout"]),
     (["--ood", "noise,"], ["--ood 'noise,' has an empty name"]),

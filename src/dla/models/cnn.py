@@ -112,7 +112,8 @@ class CNN(nn.Module):
     """normalize -> stem -> stages -> global average pool -> linear.
 
     `features(x)` gives the last conv feature maps (B, C, h, w) and `head` the linear layer over their
-    spatial mean: what CAM and the fully-convolutional view need.
+    spatial mean (`penultimate(x)`, (B, C)): what CAM, the fully-convolutional view and the feature-space OOD
+    detectors need.
     """
 
     def __init__(self, cfg: CNNConfig, inputs: ModelInputs, blocks_per_stage: int) -> None:
@@ -141,8 +142,11 @@ class CNN(nn.Module):
     def features(self, x: torch.Tensor) -> torch.Tensor:  # (B, C, H, W) in [0, 1] -> (B, C', h, w)
         return self.stages(self.stem(self.normalize(x)))
 
+    def penultimate(self, x: torch.Tensor) -> torch.Tensor:  # (B, C, H, W) in [0, 1] -> (B, C'): what `head` reads
+        return self.features(x).mean(dim=(2, 3))
+
     def forward(self, x: torch.Tensor) -> torch.Tensor:  # (B, C, H, W) in [0, 1] -> (B, classes)
-        return self.head(self.features(x).mean(dim=(2, 3)))
+        return self.head(self.penultimate(x))
 
 
 class FullyConvolutional(nn.Module):

@@ -91,6 +91,11 @@ class FastNet(nn.Module):
         x = F.gelu(F.conv2d(x, w.to(x.dtype), self.stem_bias.to(x.dtype)))
         return self.blocks(x)
 
+    def penultimate(self, x: torch.Tensor) -> torch.Tensor:
+        """(B, widths[-1]): the max-pooled maps times `logit_scale`, so `head(penultimate(x))` is the logits (the
+        head has no bias, so scaling its input or its output is the same map)."""
+        return torch.amax(self.features(x), dim=(2, 3)) * self.logit_scale
+
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         pooled = torch.amax(self.features(x), dim=(2, 3))  # (B, C)
         return self.head(pooled) * self.logit_scale

@@ -55,8 +55,11 @@ class MLP(nn.Module):
         self.blocks = nn.Sequential(*blocks)
         self.head = nn.Linear(cfg.width, inputs.num_classes)
 
+    def penultimate(self, x: torch.Tensor) -> torch.Tensor:  # (B, C, H, W) in [0, 1] -> (B, width): what head reads
+        return self.blocks(self.flatten(self.normalize(x)))
+
     def forward(self, x: torch.Tensor) -> torch.Tensor:  # (B, C, H, W) in [0, 1] -> (B, classes)
-        return self.head(self.blocks(self.flatten(self.normalize(x))))
+        return self.head(self.penultimate(x))
 
 
 @register_model("mlp", MLPConfig, "multilayer perceptron; width, depth, residual, norm, dropout")

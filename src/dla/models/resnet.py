@@ -145,8 +145,11 @@ class ResNet18(nn.Module):
         x = self.maxpool(self.relu(self.bn1(self.conv1(self.normalize(x)))))  # (B, 64, R/4, R/4)
         return self.layer4(self.layer3(self.layer2(self.layer1(x))))  # (B, 512, R/32, R/32)
 
+    def penultimate(self, x: torch.Tensor) -> torch.Tensor:  # (B, C, H, W) in [0, 1] -> (B, 512): what fc reads
+        return torch.flatten(self.avgpool(self.features(x)), 1)
+
     def forward(self, x: torch.Tensor) -> torch.Tensor:  # (B, C, H, W) in [0, 1] -> (B, classes)
-        return self.fc(torch.flatten(self.avgpool(self.features(x)), 1))
+        return self.fc(self.penultimate(x))
 
     @property
     def head(self) -> nn.Linear:

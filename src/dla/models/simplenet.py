@@ -48,8 +48,11 @@ class SimpleNet(nn.Module):
     def features(self, x: torch.Tensor) -> torch.Tensor:  # (B, C, H, W) in [0, 1] -> (B, C', H / 2^S, W / 2^S)
         return self.stages(self.normalize(x))
 
+    def penultimate(self, x: torch.Tensor) -> torch.Tensor:  # (B, C, H, W) in [0, 1] -> (B, C'): head's input in eval
+        return self.features(x).mean(dim=(2, 3))
+
     def forward(self, x: torch.Tensor) -> torch.Tensor:  # (B, C, H, W) in [0, 1] -> (B, classes)
-        return self.head(self.drop(self.features(x).mean(dim=(2, 3))))
+        return self.head(self.drop(self.penultimate(x)))
 
 
 @register_model("simplenet", SimpleNetConfig, "small CNN: conv-BN-ReLU-maxpool stages (widths), GAP, dropout, "

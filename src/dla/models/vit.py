@@ -200,10 +200,12 @@ class ViT(nn.Module):
             x = block(x, self.attn_mask)
         return self.norm(x)
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:  # (B, C, H, W) in [0, 1] -> (B, classes)
+    def penultimate(self, x: torch.Tensor) -> torch.Tensor:  # (B, C, H, W) in [0, 1] -> (B, D): what head reads
         t = self.tokens(x)  # (B, T, D)
-        pooled = t[:, 0] if self.pool == "cls" else t.mean(dim=1)  # (B, D)
-        return self.head(pooled)
+        return t[:, 0] if self.pool == "cls" else t.mean(dim=1)  # the class token or the mean token
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:  # (B, C, H, W) in [0, 1] -> (B, classes)
+        return self.head(self.penultimate(x))
 
 
 def _divisors(n: int) -> list[int]:

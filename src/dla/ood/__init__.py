@@ -2,6 +2,9 @@
 
 `dla ood RUN_DIR` (`dla.ood.run.ood_run`) evaluates a trained run against OOD sets with every score.
 
+Feature-space detectors fitted on the ID training features (Mahalanobis, KNN, ViM, ReAct, DICE, ASH, entropy,
+GEN) live in `dla.ood.detectors`; `dla ood RUN_DIR --methods all` runs them next to the scores.
+
 `dla.ood.metrics` is the metrics *function*: it shadows its module of the same name, so import the helpers with
 `from dla.ood.metrics import OODError` (which reads the module) rather than `import dla.ood.metrics as m`.
 """

@@ -17,6 +17,9 @@ RUN_DIR/ood/ receives:
   <set>/sorted_<method>.png: ID vs OOD score distributions; <set>/confusion_ood.png: which ID classes the OOD
   inputs are predicted as (and, for a labelled OOD set, from which of its classes);
 - autoencoder.pt / autoencoder_features.pt: the cached autoencoder of the `recon` score;
+- features_train.pt: the ID training images' penultimate features and logits that the feature-space detectors
+  (`dla.ood.detectors`: mahalanobis, knn, vim, react, ...) are fitted on, keyed by the checkpoint's sha256, so a
+  second `dla ood` reuses them and a new checkpoint recomputes them;
 - with `--odin-grid`: odin_grid_<validation set>.png (heatmap of validation AUROC, T x eps, the chosen cell
   boxed) and .csv (every cell's four metrics), results.json["odin_grid"], and per OOD set an "odin tuned" row:
   ODIN at the validation-chosen (T, eps), scored on the same ID test / OOD test images as every other row.
@@ -48,6 +51,8 @@ from dla.ood.data import (
     parse_sources,
     validation_kind,
 )
+from dla.ood.detectors import Detector, detector_names, make_detector
+from dla.ood.features import FeatureSet, extract, has_features, train_features
 from dla.ood.metrics import OODError
 from dla.ood.metrics import metrics as ood_metrics
 from dla.ood.odin_grid import EPS, TEMPERATURES, OdinGrid, eps_label, parse_values
@@ -87,15 +92,22 @@ class OODRequest:
     grid_t: tuple[float, ...] = ()
     grid_e: tuple[float, ...] = ()
     groups: tuple[tuple[str, str], ...] = ()  # --group SET=GROUP overrides
+    fit_limit: int = 0  # ID training images the detectors are fitted on, the first N (0 = all)
+
+
+def method_names() -> list[str]:
+    """Every registered score (`dla.ood.scores`) and then every detector (`dla.ood.detectors`)."""
+    return score_names() + detector_names()
 
 
 def parse_methods(text: str | Sequence[str]) -> list[str]:
-    """'msp,energy' (or a list) -> registered score names in the order given, each once."""
+    """'msp,energy' (or a list; `all` = every score and detector) -> method names in the order given, each once."""
     words = [w.strip() for w in (text.split(",") if isinstance(text, str) else text)]
-    known = score_names()
+    known = method_names()
+    words = [n for w in words for n in (known if w == "all" else [w])]
     unknown = [w for w in words if w not in known]
     if unknown or not words:
-        raise OODError(f"unknown OOD method {(unknown or [''])[0]!r}; use a comma list of {', '.join(known)}")
+        raise OODError(f"unknown OOD method {(unknown or [''])[0]!r}; use a comma list of {', '.join(known)}, or all")
     return list(dict.fromkeys(words))
 
 
@@ -104,13 +116,15 @@ def make_request(ood: str = "fashion_mnist,noise", methods: str | Sequence[str] 
                  recon_features: bool = False, recon_epochs: int = 3, recon_limit: int = 10000,
                  odin_grid: bool = False, odin_val: str = "same",
                  odin_temperatures: str | Sequence[float] = TEMPERATURES, odin_eps: str | Sequence[float] = EPS,
-                 groups: Sequence[str] | None = None) -> OODRequest:
+                 groups: Sequence[str] | None = None, fit_limit: int = 0) -> OODRequest:
     """Check everything that does not depend on the run, with the CLI's option names in the messages."""
     names = parse_methods(methods)
     group_map = parse_groups(list(groups or []))
     sources = parse_sources(ood, groups=group_map)  # names and --group checked once, before any run is loaded
     if isinstance(limit, bool) or not isinstance(limit, int) or limit < 0:
         raise OODError(f"--limit must be a number of images per set >= 0 (0 = all); got {limit!r}")
+    if isinstance(fit_limit, bool) or not isinstance(fit_limit, int) or fit_limit < 0:
+        raise OODError(f"--fit-limit must be a number of training images >= 0 (0 = all); got {fit_limit!r}")
     if "odin" in names and not temperature > 0:
         raise OODError(f"--temperature must be > 0 (ODIN uses 1000); got {temperature!r}")
     if "odin" in names and not eps >= 0:
@@ -128,7 +142,7 @@ def make_request(ood: str = "fashion_mnist,noise", methods: str | Sequence[str] 
         grid_e = parse_values(odin_eps, "--odin-eps", minimum=0, strict=False)
         _odin_val_sources(odin_val, sources)
     return OODRequest(ood, tuple(names), limit, temperature, eps, seed, recon_features, recon_epochs, recon_limit,
-                      odin_grid, odin_val, tuple(grid_t), tuple(grid_e), tuple(group_map.items()))
+                      odin_grid, odin_val, tuple(grid_t), tuple(grid_e), tuple(group_map.items()), fit_limit)
 
 
 @torch.no_grad()
@@ -164,6 +178,7 @@ class _Job:
     id_scores: dict[str, np.ndarray] = field(default_factory=dict)
     paths: list[Path] = field(default_factory=list)
     id_tuned: dict[str, np.ndarray] = field(default_factory=dict)  # validation slug -> tuned ODIN ID scores
+    detectors: dict[str, Detector] = field(default_factory=dict)  # method name -> detector fitted on ID train
 
     @property
     def model(self) -> nn.Module:
@@ -177,8 +192,11 @@ class _Job:
         from dla.tracking import progress
 
         xf = x.float().div(255)
+        # One forward pass gives every detector its features and logits.
+        fs = extract(self.model, x, batch_size=BATCH) if self.detectors else None
         # One bar step per score method (terminals only; CI logs keep the plain `log` lines).
-        return {m: score(self.model, xf, m, batch_size=BATCH, **self.options[m]).double().numpy()
+        return {m: (self.detectors[m].score(fs) if m in self.detectors else
+                    score(self.model, xf, m, batch_size=BATCH, **self.options[m])).double().numpy()
                 for m in progress(self.req.methods, total=len(self.req.methods), desc=f"{what} scores")}
 
 
@@ -255,6 +273,10 @@ def prepare(run: Any, req: OODRequest, root: Path) -> Prepared:
     val_of = _odin_val_sources(req.odin_val, sources, splits.spec.name) if req.odin_grid else {}
     if req.recon_features and not callable(getattr(run.model, "features", None)):
         penultimate(run.model, torch.zeros(1, *splits.input_shape))  # raises the one-line "has no features" error
+    for m in req.methods:
+        if m in detector_names() and make_detector(m).needs_features and not has_features(run.model):
+            raise OODError(f"--methods {m} reads penultimate features, and {type(run.model).__name__} has no "
+                           "penultimate(x) with a linear head; drop it or use a cnn, resnet, mlp, vit or fastnet run")
     id_x = splits.test.x[:req.limit] if req.limit else splits.test.x
     id_data = IDData(run.model, ImageSet(id_x, splits.test.y[: len(id_x)], splits.classes), splits.val,
                      splits.heldout)
@@ -272,6 +294,7 @@ def score_prepared(p: Prepared, log: Callable[[str], Any] = print) -> OODReport:
     req, run = p.req, p.run
     out = run.path / "ood"
     job = _Job(req, run, out, p.id_x, _score_options(req, run, out, log))
+    job.detectors = _fit_detectors(req, run, out, log)
     log(f"scoring {len(p.id_x)} ID test images ({run.splits.spec.name}) with {', '.join(req.methods)}...")
     job.id_scores = job.scores(p.id_x, "ID")
     results = _id_results(job)
@@ -283,6 +306,21 @@ def score_prepared(p: Prepared, log: Callable[[str], Any] = print) -> OODReport:
         rows += set_rows
     results["groups"] = groups_json(rows)
     return _write(job, results, rows, p.val_sets)
+
+
+def _fit_detectors(req: OODRequest, run: Any, out: Path, log: Callable[[str], Any]) -> dict[str, Detector]:
+    """Every requested detector, fitted on the ID training features (extracted once, cached in `out`)."""
+    names = [m for m in req.methods if m in detector_names()]
+    if not names:
+        return {}
+    detectors = {m: make_detector(m) for m in names}
+    train: FeatureSet | None = None
+    if any(d.needs_fit for d in detectors.values()):
+        train = train_features(out, run, req.fit_limit, log)
+    for d in detectors.values():
+        if d.needs_fit:  # the others score from the test features alone
+            d.fit(train)
+    return detectors
 
 
 def _id_results(job: _Job) -> dict[str, Any]:
@@ -305,7 +343,8 @@ def _id_results(job: _Job) -> dict[str, Any]:
                "classes": splits.classes},
         "settings": {"limit": req.limit, "seed": req.seed, "methods": list(req.methods),
                      "temperature": req.temperature, "eps": req.eps, "recon": recon,
-                     "inverted_auroc": INVERTED_AUROC},
+                     "inverted_auroc": INVERTED_AUROC, "fit_limit": req.fit_limit,
+                     "detectors": {m: d.options() for m, d in job.detectors.items()}},
         "ood": {},
     }
 
@@ -404,6 +443,8 @@ def _plot_set(job: _Job, source: OODSource, data: ImageSet, pairs: dict[str, tup
 
 def _caption(job: _Job, results: dict[str, Any], val_sets: dict[str, tuple[OODSource, ImageSet]]) -> str:
     req, names = job.req, job.req.methods
+    fitted = any(d.needs_fit for d in job.detectors.values())
+    fit_n = min(req.fit_limit or len(job.run.splits.train), len(job.run.splits.train))
     used = "; ".join(f"{v.name}, {validation_kind(v)}" for v, _ in val_sets.values())
     grid = (f" odin tuned: the best validation AUROC over {len(req.grid_t)} T x {len(req.grid_e)} eps, ID validation "
             f"= the run's val split, OOD validation = {'each set' if req.odin_val.strip() == 'same' else 'one set'}'s "
@@ -414,6 +455,8 @@ def _caption(job: _Job, results: dict[str, Any], val_sets: dict[str, tuple[OODSo
             "adversarial: attacked ID images); a group's mean row averages its sets."
             + (f" recon: {'feature' if req.recon_features else 'pixel'} autoencoder." if "recon" in names else "")
             + (f" odin: T={req.temperature:g}, eps={req.eps:g}." if "odin" in names else "")
+            + (f" Detectors fitted on {fit_n} ID training images' penultimate features: "
+               f"{', '.join(m for m, d in job.detectors.items() if d.needs_fit)}." if fitted else "")
             + (grid if req.odin_grid else ""))
 
 
