@@ -1,4 +1,4 @@
-"""Training a language model (task=lm): random blocks -> GPT -> AdamW, with evaluation every N steps.
+"""Training a language model (task=lm): random blocks -> GPT (or LLaMA-style) -> AdamW, with evaluation every N steps.
 
 Read `LMTrainer.fit` top to bottom: it is the algorithm (nanoGPT's train.py, minus the globals). Everything
 it needs is built in `__init__`; everything a run leaves behind (loss curves, samples.txt, results.json last
@@ -23,7 +23,6 @@ from dla.config import ExperimentConfig
 from dla.data.files import atomic_write
 from dla.errors import DlaError
 from dla.models import TextInputs, build_model
-from dla.models.gpt import GPT
 from dla.report.lm import plot_lm_curves
 from dla.runs import RunDir, env_info, prepare_run_dir, write_config, write_json
 from dla.runtime import autocast, pick_device, seed_everything
@@ -39,7 +38,8 @@ LN2 = math.log(2)
 
 
 class LMTrainer:
-    def __init__(self, cfg: ExperimentConfig, model: GPT, corpus: Corpus, device: torch.device, run: RunDir) -> None:
+    def __init__(self, cfg: ExperimentConfig, model: torch.nn.Module, corpus: Corpus, device: torch.device,
+                 run: RunDir) -> None:
         self.cfg, self.model, self.corpus, self.device, self.run = cfg, model, corpus, device, run
         lm = cfg.lm
         self.train_batches = BlockSampler(corpus.train, lm.block_size, cfg.data.batch_size, cfg.seed)
@@ -214,10 +214,9 @@ def run_lm(cfg: ExperimentConfig, parent: Path, data_root: Path) -> RunDir:
     else:
         write_json(run.path / "vocab.json", {"tokenizer": corpus.tokenizer.name})
     n_params = sum(p.numel() for p in model.parameters())  # tied head counted once
-    print(f"{cfg.experiment}: gpt ({n_params:,} parameters, {cfg.model.n_layer} layers x {cfg.model.n_head} heads "
-          f"x {cfg.model.n_embd}) on {cfg.data.name} ({len(corpus.train):,} / {len(corpus.val):,} train / val "
-          f"{corpus.tokenizer.name} tokens, vocabulary {corpus.tokenizer.vocab_size}), {device}, run {run.path}",
-          flush=True)
+    print(f"{cfg.experiment}: {describe_model(cfg, n_params)} on {cfg.data.name} ({len(corpus.train):,} / "
+          f"{len(corpus.val):,} train / val {corpus.tokenizer.name} tokens, vocabulary "
+          f"{corpus.tokenizer.vocab_size}), {device}, run {run.path}", flush=True)
 
     t0 = time.perf_counter()
     with storage_errors(run):
@@ -234,6 +233,13 @@ def run_lm(cfg: ExperimentConfig, parent: Path, data_root: Path) -> RunDir:
         trainer.tracker.close()
         finish_lm(run, cfg, trainer, prompt, n_params, time.perf_counter() - t0, str(device))
     return run
+
+
+def describe_model(cfg: ExperimentConfig, n_params: int) -> str:
+    """'llama (812,160 parameters, 4 layers x 4 heads (2 key/value) x 128)'."""
+    m = cfg.model
+    kv = f" ({m.n_kv_head} key/value)" if getattr(m, "n_kv_head", 0) else ""
+    return f"{m.name} ({n_params:,} parameters, {m.n_layer} layers x {m.n_head} heads{kv} x {m.n_embd})"
 
 
 def _first_line(corpus: Corpus) -> str:
@@ -270,7 +276,7 @@ def finish_lm(run: RunDir, cfg: ExperimentConfig, trainer: LMTrainer, prompt: st
     }
     unit = "character" if tok.name == "char" else "token"
     summary = (f"# {cfg.experiment} / {run.path.name}\n\n"
-               f"gpt, {n_params:,} parameters, {tok.name} tokens on {cfg.data.name}; best val loss "
+               f"{cfg.model.name}, {n_params:,} parameters, {tok.name} tokens on {cfg.data.name}; best val loss "
                f"{trainer.best_val:.4f} ({trainer.best_val / LN2:.3f} bits per {unit}) "
                f"at step {trainer.best_step} of {trainer.step}; {train_seconds:.1f} s on {device}.\n\n"
                + (f"Sample (best checkpoint, temperature {lm.temperature}, top-k {lm.top_k}, top-p {lm.top_p}):\n\n"

@@ -9,10 +9,9 @@ import torch
 
 from dla.errors import CheckpointError, DlaError, RunDirError
 from dla.models import TextInputs, build_model
-from dla.models.gpt import GPT
 from dla.runtime import pick_device
 from dla.text.corpus import Tokenizer, load_tokenizer_file
-from dla.text.generate import Sampling, generate
+from dla.text.generate import CausalLM, Sampling, generate
 
 
 @dataclass
@@ -26,7 +25,7 @@ class Samples:
         return self.tokens / max(self.seconds, 1e-9)
 
 
-def load_lm_run(run_dir: Path, data_root: Path, device: str = "auto") -> tuple[GPT, Tokenizer]:
+def load_lm_run(run_dir: Path, data_root: Path, device: str = "auto") -> tuple[CausalLM, Tokenizer]:
     """The run's best weights and its saved vocabulary; every way the folder can be unusable is one line."""
     from dla.config import load_config
     from dla.train.checkpoint import load_checkpoint
