@@ -198,6 +198,9 @@ class LMConfig:
 
     tokenizer: Literal["char", "gpt2"] = opt("char", "char = one token per character, vocabulary saved with the "
                                                      "run; gpt2 = GPT-2 byte-level BPE (data root gpt2_tokenizer/)")
+    init_from: str = opt("", "fine-tune a pretrained Hugging Face causal LM instead of training model.* from "
+                             "scratch: a local folder, a name under the data root's models/, or a hub id such as "
+                             "gpt2 (online); its own tokenizer replaces lm.tokenizer")
     block_size: int = opt(64, "context length in tokens", ge=2, le=8192)
     train_fraction: float = opt(0.9, "the first fraction of the text trains, the rest validates", gt=0, lt=1)
     max_iters: int = opt(2000, "optimizer steps", ge=1)

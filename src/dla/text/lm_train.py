@@ -199,8 +199,8 @@ def run_lm(cfg: ExperimentConfig, parent: Path, data_root: Path) -> RunDir:
     check_tracking(cfg.tracking)
     seed_everything(cfg.seed)
     lm = cfg.lm
-    corpus = load_corpus(cfg.data.name, data_root, lm.tokenizer, lm.train_fraction, lm.block_size, cfg.data.path)
-    model = build_model(cfg.model, TextInputs(corpus.tokenizer.vocab_size, lm.block_size), training=True).to(device)
+    model, corpus = _model_and_corpus(cfg, data_root)
+    model = model.to(device)
     prompt = lm.sample_prompt or _first_line(corpus)
     corpus.tokenizer.encode(prompt)  # an unknown character fails now, not after training
     run = prepare_run_dir(parent, cfg)
@@ -213,6 +213,8 @@ def run_lm(cfg: ExperimentConfig, parent: Path, data_root: Path) -> RunDir:
         corpus.tokenizer.save(run.path / "vocab.json")
     else:
         write_json(run.path / "vocab.json", {"tokenizer": corpus.tokenizer.name})
+    if hasattr(model, "save_config"):  # a pretrained model: its architecture, for `dla generate`
+        model.save_config(run.path)
     n_params = sum(p.numel() for p in model.parameters())  # tied head counted once
     print(f"{cfg.experiment}: {describe_model(cfg, n_params)} on {cfg.data.name} ({len(corpus.train):,} / "
           f"{len(corpus.val):,} train / val {corpus.tokenizer.name} tokens, vocabulary "
@@ -235,9 +237,28 @@ def run_lm(cfg: ExperimentConfig, parent: Path, data_root: Path) -> RunDir:
     return run
 
 
+def _model_and_corpus(cfg: ExperimentConfig, data_root: Path) -> tuple[torch.nn.Module, Corpus]:
+    """model.* built from scratch on the corpus's tokenizer, or the pretrained model lm.init_from names and the
+    corpus in its tokenizer."""
+    lm = cfg.lm
+    if lm.init_from:
+        from dla.text.pretrained_lm import load_pretrained
+
+        model, tok = load_pretrained(lm.init_from, data_root, lm.block_size)
+        return model, load_corpus(cfg.data.name, data_root, tok, lm.train_fraction, lm.block_size, cfg.data.path)
+    corpus = load_corpus(cfg.data.name, data_root, lm.tokenizer, lm.train_fraction, lm.block_size, cfg.data.path)
+    return build_model(cfg.model, TextInputs(corpus.tokenizer.vocab_size, lm.block_size), training=True), corpus
+
+
+def model_label(cfg: ExperimentConfig) -> str:
+    return f"pretrained {cfg.lm.init_from}" if cfg.lm.init_from else cfg.model.name
+
+
 def describe_model(cfg: ExperimentConfig, n_params: int) -> str:
     """'llama (812,160 parameters, 4 layers x 4 heads (2 key/value) x 128)'."""
     m = cfg.model
+    if cfg.lm.init_from:
+        return f"{model_label(cfg)} ({n_params:,} parameters, fine-tuned)"
     kv = f" ({m.n_kv_head} key/value)" if getattr(m, "n_kv_head", 0) else ""
     return f"{m.name} ({n_params:,} parameters, {m.n_layer} layers x {m.n_head} heads{kv} x {m.n_embd})"
 
@@ -265,7 +286,7 @@ def finish_lm(run: RunDir, cfg: ExperimentConfig, trainer: LMTrainer, prompt: st
                          math.nan)
     test = {"loss": trainer.best_val, "bpc": trainer.best_val / LN2}
     results: dict[str, Any] = {
-        "experiment": cfg.experiment, "run": run.path.name, "model": cfg.model.name, "dataset": cfg.data.name,
+        "experiment": cfg.experiment, "run": run.path.name, "model": model_label(cfg), "dataset": cfg.data.name,
         "seed": cfg.seed, "parameters": n_params, "tokenizer": tok.name, "vocab_size": tok.vocab_size,
         "best_epoch": trainer.best_step, "epochs_run": trainer.step, "train_seconds": round(train_seconds, 2),
         "device": device,
@@ -276,7 +297,7 @@ def finish_lm(run: RunDir, cfg: ExperimentConfig, trainer: LMTrainer, prompt: st
     }
     unit = "character" if tok.name == "char" else "token"
     summary = (f"# {cfg.experiment} / {run.path.name}\n\n"
-               f"{cfg.model.name}, {n_params:,} parameters, {tok.name} tokens on {cfg.data.name}; best val loss "
+               f"{model_label(cfg)}, {n_params:,} parameters, {tok.name} tokens on {cfg.data.name}; best val loss "
                f"{trainer.best_val:.4f} ({trainer.best_val / LN2:.3f} bits per {unit}) "
                f"at step {trainer.best_step} of {trainer.step}; {train_seconds:.1f} s on {device}.\n\n"
                + (f"Sample (best checkpoint, temperature {lm.temperature}, top-k {lm.top_k}, top-p {lm.top_p}):\n\n"

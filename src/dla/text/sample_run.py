@@ -41,8 +41,13 @@ def load_lm_run(run_dir: Path, data_root: Path, device: str = "auto") -> tuple[C
     best = run_dir / "checkpoints" / "best.pt"
     if not best.is_file():
         raise RunDirError(f"run {run_dir} has no checkpoints/best.pt yet (it stopped before its first evaluation)")
-    tok = load_tokenizer_file(run_dir / "vocab.json", data_root)
-    model = build_model(cfg.model, TextInputs(tok.vocab_size, cfg.lm.block_size))
+    if cfg.lm.init_from:  # a fine-tuned pretrained model: its architecture and tokenizer are in the run folder
+        from dla.text.pretrained_lm import rebuild_from_run
+
+        model, tok = rebuild_from_run(run_dir, cfg.lm.block_size)
+    else:
+        tok = load_tokenizer_file(run_dir / "vocab.json", data_root)
+        model = build_model(cfg.model, TextInputs(tok.vocab_size, cfg.lm.block_size))
     try:
         model.load_state_dict(load_checkpoint(best)["model"])
     except (KeyError, RuntimeError) as exc:
