@@ -240,6 +240,11 @@ class TextClsConfig:
     lora_r: int = opt(8, "lora: rank r", ge=1, le=1024)
     lora_alpha: float = opt(16.0, "lora: scaling alpha (the update is scaled by alpha / r)", gt=0)
     lora_dropout: float = opt(0.1, "lora: dropout on the adapter input", ge=0, lt=1)
+    use_dora: bool = opt(False, "lora: DoRA, a learned magnitude per output feature on top of the low-rank update "
+                                "(adds d_out parameters per adapted layer)")
+    use_rslora: bool = opt(False, "lora: rank-stabilised scaling alpha / sqrt(r) instead of alpha / r")
+    modules_to_save: str = opt("", "lora: encoder modules trained whole beside the adapters, names joined by + (e.g. "
+                                   "embeddings.LayerNorm); empty = none")
 
 
 @dataclass
