@@ -198,6 +198,9 @@ class LMConfig:
 
     tokenizer: Literal["char", "gpt2"] = opt("char", "char = one token per character, vocabulary saved with the "
                                                      "run; gpt2 = GPT-2 byte-level BPE (data root gpt2_tokenizer/)")
+    init_from: str = opt("", "fine-tune a pretrained Hugging Face causal LM instead of training model.* from "
+                             "scratch: a local folder, a name under the data root's models/, or a hub id such as "
+                             "gpt2 (online); its own tokenizer replaces lm.tokenizer")
     block_size: int = opt(64, "context length in tokens", ge=2, le=8192)
     train_fraction: float = opt(0.9, "the first fraction of the text trains, the rest validates", gt=0, lt=1)
     max_iters: int = opt(2000, "optimizer steps", ge=1)
@@ -237,6 +240,11 @@ class TextClsConfig:
     lora_r: int = opt(8, "lora: rank r", ge=1, le=1024)
     lora_alpha: float = opt(16.0, "lora: scaling alpha (the update is scaled by alpha / r)", gt=0)
     lora_dropout: float = opt(0.1, "lora: dropout on the adapter input", ge=0, lt=1)
+    use_dora: bool = opt(False, "lora: DoRA, a learned magnitude per output feature on top of the low-rank update "
+                                "(adds d_out parameters per adapted layer)")
+    use_rslora: bool = opt(False, "lora: rank-stabilised scaling alpha / sqrt(r) instead of alpha / r")
+    modules_to_save: str = opt("", "lora: encoder modules trained whole beside the adapters, names joined by + (e.g. "
+                                   "embeddings.LayerNorm); empty = none")
 
 
 @dataclass

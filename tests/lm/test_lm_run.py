@@ -183,3 +183,22 @@ def test_the_same_pipeline_with_gpt2_bpe_tokens(tmp_path: Path, capsys: pytest.C
     code, out, _ = run_cli(capsys, "generate", str(run.path), "--prompt", "Nel mezzo del cammin", "--max-new-tokens",
                            "5", "--data-root", str(DATA_ROOT))
     assert code == 0 and out.startswith("Nel mezzo del cammin")
+
+
+@needs_dante
+def test_the_llama_model_trains_and_generates_through_the_same_pipeline(tmp_path: Path,
+                                                                        capsys: pytest.CaptureFixture[str]) -> None:
+    cfg = load_config("dante_llama", [*TINY, "model.n_kv_head=1"])  # grouped-query: 2 query heads, 1 kv head
+    run = run_experiment(cfg, tmp_path / "dante_llama", DATA_ROOT)
+    res = json.loads(run.results.read_text())
+    rows = [line.split(",") for line in run.metrics.read_text().splitlines()[1:]]
+    val = {int(r[0]): float(r[2]) for r in rows if r[1] == "val"}
+    assert res["model"] == "llama" and sorted(val) == [0, 20, 40]
+    assert val[0] == pytest.approx(math.log(72), abs=0.15) and val[40] < val[0] - 0.5
+    assert "llama" in run.summary.read_text()
+    capsys.readouterr()
+    argv = ["generate", str(run.path), "--prompt", "Nel mezzo", "--max-new-tokens", "30", "--seed", "3",
+            "--data-root", str(DATA_ROOT)]
+    code, out, err = run_cli(capsys, *argv)
+    assert code == 0 and out.startswith("Nel mezzo") and "KV cache" in err
+    assert run_cli(capsys, *argv, "--no-kv-cache")[1] == out

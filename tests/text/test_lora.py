@@ -75,3 +75,66 @@ def test_unknown_encoder_offline_is_one_line(tmp_path: Path, capsys: pytest.Capt
     one_line_error(capsys, ["run", "textcls_finetune", "textcls.encoder=distilbert-base-uncased", "--out",
                             str(tmp_path)], "encoder 'distilbert-base-uncased' is not available offline")
     assert not list(tmp_path.rglob("config.yaml"))
+
+
+@pytest.mark.parametrize("r", [4, 8])
+def test_dora_adds_one_magnitude_per_output_feature(tiny_bert: Path, r: int):
+    from dla.text.encoders import TextClassifier, load_encoder
+    from dla.text.lora import apply_lora, check_trainable, plan_lora, trainable_parameters
+
+    _, encoder = load_encoder(str(tiny_bert), DATA_ROOT)
+    encoder.pooler = None
+    plan = plan_lora(encoder, "q+v", r, use_dora=True)
+    model = TextClassifier(apply_lora(encoder, plan, alpha=16, dropout=0.0), 2)
+    expected = 2 * 2 * (r * 64 + 32) + HEAD  # 2 layers x (q, v): r * (32 + 32) + a 32-wide magnitude
+    assert trainable_parameters(model) == expected
+    assert sum(n.endswith("lora_magnitude_vector.default.weight") for n, _ in model.named_parameters()) == 4
+    assert check_trainable(model, plan, model.head).startswith("DoRA q+v")
+
+
+def test_rslora_changes_the_scaling_not_the_count(tiny_bert: Path):
+    from dla.text.encoders import TextClassifier, load_encoder
+    from dla.text.lora import apply_lora, check_trainable, plan_lora, trainable_parameters
+
+    scaling, counts = {}, {}
+    for rs in (False, True):
+        _, encoder = load_encoder(str(tiny_bert), DATA_ROOT)
+        encoder.pooler = None
+        plan = plan_lora(encoder, "q", 16, use_rslora=rs)
+        model = TextClassifier(apply_lora(encoder, plan, alpha=8, dropout=0.25), 2)
+        check_trainable(model, plan, model.head)
+        counts[rs] = trainable_parameters(model)
+        lora = next(m for m in model.modules() if hasattr(m, "lora_A") and "default" in m.lora_A)
+        scaling[rs] = lora.scaling["default"]
+        assert lora.lora_dropout["default"].p == 0.25  # lora_dropout reaches the adapter
+    assert scaling == {False: 8 / 16, True: 8 / 4}  # alpha / r against alpha / sqrt(r)
+    assert counts[False] == counts[True] == 2 * 16 * 64 + HEAD
+
+
+def test_modules_to_save_train_whole_and_are_counted(tiny_bert: Path):
+    from dla.text.encoders import TextClassifier, load_encoder
+    from dla.text.lora import apply_lora, check_trainable, plan_lora, trainable_parameters
+
+    _, encoder = load_encoder(str(tiny_bert), DATA_ROOT)
+    encoder.pooler = None
+    # The embedding LayerNorm (32 weights + 32 biases) and both layers' FFN-output LayerNorms: 3 x 64.
+    plan = plan_lora(encoder, "q", 4, modules_to_save="embeddings.LayerNorm+output.LayerNorm")
+    assert len(plan.saved) == 1 + 2 * 2  # output.LayerNorm is also attention.output.LayerNorm, in both layers
+    model = TextClassifier(apply_lora(encoder, plan, alpha=16, dropout=0.0), 2)
+    expected = 2 * 4 * 64 + 5 * 64 + HEAD
+    assert trainable_parameters(model) == expected
+    assert "modules_to_save 320" in check_trainable(model, plan, model.head)
+    _, encoder = load_encoder(str(tiny_bert), DATA_ROOT)  # PEFT wrapped the first one in place
+    with pytest.raises(ConfigError, match="'nowhere' names no module"):
+        plan_lora(encoder, "q", 4, modules_to_save="nowhere")
+    with pytest.raises(ConfigError, match="either adapted or trained whole"):
+        plan_lora(encoder, "q", 4, modules_to_save="attention.self")
+
+
+def test_lora_options_need_method_lora():
+    from dla.config import load_config
+    from dla.text.textcls import _check_config
+
+    with pytest.raises(ConfigError, match=r"textcls.use_dora is a LoRA option; it needs textcls.method=lora"):
+        _check_config(load_config("textcls_finetune", ["textcls.use_dora=true"]))
+    _check_config(load_config("textcls_lora", ["textcls.use_dora=true", "textcls.use_rslora=true"]))

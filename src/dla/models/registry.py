@@ -68,7 +68,7 @@ def register_model(name: str, config_class: type[ModelConfig], description: str,
 
 
 def _ensure_builtin() -> None:
-    from dla.models import cnn, fastnet, gpt, mlp, resnet, simplenet, vit  # noqa: F401  (registration happens on import)
+    from dla.models import cnn, fastnet, gpt, llama, mlp, resnet, simplenet, vit  # noqa: F401  (registration happens on import)
 
 
 def model_names(modality: str | None = None) -> list[str]:

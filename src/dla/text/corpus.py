@@ -97,6 +97,10 @@ def load_tokenizer_file(path: Path, data_root: Path) -> Tokenizer:
         raise DlaError(f"cannot read the run's vocabulary {path}: {exc}; is this a run of task=lm?") from None
     if saved.get("tokenizer") == "char":
         return CharTokenizer(list(saved["chars"]))
+    if saved.get("tokenizer") == "hf":  # a fine-tuned pretrained model's own tokenizer, saved in the run
+        from dla.text.pretrained_lm import load_saved_tokenizer
+
+        return load_saved_tokenizer(path.parent / saved["folder"])
     return GPT2Tokenizer(data_root)
 
 
@@ -141,10 +145,14 @@ class Corpus:
     val: torch.Tensor  # (N_val,)
 
 
-def load_corpus(name: str, data_root: Path, tokenizer: str, train_fraction: float, block_size: int,
+def load_corpus(name: str, data_root: Path, tokenizer: str | Tokenizer, train_fraction: float, block_size: int,
                 path: str = "") -> Corpus:
+    """The text split into train/val ids; `tokenizer` is "char", "gpt2", or a tokenizer (a pretrained model's)."""
     text = read_corpus(name, data_root, path)
-    tok: Tokenizer = CharTokenizer.from_text(text) if tokenizer == "char" else GPT2Tokenizer(data_root)
+    if isinstance(tokenizer, str):
+        tok: Tokenizer = CharTokenizer.from_text(text) if tokenizer == "char" else GPT2Tokenizer(data_root)
+    else:
+        tok = tokenizer
     ids = torch.tensor(tok.encode(text), dtype=torch.long)
     n = int(train_fraction * len(ids))
     train, val = ids[:n], ids[n:]

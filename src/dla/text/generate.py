@@ -1,4 +1,5 @@
-"""Sampling from a trained GPT: temperature, top-k, top-p, a seeded generator, with or without a KV cache.
+"""Sampling from a trained language model (GPT, LLaMA-style, fine-tuned Hugging Face): temperature, top-k,
+top-p, a seeded generator, with or without a KV cache.
 
 The model has learned positions 0 .. block_size - 1 only, so a long generation cannot keep every token in
 its context. Both paths here follow the same rule: when the context is full, keep its last half and go on.
@@ -12,11 +13,29 @@ from __future__ import annotations
 
 import time
 from dataclasses import dataclass
+from typing import Any, Protocol
 
 import torch
 import torch.nn.functional as F
 
-from dla.models.gpt import GPT
+
+class Cache(Protocol):
+    pos: int  # tokens cached so far
+
+    def reset(self) -> None: ...
+
+
+class CausalLM(Protocol):
+    """What `generate` needs of a model: its context length, a fresh cache, and (B, T) ids -> (B, T, V) logits
+    that continue the cached tokens when given a cache."""
+
+    block_size: int
+
+    def new_cache(self, batch: int) -> Cache: ...
+
+    def eval(self) -> Any: ...
+
+    def __call__(self, idx: torch.Tensor, cache: Any = None) -> torch.Tensor: ...
 
 
 @dataclass(frozen=True)
@@ -56,7 +75,7 @@ class Generation:
 
 
 @torch.no_grad()
-def generate(model: GPT, prompt: torch.Tensor, max_new_tokens: int, sampling: Sampling = Sampling(),
+def generate(model: CausalLM, prompt: torch.Tensor, max_new_tokens: int, sampling: Sampling = Sampling(),
              seed: int | None = None, use_cache: bool = True) -> Generation:
     """Continue `prompt` (B, T0) by `max_new_tokens` tokens."""
     model.eval()

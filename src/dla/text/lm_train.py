@@ -1,4 +1,4 @@
-"""Training a language model (task=lm): random blocks -> GPT -> AdamW, with evaluation every N steps.
+"""Training a language model (task=lm): random blocks -> GPT (or LLaMA-style) -> AdamW, with evaluation every N steps.
 
 Read `LMTrainer.fit` top to bottom: it is the algorithm (nanoGPT's train.py, minus the globals). Everything
 it needs is built in `__init__`; everything a run leaves behind (loss curves, samples.txt, results.json last
@@ -23,7 +23,6 @@ from dla.config import ExperimentConfig
 from dla.data.files import atomic_write
 from dla.errors import DlaError
 from dla.models import TextInputs, build_model
-from dla.models.gpt import GPT
 from dla.report.lm import plot_lm_curves
 from dla.runs import RunDir, env_info, prepare_run_dir, write_config, write_json, write_results
 from dla.runtime import autocast, pick_device, seed_everything
@@ -39,7 +38,8 @@ LN2 = math.log(2)
 
 
 class LMTrainer:
-    def __init__(self, cfg: ExperimentConfig, model: GPT, corpus: Corpus, device: torch.device, run: RunDir) -> None:
+    def __init__(self, cfg: ExperimentConfig, model: torch.nn.Module, corpus: Corpus, device: torch.device,
+                 run: RunDir) -> None:
         self.cfg, self.model, self.corpus, self.device, self.run = cfg, model, corpus, device, run
         lm = cfg.lm
         self.train_batches = BlockSampler(corpus.train, lm.block_size, cfg.data.batch_size, cfg.seed)
@@ -199,8 +199,8 @@ def run_lm(cfg: ExperimentConfig, parent: Path, data_root: Path) -> RunDir:
     check_tracking(cfg.tracking)
     seed_everything(cfg.seed)
     lm = cfg.lm
-    corpus = load_corpus(cfg.data.name, data_root, lm.tokenizer, lm.train_fraction, lm.block_size, cfg.data.path)
-    model = build_model(cfg.model, TextInputs(corpus.tokenizer.vocab_size, lm.block_size), training=True).to(device)
+    model, corpus = _model_and_corpus(cfg, data_root)
+    model = model.to(device)
     prompt = lm.sample_prompt or _first_line(corpus)
     corpus.tokenizer.encode(prompt)  # an unknown character fails now, not after training
     run = prepare_run_dir(parent, cfg)
@@ -213,11 +213,12 @@ def run_lm(cfg: ExperimentConfig, parent: Path, data_root: Path) -> RunDir:
         corpus.tokenizer.save(run.path / "vocab.json")
     else:
         write_json(run.path / "vocab.json", {"tokenizer": corpus.tokenizer.name})
+    if hasattr(model, "save_config"):  # a pretrained model: its architecture, for `dla generate`
+        model.save_config(run.path)
     n_params = sum(p.numel() for p in model.parameters())  # tied head counted once
-    print(f"{cfg.experiment}: gpt ({n_params:,} parameters, {cfg.model.n_layer} layers x {cfg.model.n_head} heads "
-          f"x {cfg.model.n_embd}) on {cfg.data.name} ({len(corpus.train):,} / {len(corpus.val):,} train / val "
-          f"{corpus.tokenizer.name} tokens, vocabulary {corpus.tokenizer.vocab_size}), {device}, run {run.path}",
-          flush=True)
+    print(f"{cfg.experiment}: {describe_model(cfg, n_params)} on {cfg.data.name} ({len(corpus.train):,} / "
+          f"{len(corpus.val):,} train / val {corpus.tokenizer.name} tokens, vocabulary "
+          f"{corpus.tokenizer.vocab_size}), {device}, run {run.path}", flush=True)
 
     t0 = time.perf_counter()
     with storage_errors(run):
@@ -234,6 +235,32 @@ def run_lm(cfg: ExperimentConfig, parent: Path, data_root: Path) -> RunDir:
         trainer.tracker.close()
         finish_lm(run, cfg, trainer, prompt, n_params, time.perf_counter() - t0, str(device))
     return run
+
+
+def _model_and_corpus(cfg: ExperimentConfig, data_root: Path) -> tuple[torch.nn.Module, Corpus]:
+    """model.* built from scratch on the corpus's tokenizer, or the pretrained model lm.init_from names and the
+    corpus in its tokenizer."""
+    lm = cfg.lm
+    if lm.init_from:
+        from dla.text.pretrained_lm import load_pretrained
+
+        model, tok = load_pretrained(lm.init_from, data_root, lm.block_size)
+        return model, load_corpus(cfg.data.name, data_root, tok, lm.train_fraction, lm.block_size, cfg.data.path)
+    corpus = load_corpus(cfg.data.name, data_root, lm.tokenizer, lm.train_fraction, lm.block_size, cfg.data.path)
+    return build_model(cfg.model, TextInputs(corpus.tokenizer.vocab_size, lm.block_size), training=True), corpus
+
+
+def model_label(cfg: ExperimentConfig) -> str:
+    return f"pretrained {cfg.lm.init_from}" if cfg.lm.init_from else cfg.model.name
+
+
+def describe_model(cfg: ExperimentConfig, n_params: int) -> str:
+    """'llama (812,160 parameters, 4 layers x 4 heads (2 key/value) x 128)'."""
+    m = cfg.model
+    if cfg.lm.init_from:
+        return f"{model_label(cfg)} ({n_params:,} parameters, fine-tuned)"
+    kv = f" ({m.n_kv_head} key/value)" if getattr(m, "n_kv_head", 0) else ""
+    return f"{m.name} ({n_params:,} parameters, {m.n_layer} layers x {m.n_head} heads{kv} x {m.n_embd})"
 
 
 def _first_line(corpus: Corpus) -> str:
@@ -259,7 +286,7 @@ def finish_lm(run: RunDir, cfg: ExperimentConfig, trainer: LMTrainer, prompt: st
                          math.nan)
     test = {"loss": trainer.best_val, "bpc": trainer.best_val / LN2}
     results: dict[str, Any] = {
-        "experiment": cfg.experiment, "run": run.path.name, "model": cfg.model.name, "dataset": cfg.data.name,
+        "experiment": cfg.experiment, "run": run.path.name, "model": model_label(cfg), "dataset": cfg.data.name,
         "seed": cfg.seed, "parameters": n_params, "tokenizer": tok.name, "vocab_size": tok.vocab_size,
         "best_epoch": trainer.best_step, "epochs_run": trainer.step, "train_seconds": round(train_seconds, 2),
         "device": device,
@@ -270,7 +297,7 @@ def finish_lm(run: RunDir, cfg: ExperimentConfig, trainer: LMTrainer, prompt: st
     }
     unit = "character" if tok.name == "char" else "token"
     summary = (f"# {cfg.experiment} / {run.path.name}\n\n"
-               f"gpt, {n_params:,} parameters, {tok.name} tokens on {cfg.data.name}; best val loss "
+               f"{model_label(cfg)}, {n_params:,} parameters, {tok.name} tokens on {cfg.data.name}; best val loss "
                f"{trainer.best_val:.4f} ({trainer.best_val / LN2:.3f} bits per {unit}) "
                f"at step {trainer.best_step} of {trainer.step}; {train_seconds:.1f} s on {device}.\n\n"
                + (f"Sample (best checkpoint, temperature {lm.temperature}, top-k {lm.top_k}, top-p {lm.top_p}):\n\n"

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import re
 import warnings
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from torch import nn
 
@@ -36,10 +36,19 @@ class LoraPlan:
     targets: list[str]  # the short names asked for
     modules: dict[str, nn.Linear]  # full module name -> the Linear it adapts
     r: int
+    use_dora: bool = False  # DoRA (Liu et al. 2024): a learned magnitude per output feature on top of LoRA
+    use_rslora: bool = False  # rank-stabilised scaling alpha / sqrt(r) instead of alpha / r: no new parameters
+    saved: dict[str, nn.Module] = field(default_factory=dict)  # modules_to_save: trained whole (PEFT's copy)
 
     @property
     def adapter_parameters(self) -> int:
-        return sum(self.r * (m.in_features + m.out_features) for m in self.modules.values())
+        """r * (d_in + d_out) per adapted Linear (A and B), + d_out with DoRA (its magnitude vector)."""
+        return sum(self.r * (m.in_features + m.out_features) + (m.out_features if self.use_dora else 0)
+                   for m in self.modules.values())
+
+    @property
+    def saved_parameters(self) -> int:
+        return sum(p.numel() for m in self.saved.values() for p in m.parameters())
 
 
 def parse_targets(text: str) -> list[str]:
@@ -60,8 +69,36 @@ def _pattern(name: str) -> str:
     return re.sub(r"\.\d+\.", ".*.", name)
 
 
-def plan_lora(encoder: nn.Module, targets: str, r: int) -> LoraPlan:
-    """The Linear layers each target name selects; a name that selects nothing is refused."""
+def plan_lora(encoder: nn.Module, targets: str, r: int, *, use_dora: bool = False, use_rslora: bool = False,
+              modules_to_save: str = "") -> LoraPlan:
+    """The Linear layers each target name selects, and the modules trained whole; a name that selects nothing
+    is refused."""
+    plan = LoraPlan(targets=parse_targets(targets), modules=_adapted(encoder, targets), r=r, use_dora=use_dora,
+                    use_rslora=use_rslora)
+    plan.saved = _saved(encoder, modules_to_save, plan.modules)
+    return plan
+
+
+def _saved(encoder: nn.Module, modules_to_save: str, adapted: dict[str, nn.Linear]) -> dict[str, nn.Module]:
+    """Full names of the modules `modules_to_save` names (each name: a module name or its last parts)."""
+    names = [t.strip() for t in re.split(r"[+,]", modules_to_save) if t.strip()]
+    modules = dict(encoder.named_modules())
+    chosen: dict[str, nn.Module] = {}
+    for t in names:
+        hit = [n for n in modules if n and (n == t or n.endswith("." + t))]
+        if not hit:
+            raise ConfigError(f"textcls.modules_to_save: {t!r} names no module of this encoder; use a module name "
+                              "such as embeddings.LayerNorm or output.LayerNorm")
+        clash = [n for n in hit if any(a == n or a.startswith(n + ".") for a in adapted)]
+        if clash:
+            raise ConfigError(f"textcls.modules_to_save: {t!r} selects {clash[0]}, which holds a LoRA-adapted "
+                              "layer; a module is either adapted or trained whole, not both")
+        chosen.update({n: modules[n] for n in hit})
+    # A module inside another chosen one is already trained with it: keep the outer one, count it once.
+    return {n: m for n, m in sorted(chosen.items()) if not any(n.startswith(o + ".") for o in chosen)}
+
+
+def _adapted(encoder: nn.Module, targets: str) -> dict[str, nn.Linear]:
     names = parse_targets(targets)
     linears = {n: m for n, m in encoder.named_modules() if isinstance(m, nn.Linear)}
     chosen: dict[str, nn.Linear] = {}
@@ -77,7 +114,7 @@ def plan_lora(encoder: nn.Module, targets: str, r: int) -> LoraPlan:
                               f"silently train less; use q, k, v, o, ffn, all-linear, or a module name such as "
                               f"{', '.join(kinds[:6])}{', ...' if len(kinds) > 6 else ''}")
         chosen.update({n: linears[n] for n in hit})
-    return LoraPlan(targets=names, modules=dict(sorted(chosen.items())), r=r)
+    return dict(sorted(chosen.items()))
 
 
 def apply_lora(encoder: nn.Module, plan: LoraPlan, alpha: float, dropout: float) -> nn.Module:
@@ -87,8 +124,10 @@ def apply_lora(encoder: nn.Module, plan: LoraPlan, alpha: float, dropout: float)
     except ImportError:
         raise ConfigError("textcls.method=lora needs PEFT, which is not installed; run `pip install 'dla[nlp]'`") \
             from None
+    # Full names: PEFT matches them exactly (it matches by suffix, so a short name could take more).
     config = peft.LoraConfig(r=plan.r, lora_alpha=alpha, lora_dropout=dropout, bias="none",
-                             target_modules=list(plan.modules))  # full names: PEFT matches them exactly
+                             target_modules=list(plan.modules), use_dora=plan.use_dora, use_rslora=plan.use_rslora,
+                             modules_to_save=list(plan.saved) or None)
     with warnings.catch_warnings():
         # PEFT reads a transformers property that transformers 5 deprecates: noise for the user, not theirs to fix.
         warnings.filterwarnings("ignore", message=".*is_gradient_checkpointing", category=FutureWarning)
@@ -100,14 +139,19 @@ def trainable_parameters(model: nn.Module) -> int:
 
 
 def check_trainable(model: nn.Module, plan: LoraPlan, head: nn.Module) -> str:
-    """Assert the trainable count equals r * (d_in + d_out) per adapted Linear + the head; the line to print."""
+    """Assert the trainable count equals r * (d_in + d_out) per adapted Linear (+ d_out each with DoRA) + the
+    modules trained whole + the head; the line to print."""
     head_params = sum(p.numel() for p in head.parameters())
-    expected = plan.adapter_parameters + head_params
+    expected = plan.adapter_parameters + plan.saved_parameters + head_params
     actual = trainable_parameters(model)
+    saved = f" + modules_to_save {plan.saved_parameters:,}" if plan.saved else ""
     if actual != expected:  # a bug (or a PEFT change), not a user mistake
         raise AssertionError(f"LoRA trainable parameters {actual:,} != expected {expected:,} "
-                             f"(adapters {plan.adapter_parameters:,} + head {head_params:,})")
+                             f"(adapters {plan.adapter_parameters:,}{saved} + head {head_params:,})")
     shapes = sorted({(m.in_features, m.out_features) for m in plan.modules.values()})
-    return (f"LoRA {'+'.join(plan.targets)} r={plan.r}: {len(plan.modules)} Linear layers adapted "
-            f"({', '.join(f'{i}->{o}' for i, o in shapes)}); trainable parameters {actual:,} = "
-            f"sum r*(d_in+d_out) {plan.adapter_parameters:,} + head {head_params:,} (checked)")
+    kind = "DoRA" if plan.use_dora else "LoRA"
+    formula = "r*(d_in+d_out)+d_out" if plan.use_dora else "r*(d_in+d_out)"
+    return (f"{kind} {'+'.join(plan.targets)} r={plan.r}{' (rsLoRA scaling)' if plan.use_rslora else ''}: "
+            f"{len(plan.modules)} Linear layers adapted ({', '.join(f'{i}->{o}' for i, o in shapes)}); trainable "
+            f"parameters {actual:,} = sum {formula} {plan.adapter_parameters:,}{saved} + head {head_params:,} "
+            "(checked)")

@@ -9,10 +9,9 @@ import torch
 
 from dla.errors import CheckpointError, DlaError, RunDirError
 from dla.models import TextInputs, build_model
-from dla.models.gpt import GPT
 from dla.runtime import pick_device
 from dla.text.corpus import Tokenizer, load_tokenizer_file
-from dla.text.generate import Sampling, generate
+from dla.text.generate import CausalLM, Sampling, generate
 
 
 @dataclass
@@ -26,7 +25,7 @@ class Samples:
         return self.tokens / max(self.seconds, 1e-9)
 
 
-def load_lm_run(run_dir: Path, data_root: Path, device: str = "auto") -> tuple[GPT, Tokenizer]:
+def load_lm_run(run_dir: Path, data_root: Path, device: str = "auto") -> tuple[CausalLM, Tokenizer]:
     """The run's best weights and its saved vocabulary; every way the folder can be unusable is one line."""
     from dla.config import load_config
     from dla.train.checkpoint import load_checkpoint
@@ -42,8 +41,13 @@ def load_lm_run(run_dir: Path, data_root: Path, device: str = "auto") -> tuple[G
     best = run_dir / "checkpoints" / "best.pt"
     if not best.is_file():
         raise RunDirError(f"run {run_dir} has no checkpoints/best.pt yet (it stopped before its first evaluation)")
-    tok = load_tokenizer_file(run_dir / "vocab.json", data_root)
-    model = build_model(cfg.model, TextInputs(tok.vocab_size, cfg.lm.block_size))
+    if cfg.lm.init_from:  # a fine-tuned pretrained model: its architecture and tokenizer are in the run folder
+        from dla.text.pretrained_lm import rebuild_from_run
+
+        model, tok = rebuild_from_run(run_dir, cfg.lm.block_size)
+    else:
+        tok = load_tokenizer_file(run_dir / "vocab.json", data_root)
+        model = build_model(cfg.model, TextInputs(tok.vocab_size, cfg.lm.block_size))
     try:
         model.load_state_dict(load_checkpoint(best)["model"])
     except (KeyError, RuntimeError) as exc:

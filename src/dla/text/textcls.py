@@ -84,6 +84,12 @@ def _check_config(cfg: ExperimentConfig) -> None:
     if unsupported:
         raise ConfigError(f"task=textcls does not support {', '.join(unsupported)} (image-training options); "
                           "remove them from the config")
+    tc = cfg.textcls
+    lora_only = [n for n, on in (("use_dora", tc.use_dora), ("use_rslora", tc.use_rslora),
+                                 ("modules_to_save", tc.modules_to_save)) if on]
+    if lora_only and tc.method != "lora":
+        raise ConfigError(f"textcls.{lora_only[0]} is a LoRA option; it needs textcls.method=lora "
+                          f"(not {tc.method})")
 
 
 def _sort_by_length(x: torch.Tensor, y: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
@@ -133,7 +139,8 @@ def build_textcls(cfg: ExperimentConfig, data: SentenceSplits, data_root: Path, 
         encoder.pooler = None
     k = len(data.classes)
     if tc.method == "lora":
-        plan = plan_lora(encoder, tc.lora_targets, tc.lora_r)  # refuses a target that matches nothing
+        plan = plan_lora(encoder, tc.lora_targets, tc.lora_r, use_dora=tc.use_dora, use_rslora=tc.use_rslora,
+                         modules_to_save=tc.modules_to_save)  # refuses a name that matches nothing
     seed_everything(cfg.seed)  # head (and adapter) initialisation
     if tc.method == "features":
         for p in encoder.parameters():
@@ -250,7 +257,9 @@ def _finish(run: RunDir, cfg: ExperimentConfig, data: SentenceSplits, trainer: T
         "classes": data.classes,
     }
     if tc.method == "lora":
-        results.update(lora_targets=tc.lora_targets, lora_r=tc.lora_r, lora_alpha=tc.lora_alpha)
+        results.update(lora_targets=tc.lora_targets, lora_r=tc.lora_r, lora_alpha=tc.lora_alpha,
+                       lora_dropout=tc.lora_dropout, use_dora=tc.use_dora, use_rslora=tc.use_rslora,
+                       modules_to_save=tc.modules_to_save)
     if tc.method == "features":
         results.update(head=tc.head, pooling=tc.pooling)
     summary = (f"# {cfg.experiment} / {run.path.name}\n\n"
