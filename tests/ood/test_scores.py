@@ -278,3 +278,29 @@ def test_odin_perturbation_raises_confidence_on_a_trained_model() -> None:
     random_gain = score(model, (x + 0.0014 * r).float(), "msp", temperature=1000.0) - base
     assert 0.2 < (random_gain > 0).float().mean() < 0.8
     assert gain.mean() > 5 * random_gain.abs().mean()
+
+
+def test_score_many_shares_one_forward_pass_and_equals_one_call_per_score(monkeypatch: pytest.MonkeyPatch) -> None:
+    from dla.ood import score_many
+
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Flatten(), nn.Linear(12, 5))
+    x = torch.rand(23, 3, 2, 2)
+    methods = {"msp": {"temperature": 2.0}, "maxlogit": {}, "energy": {}, "odin": {"temperature": 10.0, "eps": 0.01}}
+    want = {m: score(model, x, m, batch_size=10, **kw) for m, kw in methods.items()}
+    calls = {"n": 0}
+    forward = model.forward
+
+    def counted(inp: torch.Tensor) -> torch.Tensor:
+        calls["n"] += 1
+        return forward(inp)
+
+    monkeypatch.setattr(model, "forward", counted)
+    got = score_many(model, x, methods, batch_size=10)
+    assert list(got) == list(methods)
+    for m in methods:
+        assert torch.equal(got[m], want[m]), m  # bit for bit: the same chunks, the same operations
+    # 3 chunks: one forward each for the three logit scores together, 2 x 3 for ODIN (gradient, then scores).
+    assert calls["n"] == 3 + 6
+    with pytest.raises(OODError, match="has no option 'T'"):
+        score_many(model, x, {"msp": {"T": 1}, "energy": {}})

@@ -11,7 +11,16 @@ GEN) live in `dla.ood.detectors`; `dla ood RUN_DIR --methods all` runs them next
 
 from dla.ood.metrics import OODError, fpr_at_tpr, metrics, pr_curve, roc_curve
 from dla.ood.recon import ConvAutoencoder, FeatureAutoencoder, train_autoencoder  # registers "recon"
-from dla.ood.scores import ScoreSpec, register_score, score, score_loader, score_names, score_spec
+from dla.ood.scores import (
+    ScoreSpec,
+    register_logit_score,
+    register_score,
+    score,
+    score_loader,
+    score_many,
+    score_names,
+    score_spec,
+)
 
 __all__ = [
     "ConvAutoencoder",
@@ -21,10 +30,12 @@ __all__ = [
     "fpr_at_tpr",
     "metrics",
     "pr_curve",
+    "register_logit_score",
     "register_score",
     "roc_curve",
     "score",
     "score_loader",
+    "score_many",
     "score_names",
     "score_spec",
     "train_autoencoder",

@@ -35,6 +35,7 @@ class ScoreSpec:
     fn: ScoreFn
     description: str
     needs_grad: bool  # True: `fn` runs with autograd on (input gradients); False: under torch.no_grad()
+    of_logits: ScoreFn | None = None  # a score of the logits alone: `of_logits(logits (B, K), **options) -> (B,)`
 
 
 _REGISTRY: dict[str, ScoreSpec] = {}
@@ -51,6 +52,28 @@ def register_score(name: str, description: str, needs_grad: bool = False) -> Cal
         if name in _REGISTRY:
             raise ValueError(f"score {name!r} registered twice")
         _REGISTRY[name] = ScoreSpec(name, fn, description, needs_grad)
+        return fn
+
+    return decorate
+
+
+def register_logit_score(name: str, description: str) -> Callable[[ScoreFn], ScoreFn]:
+    """Decorate `fn(logits (B, K), **options) -> Tensor (B,)`: a score of the classifier's logits alone.
+
+    It is a score like any other (`score(model, x, name)` runs the model, then `fn`), and `score_many` computes
+    every such score of a batch from one forward pass.
+    """
+
+    def decorate(fn: ScoreFn) -> ScoreFn:
+        def on_model(model: nn.Module, x: torch.Tensor, **kw: object) -> torch.Tensor:
+            return fn(_logits(model, x), **kw)
+
+        # The option check reads (model, x, options...): fn's options after its logits.
+        head = [inspect.Parameter(n, inspect.Parameter.POSITIONAL_OR_KEYWORD) for n in ("model", "x")]
+        on_model.__signature__ = inspect.Signature([*head, *list(inspect.signature(fn).parameters.values())[1:]])
+        if name in _REGISTRY:
+            raise ValueError(f"score {name!r} registered twice")
+        _REGISTRY[name] = ScoreSpec(name, on_model, description, False, fn)
         return fn
 
     return decorate
@@ -108,6 +131,30 @@ def score(
     return torch.cat(out)
 
 
+def score_many(model: nn.Module, x: torch.Tensor, methods: dict[str, dict[str, object]], *,
+               batch_size: int | None = None) -> dict[str, torch.Tensor]:
+    """`{method: score(model, x, method, batch_size=..., **options)}` for `methods` ({name: options}), equal to
+    those calls, with every score of the logits alone (`register_logit_score`) computed from one forward pass
+    per chunk instead of one each."""
+    specs = {m: score_spec(m) for m in methods}
+    for m, spec in specs.items():
+        _check_options(spec, methods[m])
+    shared = [m for m, spec in specs.items() if spec.of_logits is not None]
+    out = {m: score(model, x, m, batch_size=batch_size, **methods[m]) for m in methods if m not in shared}
+    if len(shared) < 2:  # nothing to share: the plain path (and its input checks)
+        out.update({m: score(model, x, m, batch_size=batch_size, **methods[m]) for m in shared})
+        return {m: out[m] for m in methods}
+    score(model, x[:0], shared[0])  # the same input checks as `score`, on no images
+    parts: dict[str, list[torch.Tensor]] = {m: [] for m in shared}
+    with eval_frozen(model), torch.no_grad():
+        for chunk in x.detach().split(batch_size) if batch_size else (x.detach(),):
+            logits = _logits(model, chunk)  # (B, K): one forward for every shared score
+            for m in shared:
+                parts[m].append(specs[m].of_logits(logits, **methods[m]).to("cpu", torch.float32))
+    out.update({m: torch.cat(p) if p else torch.empty(0) for m, p in parts.items()})
+    return {m: out[m] for m in methods}
+
+
 def score_loader(
     model: nn.Module,
     batches: Iterable[torch.Tensor | Sequence[torch.Tensor]],
@@ -148,22 +195,22 @@ def _check_temperature(temperature: float) -> None:
         raise OODError(f"temperature must be > 0; got {temperature!r} (1 is plain softmax, ODIN uses 1000)")
 
 
-@register_score("msp", "maximum softmax probability (Hendrycks & Gimpel 2017), optionally temperature-scaled")
-def msp(model: nn.Module, x: torch.Tensor, *, temperature: float = 1.0) -> torch.Tensor:
+@register_logit_score("msp", "maximum softmax probability (Hendrycks & Gimpel 2017), optionally temperature-scaled")
+def msp(logits: torch.Tensor, *, temperature: float = 1.0) -> torch.Tensor:
     _check_temperature(temperature)
-    return torch.softmax(_logits(model, x) / temperature, dim=1).amax(dim=1)
+    return torch.softmax(logits / temperature, dim=1).amax(dim=1)
 
 
-@register_score("maxlogit", "largest logit (Hendrycks et al. 2022): not squashed by the softmax normalisation")
-def maxlogit(model: nn.Module, x: torch.Tensor) -> torch.Tensor:
-    return _logits(model, x).amax(dim=1)
+@register_logit_score("maxlogit", "largest logit (Hendrycks et al. 2022): not squashed by the softmax normalisation")
+def maxlogit(logits: torch.Tensor) -> torch.Tensor:
+    return logits.amax(dim=1)
 
 
-@register_score("energy", "negative free energy T * logsumexp(logits / T) (Liu et al. 2020)")
-def energy(model: nn.Module, x: torch.Tensor, *, temperature: float = 1.0) -> torch.Tensor:
+@register_logit_score("energy", "negative free energy T * logsumexp(logits / T) (Liu et al. 2020)")
+def energy(logits: torch.Tensor, *, temperature: float = 1.0) -> torch.Tensor:
     # Lies in [maxlogit, maxlogit + T log K]: a soft maximum that, unlike MSP, keeps the logits' scale.
     _check_temperature(temperature)
-    return temperature * torch.logsumexp(_logits(model, x) / temperature, dim=1)
+    return temperature * torch.logsumexp(logits / temperature, dim=1)
 
 
 @register_score(
