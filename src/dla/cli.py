@@ -335,7 +335,9 @@ def cmd_attack(args: argparse.Namespace) -> None:
 
     if args.suite is not None:
         return cmd_attack_suite(args)
-    request = make_request(args.method or "pgd", args.eps or DEFAULT_EPS, steps=args.steps, alpha=args.alpha,
+    method = "pgd" if args.method is None else args.method
+    eps = DEFAULT_EPS if args.eps is None else args.eps
+    request = make_request(method, eps, steps=args.steps, alpha=args.alpha,
                            restarts=args.restarts, targeted=args.targeted, variant=args.variant,
                            least_likely=args.least_likely, n=args.n, batch_size=args.batch_size, grid=args.grid,
                            seed=args.seed, device=args.device)
@@ -355,7 +357,7 @@ def cmd_attack_suite(args: argparse.Namespace) -> None:
     clash = [k for k, v in given.items() if v is not None]
     if clash:
         raise AttackError(f"--suite runs its own attacks: drop {', '.join(clash)} (--steps, --eps, --n, --seed apply)")
-    request = make_suite_request(args.suite, args.eps or "8/255", steps=args.steps, n=args.n,
+    request = make_suite_request(args.suite, "8/255" if args.eps is None else args.eps, steps=args.steps, n=args.n,
                                  batch_size=args.batch_size, seed=args.seed, device=args.device,
                                  checks=not args.no_checks)
     folder, text = suite_path(Path(args.run_dir), request, resolve_data_root(args.data_root))
