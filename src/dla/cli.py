@@ -97,10 +97,15 @@ def build_parser() -> argparse.ArgumentParser:
                                       "per eps, table, plot, image grid")
     p.add_argument("run_dir", help="a run folder written by `dla run`, or a sweep folder (then every finished run, "
                                    "and mean ± std over seeds)")
-    p.add_argument("--method", default="pgd", help="registered attack: fgsm or pgd (default: pgd)")
-    p.add_argument("--eps", default="0,1/255,2/255,4/255,8/255",
-                   help="comma list of L_inf radii in pixel units, fractions allowed "
-                        "(default: 0,1/255,2/255,4/255,8/255)")
+    p.add_argument("--method", default=None, help="registered attack: fgsm, pgd, apgd-ce, apgd-dlr, apgd-t, pgd-l2, "
+                                                  "cw-l2, deepfool (default: pgd)")
+    p.add_argument("--suite", default=None, help="instead of --method, an ensemble: autoattack (APGD-CE + APGD-T, "
+                                                 "robust accuracy per attack and worst case, masking checks)")
+    p.add_argument("--no-checks", action="store_true", help="--suite: skip the gradient-masking probes")
+    p.add_argument("--eps", default=None,
+                   help="comma list of radii in pixel units (L_inf; L2 lengths for pgd-l2, cw-l2, deepfool), "
+                        "fractions allowed "
+                        "(default: 0,1/255,2/255,4/255,8/255; with --suite: 8/255)")
     p.add_argument("--steps", type=int, default=None, help="pgd: steps (default: 10)")
     p.add_argument("--alpha", default=None, help="pgd: step size, e.g. 1/255 (default: 2.5 * eps / steps)")
     p.add_argument("--restarts", type=int, default=None, help="pgd: random restarts, the strongest kept (default: 1)")
@@ -358,14 +363,38 @@ def cmd_explain(args: argparse.Namespace) -> None:
 
 
 def cmd_attack(args: argparse.Namespace) -> None:
-    from dla.attacks.run import attack_path, make_request
+    from dla.attacks.run import DEFAULT_EPS, attack_path, make_request
     from dla.data import resolve_data_root
 
-    request = make_request(args.method, args.eps, steps=args.steps, alpha=args.alpha, restarts=args.restarts,
-                           targeted=args.targeted, variant=args.variant, least_likely=args.least_likely, n=args.n,
-                           batch_size=args.batch_size, grid=args.grid, seed=args.seed, device=args.device)
+    if args.suite is not None:
+        return cmd_attack_suite(args)
+    method = "pgd" if args.method is None else args.method
+    eps = DEFAULT_EPS if args.eps is None else args.eps
+    request = make_request(method, eps, steps=args.steps, alpha=args.alpha,
+                           restarts=args.restarts, targeted=args.targeted, variant=args.variant,
+                           least_likely=args.least_likely, n=args.n, batch_size=args.batch_size, grid=args.grid,
+                           seed=args.seed, device=args.device)
     folder, text = attack_path(Path(args.run_dir), request, resolve_data_root(args.data_root))
     print(text, end="")
+    print(f"attack folder: {folder}")
+
+
+def cmd_attack_suite(args: argparse.Namespace) -> None:
+    from dla.attacks.common import AttackError
+    from dla.attacks.suite_run import make_suite_request, suite_path
+    from dla.data import resolve_data_root
+
+    given = {"--method": args.method, "--alpha": args.alpha, "--restarts": args.restarts,
+             "--targeted": args.targeted, "--least-likely": args.least_likely or None,
+             "--variant": None if args.variant == "standard" else args.variant}
+    clash = [k for k, v in given.items() if v is not None]
+    if clash:
+        raise AttackError(f"--suite runs its own attacks: drop {', '.join(clash)} (--steps, --eps, --n, --seed apply)")
+    request = make_suite_request(args.suite, "8/255" if args.eps is None else args.eps, steps=args.steps, n=args.n,
+                                 batch_size=args.batch_size, seed=args.seed, device=args.device,
+                                 checks=not args.no_checks)
+    folder, text = suite_path(Path(args.run_dir), request, resolve_data_root(args.data_root))
+    print(text, end="" if text.endswith("\n") else "\n")
     print(f"attack folder: {folder}")
 
 

@@ -14,6 +14,7 @@ import torch
 from dla.attacks import evaluate_attack
 from dla.attacks.plots import fmt_eps
 from dla.attacks.run import group_name, parse_eps, robustness_table
+from dla.attacks.suite import evaluate_suite
 from dla.config import load_config
 from dla.runs import RunDir
 from dla.train import run_experiment
@@ -122,7 +123,12 @@ def test_targeted_attacks_report_their_success_rate(capsys: pytest.CaptureFixtur
 
 @needs_mnist
 @pytest.mark.parametrize(("argv", "needles"), [
-    (["--method", "cw"], ["unknown attack 'cw'; known: fgsm, pgd"]),
+    (["--method", "cw"], ["unknown attack 'cw'; known: apgd-ce, apgd-dlr, apgd-t, cw-l2, deepfool, fgsm, pgd"]),
+    (["--suite", "autoattack", "--method", "pgd", "--restarts", "2"], ["--suite runs its own attacks: drop "
+                                                                       "--method, --restarts"]),
+    (["--suite", "robustbench"], ["unknown suite 'robustbench'; known: autoattack"]),
+    (["--suite", "autoattack", "--steps", "0"], ["--steps must be an integer >= 1; got 0"]),
+    (["--suite", "autoattack", "--eps", "0,2"], ["--eps values are L_inf radii of [0, 1] images"]),
     (["--eps", "0,abc"], ["--eps takes numbers such as 0.1 or 8/255; got 'abc'"]),
     (["--eps", "0,1/0"], ["--eps takes numbers such as 0.1 or 8/255; got '1/0'"]),
     (["--eps", "0,2"], ["--eps values are L_inf radii of [0, 1] images, between 0 and 1; got 2"]),
@@ -218,3 +224,41 @@ def test_eps_lists_and_their_labels() -> None:
     assert parse_eps([0, 0.5]) == [0.0, 0.5]
     assert [fmt_eps(e) for e in (0, 8 / 255, 0.1, 0.2, 0.3 / 7)] == ["0", "8/255", "0.1", "0.2", "0.04286"]
     assert fmt_eps(float(torch.tensor(8 / 255))) == "8/255" and fmt_eps(float(torch.tensor(0.2))) == "0.2"
+
+
+@needs_mnist
+def test_the_autoattack_suite_on_a_run_is_evaluate_suite(capsys: pytest.CaptureFixture[str], run: Path,
+                                                          trained: TrainedRun) -> None:
+    code, out, err = _cli(capsys, "attack", str(run), "--suite", "autoattack", "--eps", "0,0.05,0.3", "--steps", "5",
+                          "--n", "40", "--seed", "2", "--device", "cpu")
+    assert code == 0, err
+    folder = run / "attacks" / "autoattack"
+    assert out == (folder / "table.md").read_text() + f"attack folder: {folder}\n"
+    results = json.loads((folder / "results.json").read_text())
+    want = evaluate_suite(trained.model, (trained.test_x[:40], trained.test_y[:40]), ["apgd-ce", "apgd-t"],
+                          [0, 0.05, 0.3], seed=2, options={"apgd-ce": {"steps": 5}, "apgd-t": {"steps": 5}})
+    assert results["rows"] == want
+    assert "| eps | Clean | APGD-CE | APGD-T | Worst case |" in out
+    assert "the standard AutoAttack ensemble's FAB-T and Square are not run" in out
+    row = want[2]
+    assert row["worst"] <= min(row["attacks"].values()) < row["clean"]  # an MLP is not robust at 0.3
+    assert f"| 0.3 | {100 * row['clean']:.2f}% | {100 * row['attacks']['apgd-ce']:.2f}% |" in out
+    assert results["warnings"] == [] and "WARNING" not in out  # a plain MLP masks nothing
+
+
+@needs_mnist
+def test_the_suite_on_a_sweep_is_mean_and_std_over_seeds(capsys: pytest.CaptureFixture[str], mlp_run: RunDir,
+                                                         tmp_path: Path) -> None:
+    sweep = tmp_path / "adv" / "s"
+    for name in ("variant=a,seed=0", "variant=a,seed=1"):
+        shutil.copytree(mlp_run.path, sweep / name)
+    code, out, err = _cli(capsys, "attack", str(sweep), "--suite", "autoattack", "--eps", "8/255", "--steps", "3",
+                          "--n", "20", "--no-checks", "--device", "cpu")
+    assert code == 0, err
+    folder = sweep / "attacks" / "autoattack"
+    assert out == (folder / "summary.md").read_text() + f"attack folder: {folder}\n"
+    runs = json.loads((folder / "results.json").read_text())["runs"]
+    row = runs["variant=a,seed=0"]["rows"][0]
+    assert runs["variant=a,seed=1"]["rows"][0] == row  # identical copies, the same seed
+    cells = " | ".join(f"{100 * v:.2f} ± 0.00%" for v in [row["clean"], *row["attacks"].values(), row["worst"]])
+    assert f"| variant=a | 8/255 | {cells} | 2 |" in out

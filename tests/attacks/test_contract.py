@@ -12,6 +12,7 @@ from torch import nn
 from dla.attacks import AttackError, attack_mode, attack_names, fgsm, get_attack, pgd, register_attack
 from dla.attacks import registry as registry_module
 from dla.attacks.common import eps_in_dtype, project
+from dla.attacks.l2 import l2_norms, project_l2
 
 from .toys import CLASSES, SHAPE, images, labels, tiny_model
 
@@ -30,11 +31,17 @@ def _modes(model: nn.Module) -> list[bool]:
     return [m.training for m in model.modules()]
 
 
-def _assert_in_ball(x_adv: torch.Tensor, x: torch.Tensor, eps: float) -> None:
-    """||x_adv - x||_inf <= eps and x_adv in [0, 1], however one measures: in x's dtype, as a Python float, in fp64."""
-    d = (x_adv - x).abs().amax()
-    assert d <= eps and d.item() <= eps
-    assert (x_adv.double() - x.double()).abs().amax().item() <= eps
+def _assert_in_ball(x_adv: torch.Tensor, x: torch.Tensor, eps: float, norm: str = "linf") -> None:
+    """||x_adv - x|| <= eps in the attack's norm (L_inf over the batch, L2 per image) and x_adv in [0, 1], however
+    one measures: in x's dtype, as a Python float, in fp64."""
+    if norm == "l2":
+        d = l2_norms(x_adv - x)  # (B,)
+        assert (d <= eps).all() and all(v <= eps for v in d.tolist())
+        assert (l2_norms(x_adv.double() - x.double()) <= eps).all()
+    else:
+        d = (x_adv - x).abs().amax()
+        assert d <= eps and d.item() <= eps
+        assert (x_adv.double() - x.double()).abs().amax().item() <= eps
     assert x_adv.amin() >= 0 and x_adv.amax() <= 1
 
 
@@ -61,7 +68,7 @@ def test_attack_contract(name: str, eps: float, goal: str, start: str) -> None:
 
     assert x_adv.shape == x.shape and x_adv.dtype == x.dtype and x_adv.device == x.device
     assert not x_adv.requires_grad and x_adv.grad_fn is None
-    _assert_in_ball(x_adv, x, eps)
+    _assert_in_ball(x_adv, x, eps, spec.norm)
     if eps == 0:
         assert torch.equal(x_adv, x)
     else:
@@ -107,8 +114,13 @@ def test_state_is_restored_when_an_attack_fails(name: str) -> None:
     model[-1].bias.requires_grad_(False)
     modes, flags = _modes(model), [p.requires_grad for p in model.parameters()]
     x, y = images(3), labels(3)
-    with pytest.raises(AttackError, match="target holds class 7, but the model has 5 classes"):
-        get_attack(name)(model, x, y, 8 / 255, targeted=True, target=7)  # found only after a forward pass
+    spec = get_attack(name)
+    # Found only after a forward pass: a target class, or (untargeted-only attacks) a true label, out of range.
+    kw, what = ({"targeted": True, "target": 7}, "target") if spec.targeted else ({}, "y")
+    if not spec.targeted:
+        y = torch.full((3,), 7)
+    with pytest.raises(AttackError, match=f"{what} holds class 7, but the model has 5 classes"):
+        spec(model, x, y, 8 / 255, **kw)
     assert _modes(model) == modes and [p.requires_grad for p in model.parameters()] == flags
     assert all(p.grad is None for p in model.parameters())
 
@@ -136,11 +148,33 @@ def test_project_is_exact_despite_rounding(dtype: torch.dtype, eps: float) -> No
     assert eps_in_dtype(eps, dtype) <= eps
 
 
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64, torch.float16])
+@pytest.mark.parametrize("eps", [1 / 255, 0.1, 0.5, 1 / 3])
+def test_project_l2_is_exact_despite_rounding(dtype: torch.dtype, eps: float) -> None:
+    g = torch.Generator().manual_seed(4)
+    x = torch.rand(64, 3, 6, 6, generator=g, dtype=torch.float64)
+    d = torch.randn(x.shape, generator=g, dtype=torch.float64)
+    length = eps * torch.rand(64, generator=g, dtype=torch.float64).add(0.5)  # (64,) in [eps / 2, 3 eps / 2)
+    d = d / l2_norms(d).view(-1, 1, 1, 1) * length.view(-1, 1, 1, 1)
+    x, x_adv = x.to(dtype), (x + d).to(dtype)  # half of them outside the ball, some clamped by [0, 1]
+    out = project_l2(x_adv, x, eps)
+    _assert_in_ball(out, x, eps, "l2")
+    inside = (l2_norms(x_adv.double() - x.double()) < 0.99 * eps) & (x_adv.amin((1, 2, 3)) >= 0) & \
+        (x_adv.amax((1, 2, 3)) <= 1)
+    assert inside.any() and torch.equal(out[inside], x_adv[inside])  # already in: unchanged
+
+
+def test_register_attack_checks_the_norm() -> None:
+    with pytest.raises(ValueError, match="norm must be one of linf, l2; got 'l1'"):
+        register_attack("l1-thing", "an L1 attack", norm="l1")
+
+
 # ---- the registry and its errors -----------------------------------------------------------------------------
 
 
 def test_builtin_attacks_are_registered() -> None:
-    assert {"fgsm", "pgd"} <= set(attack_names())
+    assert {"fgsm", "pgd", "apgd-ce", "apgd-dlr", "apgd-t", "pgd-l2", "cw-l2", "deepfool"} <= set(attack_names())
+    assert {n for n in attack_names() if get_attack(n).norm == "l2"} == {"pgd-l2", "cw-l2", "deepfool"}
     assert get_attack("fgsm").fn is fgsm and get_attack("pgd").fn is pgd
     assert "steps" in get_attack("pgd").options() and "steps" not in get_attack("fgsm").options()
 
@@ -200,7 +234,8 @@ def test_bad_requests_raise_one_clear_error(name: str, kw: dict[str, object], ma
 
 
 def test_unknown_attack_and_non_logit_models() -> None:
-    with pytest.raises(AttackError, match="unknown attack 'cw'; known: fgsm, pgd"):
+    with pytest.raises(AttackError, match="unknown attack 'cw'; known: apgd-ce, apgd-dlr, apgd-t, cw-l2, deepfool, "
+                                          "fgsm, pgd, pgd-l2"):
         get_attack("cw")
     with pytest.raises(AttackError, match=r"logits \(B, K\); the model returned \(2, 4, 6, 6\)"):
         fgsm(tiny_model()[:2], images(2), labels(2), 0.1)

@@ -120,7 +120,7 @@ class Goal:
     def targeted(self) -> bool:
         return self.target is not None
 
-    def _check_classes(self, k: int) -> None:
+    def check_classes(self, k: int) -> None:
         # Checked before the loss: an out-of-range label is a device-side assert on CUDA, not a readable error.
         for name, labels in (("y", self.y), ("target", self.target)):
             if labels is not None and labels.numel() and (labels.min() < 0 or labels.max() >= k):
@@ -129,7 +129,7 @@ class Goal:
 
     def objective(self, z: torch.Tensor) -> torch.Tensor:
         """(B,) the quantity to increase, from logits z (B, K)."""
-        self._check_classes(z.shape[1])
+        self.check_classes(z.shape[1])
         if not self.targeted:
             return F.cross_entropy(z, self.y, reduction="none")
         z_t = z.gather(1, self.target[:, None])[:, 0]  # (B,)
@@ -225,3 +225,17 @@ def step_along(x: torch.Tensor, direction: torch.Tensor, eps: float) -> torch.Te
     if eps == 0 or x.shape[0] == 0:
         return x.clone()
     return project(x + eps * direction, x, eps)
+
+
+def check_count(value: int, name: str, low: int) -> int:
+    """An integer option (steps, restarts, ...) >= low, or one AttackError naming it."""
+    if isinstance(value, bool) or not isinstance(value, int) or value < low:
+        raise AttackError(f"{name} must be an integer >= {low}; got {value!r}")
+    return value
+
+
+def check_positive(value: float, name: str) -> float:
+    """A finite number > 0 (a step size, a constant, a learning rate), or one AttackError naming it."""
+    if isinstance(value, bool) or not isinstance(value, int | float) or not 0 < value < float("inf"):
+        raise AttackError(f"{name} must be a finite number > 0; got {value!r}")
+    return float(value)

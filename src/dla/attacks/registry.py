@@ -1,9 +1,10 @@
 """One decorator enrols an attack (timm-style) in `get_attack`, `evaluate_attack`, the CLI and the test matrix.
 
 An attack is a function `fn(model, x, y, eps, **options) -> x_adv`: images (B, C, H, W) in [0, 1] in, adversarial
-images of the same shape, dtype and device out, with ||x_adv - x||_inf <= eps (pixel units; normalisation is a
-module inside the model). Every keyword option needs a default, so a registered attack can be run from its name
-and eps alone; tests/attacks/test_contract.py checks the shared guarantees of every registered attack.
+images of the same shape, dtype and device out, with ||x_adv - x|| <= eps per example in the norm the attack
+declares (`norm="linf"`, the default, or `"l2"`; pixel units; normalisation is a module inside the model).
+Every keyword option needs a default, so a registered attack can be run from its name and eps alone;
+tests/attacks/test_contract.py checks the shared guarantees of every registered attack, in its own norm.
 """
 
 from __future__ import annotations
@@ -18,6 +19,7 @@ import torch
 from dla.attacks.common import AttackError
 
 AttackFn = Callable[..., torch.Tensor]
+NORMS: tuple[str, ...] = ("linf", "l2")
 
 
 @dataclass(frozen=True)
@@ -29,6 +31,7 @@ class AttackSpec:
     # For attacks whose x_adv is x + eps * d(x) clamped to [0, 1] (FGSM): `direction(model, x, y, **options)` -> d,
     # so an eps table computes the gradient once per batch instead of once per eps.
     direction: AttackFn | None = None
+    norm: str = "linf"  # the ball eps measures: "linf" (max |pixel change|) or "l2" (per-image Euclidean length)
 
     def options(self) -> list[str]:
         """Keyword options of `fn`, after (model, x, y, eps)."""
@@ -54,16 +57,20 @@ class AttackSpec:
 
 
 _REGISTRY: dict[str, AttackSpec] = {}
+BUILTIN = ("dla.attacks.fgsm", "dla.attacks.pgd", "dla.attacks.apgd", "dla.attacks.apgd_t", "dla.attacks.pgd_l2",
+           "dla.attacks.cw", "dla.attacks.deepfool")
 
 
-def register_attack(name: str, description: str, targeted: bool = True,
-                    direction: AttackFn | None = None) -> Callable[[AttackFn], AttackFn]:
+def register_attack(name: str, description: str, targeted: bool = True, direction: AttackFn | None = None,
+                    norm: str = "linf") -> Callable[[AttackFn], AttackFn]:
     """Decorate `fn(model, x, y, eps, **options) -> x_adv`; see the module docstring for the contract."""
+    if norm not in NORMS:
+        raise ValueError(f"attack {name!r}: norm must be one of {', '.join(NORMS)}; got {norm!r}")
 
     def decorate(fn: AttackFn) -> AttackFn:
         if name in _REGISTRY:
             raise ValueError(f"attack {name!r} registered twice")
-        _REGISTRY[name] = AttackSpec(name, fn, description, targeted, direction)
+        _REGISTRY[name] = AttackSpec(name, fn, description, targeted, direction, norm)
         return fn
 
     return decorate
@@ -71,7 +78,7 @@ def register_attack(name: str, description: str, targeted: bool = True,
 
 def _ensure_builtin() -> None:
     # Importing the modules runs their decorators. By module path: `dla.attacks.fgsm` the attribute is the function.
-    for module in ("dla.attacks.fgsm", "dla.attacks.pgd"):
+    for module in BUILTIN:
         importlib.import_module(module)
 
 
