@@ -48,8 +48,9 @@ def _no_training(monkeypatch: pytest.MonkeyPatch) -> None:
     def runner(cfg, parent, data_root):
         raise _WouldTrain("fuzz: a valid config reached the runner (not trained in the fuzz test)")
 
-    monkeypatch.setattr("dla.tasks.run_experiment", runner)
+    # dla.sweep first: importing it while dla.tasks is patched would bind the stand-in as its "original".
     monkeypatch.setattr("dla.sweep.run_experiment", runner)
+    monkeypatch.setattr("dla.tasks.run_experiment", runner)
     monkeypatch.setattr("dla.sweep._run_in_processes", lambda *a, **k: (_ for _ in ()).throw(
         _WouldTrain("fuzz: a valid sweep reached its workers")))
 
