@@ -5,10 +5,10 @@ ID and an OOD *validation* set at every (T, eps) of the grid and picks the cell 
 (ties: the smallest T, then the smallest eps, i.e. the first in row-major order). It never sees test data; the
 caller (`dla ood --odin-grid`) then reports the chosen point on the test pair, next to the default ODIN row.
 
-Cost, vectorised: per image chunk, one forward pass gives the eps = 0 column at every T (a softmax of the same
-logits); per temperature, one forward + backward gives ODIN's step direction, sign(grad_x log MSP_T(x)), shared
-by every eps; then one forward pass over all the eps > 0 copies of the chunk stacked into one batch. That is
-nT backward passes and 1 + nT stacked forward passes per chunk instead of nT x nE separate ODIN calls.
+Cost: per image chunk, one forward pass gives the eps = 0 column at every T (a softmax of the same logits); per
+temperature, one forward + backward gives ODIN's step direction, sign(grad_x log MSP_T(x)), shared by every eps;
+then one forward pass per eps > 0. That is nT backward passes and 1 + nT (1 + nE+) forward passes per chunk,
+against nT x nE+ backward and 2 nT x nE+ + nT forward passes for one ODIN call per cell.
 
 The (T = 1, eps = 0) cell is the maximum softmax probability computed exactly as `score(..., "msp")` does (same
 chunks, same operations), so its AUROC equals MSP's bit for bit.
@@ -128,10 +128,11 @@ def grid_scores(model: nn.Module, x: torch.Tensor, temperatures: Sequence[float]
                 col = 0
                 if len(steps):
                     d = odin_direction(model, chunk, t)  # (B, C, H, W), shared by every eps at this T
-                    shifted = (chunk.unsqueeze(0) + steps.view(-1, 1, 1, 1, 1) * d).clamp_(0.0, 1.0)
-                    with torch.no_grad():  # all the eps > 0 copies in one batch: (nE+ * B, C, H, W)
-                        z = _logits(model, shifted.flatten(0, 1))
-                        s = torch.softmax(z / t, dim=1).amax(dim=1).view(len(steps), b)
+                    with torch.no_grad():  # one forward per eps, each of the chunk's size: (nE+, B)
+                        # (not all the eps copies in one batch: at nE+ times the batch, a CPU forward pass
+                        # costs more than nE+ times as much, its activations falling out of cache)
+                        s = torch.stack([torch.softmax(_logits(model, (chunk + e * d).clamp_(0.0, 1.0)) / t,
+                                                       dim=1).amax(dim=1) for e in steps])
                 for j, e in enumerate(eps):
                     if e > 0:
                         out[i, j, lo: lo + b] = s[col].to("cpu", torch.float64).numpy()
