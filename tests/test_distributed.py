@@ -13,7 +13,7 @@ import torch
 
 from dla.train.checkpoint import load_checkpoint
 
-from .conftest import DATA_ROOT, needs_mnist
+from .conftest import DATA_ROOT, needs_data, needs_mnist
 
 pytestmark = needs_mnist
 
@@ -133,6 +133,34 @@ def test_a_sigterm_inside_an_epoch_stops_every_rank_at_one_batch_and_resumes_on_
     assert rows.keys() == want.keys()
     for key in want:
         assert [float(v) for v in rows[key]] == pytest.approx([float(v) for v in want[key]], rel=1e-5), key
+
+
+LM = ["dante_char", "model.n_layer=1", "model.n_head=2", "model.n_embd=32", "model.dropout=0", "lm.block_size=16",
+      "data.batch_size=8", "lm.max_iters=30", "lm.eval_interval=10", "lm.eval_iters=3", "lm.warmup_iters=5",
+      "lm.sample_tokens=20", "tracking.tensorboard=false", "tracking.progress=off"]
+
+
+@needs_data("dante_inferno")
+def test_a_language_model_under_torchrun_trains_one_model_into_one_run_folder_as_one_process(tmp_path: Path) -> None:
+    one = _plain(["run", *LM, "run_name=one", "--out", str(tmp_path)])
+    assert one.returncode == 0, one.stderr
+    two = _torchrun(2, ["-m", "dla.cli", "run", *LM, "run_name=two", "--out", str(tmp_path)])
+    assert two.returncode == 0, two.stdout + two.stderr
+    assert sorted(p.name for p in (tmp_path / "dante_char").iterdir()) == ["one", "two"]  # one folder per launch
+    assert two.stdout.count("step    30/30") == 1  # rank 0 alone reports
+    a, b = _weights(tmp_path / "dante_char" / "one"), _weights(tmp_path / "dante_char" / "two")
+    # The same global batches, each rank half of them, gradients averaged: the same steps up to float rounding,
+    # which AdamW's normalised steps carry into the weights (about 1e-4 after 30 steps). The key bias is left
+    # out: softmax ignores it, so its exact gradient is 0 and AdamW turns pure rounding noise into full steps.
+    for k in a:
+        if not k.endswith("attn.qkv.bias"):
+            torch.testing.assert_close(b[k], a[k], rtol=0, atol=1e-3, msg=k)
+    rows = [[r.split(",") for r in (tmp_path / "dante_char" / n / "metrics.csv").read_text().splitlines()[1:]]
+            for n in ("one", "two")]
+    assert [r[:2] for r in rows[0]] == [r[:2] for r in rows[1]]  # the same evaluations
+    assert [float(r[2]) for r in rows[1]] == pytest.approx([float(r[2]) for r in rows[0]], abs=1e-3)  # the loss curve
+    results = json.loads((tmp_path / "dante_char" / "two" / "results.json").read_text())
+    assert results["device"] == "cpu x 2 processes" and results["machine"]["world_size"] == 2
 
 
 def test_a_batch_that_does_not_split_is_one_clear_line(tmp_path: Path) -> None:

@@ -21,17 +21,26 @@ import torch.nn.functional as F
 
 from dla.config import ExperimentConfig
 from dla.data.files import atomic_write
+from dla.distributed import (
+    SINGLE,
+    Dist,
+    all_reduce_sum,
+    broadcast_object,
+    check_batch,
+    device_for,
+    init_from_env,
+)
 from dla.errors import DlaError
 from dla.models import TextInputs, build_model
 from dla.report.lm import plot_lm_curves
-from dla.runs import RunDir, env_info, prepare_run_dir, write_config, write_json, write_results
+from dla.runs import RunDir, write_json, write_results
 from dla.runtime import autocast, pick_device, seed_everything
 from dla.text.corpus import BlockSampler, Corpus, load_corpus
 from dla.text.generate import Sampling, generate
-from dla.tracking import Tracker, check_tracking, progress, read_metrics
+from dla.tracking import NullTracker, Tracker, check_tracking, progress, read_metrics
 from dla.train.checkpoint import load_checkpoint, rng_state, save_checkpoint, set_rng_state
 from dla.train.interrupt import StepClock
-from dla.train.loop import TrainingDiverged, _check_resume_config, interrupted, storage_errors
+from dla.train.loop import TrainingDiverged, _open_run_dir, interrupted, storage_errors
 from dla.train.optim import build_optimizer, lr_factor
 
 LN2 = math.log(2)
@@ -39,8 +48,8 @@ LN2 = math.log(2)
 
 class LMTrainer:
     def __init__(self, cfg: ExperimentConfig, model: torch.nn.Module, corpus: Corpus, device: torch.device,
-                 run: RunDir) -> None:
-        self.cfg, self.model, self.corpus, self.device, self.run = cfg, model, corpus, device, run
+                 run: RunDir, dist: Dist = SINGLE) -> None:
+        self.cfg, self.model, self.corpus, self.device, self.run, self.dist = cfg, model, corpus, device, run, dist
         lm = cfg.lm
         self.train_batches = BlockSampler(corpus.train, lm.block_size, cfg.data.batch_size, cfg.seed)
         self.optimizer = build_optimizer(model, cfg.optim)  # weight decay on matrices only
@@ -48,16 +57,28 @@ class LMTrainer:
         decay = lm.lr_decay_iters or lm.max_iters
         schedule = dataclasses.replace(cfg.schedule, warmup_epochs=lm.warmup_iters)
         self.lr_at = lambda step: cfg.optim.lr * lr_factor(step, schedule, 1, decay)
-        self.forward = torch.compile(model) if cfg.train.compile else model
+        # Under torchrun every rank draws the same global batch of blocks and trains on its rows `rank::world`;
+        # DDP averages the gradients, so N processes take the steps of one (dla.distributed).
+        self.forward: torch.nn.Module = model
+        if dist.active:
+            from torch.nn.parallel import DistributedDataParallel
+
+            self.forward = DistributedDataParallel(model, device_ids=[device.index] if device.type == "cuda" else None)
+        if cfg.train.compile:
+            self.forward = torch.compile(self.forward)
         self.step, self.best_val, self.best_step, self.bad_evals = 0, math.inf, 0, 0
         self.resumed_at = -1
         self.position = ""  # where last.pt stands, for messages
-        self.clock = StepClock(cfg.train.checkpoint_every_s)
-        for stale in run.checkpoints.glob(".*.tmp"):  # a kill -9 mid-write never became a checkpoint
-            stale.unlink(missing_ok=True)
+        self.clock = StepClock(cfg.train.checkpoint_every_s, dist, device)
+        if dist.main:  # a kill -9 mid-write never became a checkpoint
+            for stale in run.checkpoints.glob(".*.tmp"):
+                stale.unlink(missing_ok=True)
         if cfg.resume:
             self.restore(run.last)
-        self.tracker = Tracker(run.path, cfg.tracking, dataclasses.asdict(cfg), self.step, run.path.name)
+        if dist.rank:  # dropout masks differ across ranks; rank 0 keeps the single-process stream
+            torch.manual_seed(cfg.seed * 7919 + dist.rank * 104_729 + self.step)
+        self.tracker = Tracker(run.path, cfg.tracking, dataclasses.asdict(cfg), self.step, run.path.name) \
+            if dist.main else NullTracker()
 
     # ---------------------------------------------------------------------------------------------
     def fit(self) -> None:
@@ -86,9 +107,10 @@ class LMTrainer:
         """One update on a fresh batch; then a mid-interval checkpoint if due. Returns the tokens trained on."""
         for group in self.optimizer.param_groups:
             group["lr"] = self.lr_at(step)
-        x, y = (t.to(self.device) for t in self.train_batches.next())  # (B, T) each
+        r, w = self.dist.rank, self.dist.world
+        x, y = (t[r::w].to(self.device) for t in self.train_batches.next())  # this rank's rows: (B / world, T)
         with self.autocast():
-            logits = self.forward(x)  # (B, T, V)
+            logits = self.forward(x)  # (B / world, T, V)
         loss = F.cross_entropy(logits.float().view(-1, logits.shape[-1]), y.reshape(-1))
         self.optimizer.zero_grad(set_to_none=True)
         loss.backward()
@@ -96,7 +118,7 @@ class LMTrainer:
             torch.nn.utils.clip_grad_norm_(self.model.parameters(), self.cfg.train.grad_clip)
         # Stop at the first non-finite loss, before it reaches the weights. (`.item()` syncs a GPU once
         # per step; at these model sizes that costs little next to training on garbage.)
-        if not math.isfinite(loss.item()):
+        if not math.isfinite(loss.item()) or self._diverged_elsewhere(loss):
             raise TrainingDiverged(f"training loss became {loss.item()} at step {step}; the last good "
                                    f"checkpoint is {self.run.last if self.run.last.is_file() else 'none'}; "
                                    "lower optim.lr or set train.grad_clip")
@@ -108,6 +130,13 @@ class LMTrainer:
         if stop:
             self.clock.stop()
         return x.numel()
+
+    def _diverged_elsewhere(self, loss: torch.Tensor) -> bool:
+        """Under torchrun: whether some rank's loss is not finite (every rank then stops at the same step)."""
+        if not self.dist.active:
+            return False
+        bad = torch.tensor([0.0 if math.isfinite(loss.item()) else 1.0], device=self.clock.device)
+        return bool(all_reduce_sum(bad, self.dist).item() > 0)
 
     @torch.no_grad()
     def estimate_loss(self, split: str) -> float:
@@ -139,8 +168,8 @@ class LMTrainer:
         self.save(self.run.last)
         self.clock.saved()
         patience = self.cfg.lm.patience
-        if patience and self.bad_evals >= patience:
-            print(f"early stop at step {step}: no val loss improvement for {patience} evaluations "
+        if patience and self.bad_evals >= patience:  # every rank evaluated the same weights on the same blocks
+            self._say(f"early stop at step {step}: no val loss improvement for {patience} evaluations "
                   f"(best {self.best_val:.4f} at step {self.best_step})", flush=True)
             return True
         return False
@@ -150,19 +179,25 @@ class LMTrainer:
         for split, loss in losses.items():
             self.tracker.log(step, split, {"loss": loss, "bpc": loss / LN2},  # bpc: TensorBoard (csv: loss)
                              lr=lr if split == "train" else None)
-        speed = f"  {tokens_per_s:,.0f} tok/s" if step else ""
-        print(f"step {step:5d}/{self.cfg.lm.max_iters}  train loss {losses['train']:.4f}  val loss "
-              f"{losses['val']:.4f} ({losses['val'] / LN2:.3f} bpc)  lr {lr:.2e}{speed}", flush=True)
+        speed = f"  {tokens_per_s * self.dist.world:,.0f} tok/s" if step else ""  # all ranks together
+        self._say(f"step {step:5d}/{self.cfg.lm.max_iters}  train loss {losses['train']:.4f}  val loss "
+              f"{losses['val']:.4f} ({losses['val'] / LN2:.3f} bpc)  lr {lr:.2e}{speed}")
 
     # ---------------------------------------------------------------------------------------------
     def autocast(self) -> contextlib.AbstractContextManager:
         return autocast(self.device, self.cfg.train.amp, self.cfg.train.amp_cpu)
 
+    def _say(self, text: str) -> None:
+        if self.dist.main:
+            print(text, flush=True)
+
     def save(self, path: Path, at: int | None = None, evaluated: bool = True) -> None:
-        """At an evaluation (before step `at`'s update), or `evaluated=False`: between evaluations."""
+        """At an evaluation (before step `at`'s update), or `evaluated=False`: between evaluations. Rank 0 writes."""
         at = self.step if at is None else at
         if path == self.run.last:
             self.position = f"the evaluation at step {at}" if evaluated else f"step {at} (between evaluations)"
+        if not self.dist.main:
+            return
         save_checkpoint(path, {
             "epoch": at,  # the step, under the key every dla checkpoint has
             "evaluated": evaluated,
@@ -176,7 +211,8 @@ class LMTrainer:
         })
 
     def restore(self, path: Path) -> None:
-        state = load_checkpoint(path)
+        # Rank 0 reads the file and hands it to the others: no shared filesystem needed, any world size.
+        state = broadcast_object(load_checkpoint(path) if self.dist.main else None, self.dist)
         if state.get("experiment") != self.cfg.experiment or state.get("model_name") != self.cfg.model.name:
             raise DlaError(f"cannot resume from {path}: it belongs to experiment {state.get('experiment')!r} "
                            f"with model {state.get('model_name')!r}")
@@ -190,39 +226,32 @@ class LMTrainer:
         self.step = int(state["epoch"])
         self.resumed_at = self.step if state.get("evaluated", True) else -1
         self.position = f"step {self.step}"
-        print(f"resuming {self.run.path} at step {self.step}", flush=True)
+        self._say(f"resuming {self.run.path} at step {self.step}")
 
 
 def run_lm(cfg: ExperimentConfig, parent: Path, data_root: Path) -> RunDir:
     """`dla run` for task=lm: train, sample from the best checkpoint, write the run folder under `parent`."""
-    device = pick_device(cfg.device)
+    dist = init_from_env(cfg.device)
+    device = device_for(dist, pick_device(cfg.device))
+    check_batch(dist, cfg.data.batch_size)
     check_tracking(cfg.tracking)
-    seed_everything(cfg.seed)
+    seed_everything(cfg.seed)  # same seed on every rank: identical initial weights
     lm = cfg.lm
     model, corpus = _model_and_corpus(cfg, data_root)
     model = model.to(device)
     prompt = lm.sample_prompt or _first_line(corpus)
     corpus.tokenizer.encode(prompt)  # an unknown character fails now, not after training
-    run = prepare_run_dir(parent, cfg)
-    if cfg.resume:
-        _check_resume_config(run, cfg)
-    else:
-        write_config(run, cfg)
-        write_json(run.env, env_info(device, cfg.seed))
-    if hasattr(corpus.tokenizer, "save"):
-        corpus.tokenizer.save(run.path / "vocab.json")
-    else:
-        write_json(run.path / "vocab.json", {"tokenizer": corpus.tokenizer.name})
-    if hasattr(model, "save_config"):  # a pretrained model: its architecture, for `dla generate`
-        model.save_config(run.path)
+    run = _open_run_dir(parent, cfg, device, dist)  # rank 0 creates (or checks, on resume) the one run folder
     n_params = sum(p.numel() for p in model.parameters())  # tied head counted once
-    print(f"{cfg.experiment}: {describe_model(cfg, n_params)} on {cfg.data.name} ({len(corpus.train):,} / "
-          f"{len(corpus.val):,} train / val {corpus.tokenizer.name} tokens, vocabulary "
-          f"{corpus.tokenizer.vocab_size}), {device}, run {run.path}", flush=True)
+    if dist.main:
+        _write_tokenizer(run, corpus, model)
+        print(f"{cfg.experiment}: {describe_model(cfg, n_params)} on {cfg.data.name} ({len(corpus.train):,} / "
+              f"{len(corpus.val):,} train / val {corpus.tokenizer.name} tokens, vocabulary "
+              f"{corpus.tokenizer.vocab_size}), {dist.where(device)}, run {run.path}", flush=True)
 
     t0 = time.perf_counter()
     with storage_errors(run):
-        trainer = LMTrainer(cfg, model, corpus, device, run)
+        trainer = LMTrainer(cfg, model, corpus, device, run, dist)
         try:
             with trainer.clock.installed():
                 trainer.fit()
@@ -233,8 +262,19 @@ def run_lm(cfg: ExperimentConfig, parent: Path, data_root: Path) -> RunDir:
             trainer.tracker.close()
             raise
         trainer.tracker.close()
-        finish_lm(run, cfg, trainer, prompt, n_params, time.perf_counter() - t0, str(device))
+        if dist.main:
+            finish_lm(run, cfg, trainer, prompt, n_params, time.perf_counter() - t0, dist.where(device))
     return run
+
+
+def _write_tokenizer(run: RunDir, corpus: Corpus, model: torch.nn.Module) -> None:
+    """vocab.json (and a pretrained model's architecture), so `dla generate RUN` needs nothing else."""
+    if hasattr(corpus.tokenizer, "save"):
+        corpus.tokenizer.save(run.path / "vocab.json")
+    else:
+        write_json(run.path / "vocab.json", {"tokenizer": corpus.tokenizer.name})
+    if hasattr(model, "save_config"):
+        model.save_config(run.path)
 
 
 def _model_and_corpus(cfg: ExperimentConfig, data_root: Path) -> tuple[torch.nn.Module, Corpus]:
