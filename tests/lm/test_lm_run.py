@@ -107,14 +107,11 @@ def test_resume_after_an_interruption_ends_where_an_uninterrupted_run_does(tmp_p
 @needs_dante
 def test_an_interrupt_between_evaluations_checkpoints_that_step_and_resume_is_exact(
         tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    from dla.train import interrupt
-
     straight = tiny_run(tmp_path / "a", "run_name=straight")
-    monkeypatch.setattr(interrupt, "_SIGNAL_AT", "27:INT")  # a real SIGINT right after step 26's update
-    monkeypatch.setattr(interrupt, "_polls", 0)
+    monkeypatch.setenv("DLA_FAULT_SIGNAL_AT_STEP", "27:INT")  # a real SIGINT right after step 26's update
     with pytest.raises(Exception, match=r"interrupted; .*last.pt holds step 27 \(between evaluations\)"):
         tiny_run(tmp_path / "b", "run_name=cut")
-    monkeypatch.setattr(interrupt, "_SIGNAL_AT", "")
+    monkeypatch.delenv("DLA_FAULT_SIGNAL_AT_STEP")
     state = load_checkpoint(tmp_path / "b" / "dante_char" / "cut" / "checkpoints" / "last.pt")
     assert (state["epoch"], state["evaluated"]) == (27, False)
     resumed = tiny_run(tmp_path / "b", "run_name=cut", "resume=true")

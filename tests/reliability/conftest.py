@@ -95,6 +95,7 @@ def cli_env(**extra: str) -> dict[str, str]:
     env = {**os.environ, "DLA_DATA": str(DATA_ROOT), "DLA_OFFLINE": "1", "OMP_NUM_THREADS": "1",
            "MPLBACKEND": "Agg", "PYTHONUNBUFFERED": "1"}
     env.pop("DLA_FAULT_HANG_IN_CHECKPOINT", None)
+    env.pop("DLA_FAULT_SIGNAL_AT_STEP", None)
     return {**env, **extra}
 
 

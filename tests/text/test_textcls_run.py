@@ -119,18 +119,15 @@ def test_lora_resume_after_interruption_equals_an_uninterrupted_run(tiny_bert: P
 
 def test_lora_resume_from_the_middle_of_an_epoch_equals_an_uninterrupted_run(tiny_bert: Path, tmp_path: Path,
                                                                             monkeypatch: pytest.MonkeyPatch):
-    from dla.train import interrupt
-
     def run(*extra: str):
         cfg = load_config("textcls_lora", [*SMALL, f"textcls.encoder={tiny_bert}", "train.epochs=2", *extra])
         return run_experiment(cfg, tmp_path / "textcls_lora", DATA_ROOT)
 
     straight = run("run_name=straight")
-    monkeypatch.setattr(interrupt, "_SIGNAL_AT", "3:INT")  # a real SIGINT after the 3rd step of epoch 1
-    monkeypatch.setattr(interrupt, "_polls", 0)
+    monkeypatch.setenv("DLA_FAULT_SIGNAL_AT_STEP", "3:INT")  # a real SIGINT after the 3rd step of epoch 1
     with pytest.raises(DlaError, match=r"interrupted; .*holds epoch 1, batch 3 of \d+;"):
         run("run_name=cut")
-    monkeypatch.setattr(interrupt, "_SIGNAL_AT", "")
+    monkeypatch.delenv("DLA_FAULT_SIGNAL_AT_STEP")
     resumed = run("run_name=cut", "resume=true")
     a, b = straight.read_results(), resumed.read_results()
     assert a["test"] == b["test"] and a["val"] == b["val"] and a["best_epoch"] == b["best_epoch"]

@@ -93,6 +93,9 @@ def decode_files(files: list[Path], size: int, channels: int, workers: int, wher
     if not files:
         raise DataError(f"no images to decode under {where}")
     # Several chunks per worker even for a small folder, so every worker has work; at most MAX_CHUNK images.
+    # No more workers than CPUs this process may run on (taskset, a container's cpuset): more only contend, and
+    # torch warns on stderr, which the one-line error contract forbids.
+    workers = min(workers, len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1)
     chunk = max(1, min(MAX_CHUNK, -(-len(files) // (4 * max(workers, 1)))))
     workers = min(workers, -(-len(files) // chunk))
     posts = torch.full((max(workers, 1), 2), _IDLE, dtype=torch.int64).share_memory_()

@@ -48,6 +48,11 @@ class StepClock:
         self.signum = 0  # the signal received while armed; 0 = none
         self.armed = False
         self.last = time.monotonic()
+        self.polls = 0
+        # Fault injection for tests/reliability, inert unless set: DLA_FAULT_SIGNAL_AT_STEP=60:INT sends this
+        # process SIGINT (TERM, KILL) from inside this clock's 60th poll, i.e. right after the run's 60th
+        # optimizer step in this process, so a test's interrupt lands at a known batch.
+        self.fault = os.environ.get("DLA_FAULT_SIGNAL_AT_STEP", "")
 
     def _handle(self, signum: int, frame: FrameType | None) -> None:
         if not self.armed or self.signum:
@@ -81,14 +86,20 @@ class StepClock:
 
     def poll(self) -> tuple[bool, bool]:
         """(checkpoint now, then stop): asked once per step, after the optimizer's update."""
-        if _SIGNAL_AT:
-            _maybe_signal()
+        if self.fault:
+            self._maybe_signal()
         due = self.every_s > 0 and time.monotonic() - self.last >= self.every_s and self.dist.main
         stop = bool(self.signum)
         if self.dist.active:  # every rank decides alike
             flags = all_reduce_sum(torch.tensor([float(stop), float(due)], device=self.device), self.dist).cpu()
             stop, due = bool(flags[0] > 0), bool(flags[1] > 0)
         return stop or due, stop
+
+    def _maybe_signal(self) -> None:
+        self.polls += 1
+        at, _, name = self.fault.partition(":")
+        if self.polls == int(at):
+            os.kill(os.getpid(), getattr(signal, f"SIG{name or 'INT'}"))
 
     def saved(self) -> None:
         self.last = time.monotonic()
@@ -98,17 +109,3 @@ class StepClock:
         received none: its peers stopped)."""
         stop_now(self.signum or signal.SIGTERM)
 
-
-# Fault injection for tests/reliability, inert unless set: DLA_FAULT_SIGNAL_AT_STEP=60:INT sends this process
-# SIGINT (TERM, KILL) from inside its 60th poll, i.e. right after the 60th optimizer step of this process, so a
-# test's interrupt lands at a known batch.
-_SIGNAL_AT = os.environ.get("DLA_FAULT_SIGNAL_AT_STEP", "")
-_polls = 0
-
-
-def _maybe_signal() -> None:
-    global _polls
-    _polls += 1
-    at, _, name = _SIGNAL_AT.partition(":")
-    if _polls == int(at):
-        os.kill(os.getpid(), getattr(signal, f"SIG{name or 'INT'}"))
