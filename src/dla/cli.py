@@ -68,10 +68,12 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("show", help="print a run's or a sweep's summary table")
     p.add_argument("run_dir")
 
-    p = sub.add_parser("explain", help="CAM / Grad-CAM / saliency grids for a trained run's first test images")
+    p = sub.add_parser("explain", help="CAM / Grad-CAM / saliency / SmoothGrad / Integrated Gradients grids for a "
+                                       "trained run's first test images")
     p.add_argument("run_dir", help="a run folder written by `dla run`, or a sweep folder (then every finished run, "
                                    "and each method's faithfulness as mean ± std over seeds)")
-    p.add_argument("--method", default="all", help="cam, gradcam, saliency, a comma list, or all (default)")
+    p.add_argument("--method", "--methods", dest="method", default="all",
+                   help="cam, gradcam, integrated_gradients, saliency, smoothgrad, a comma list, or all (default)")
     p.add_argument("--n", type=int, default=16, help="how many test images, the first N (default: 16)")
     p.add_argument("--target", default=None, help="class index or name to explain (default: each image's prediction)")
     p.add_argument("--layer", default=None, help="Grad-CAM layer, a name from model.named_modules() "

@@ -47,12 +47,12 @@ def test_explain_writes_one_grid_per_method_and_all_side_by_side(capsys: pytest.
     code, out, err = _cli(capsys, "explain", str(cnn_run.path), "--n", "8", "--data-root", str(DATA_ROOT))
     assert code == 0, err
     folder = cnn_run.path / "explain"
-    names = ["cam.png", "gradcam.png", "saliency.png", "all.png"]
+    names = ["cam.png", "gradcam.png", "integrated_gradients.png", "saliency.png", "smoothgrad.png", "all.png"]
     assert out.split() == [str(folder / n) for n in names]
     sizes = {n: _image_size(folder / n) for n in names}
-    # 8 rows of image + heatmap + overlay; all.png has 1 + 2 * 3 columns, so it is about twice as wide
+    # 8 rows of image + heatmap + overlay; all.png has an image column and heatmap + overlay per method
     assert all(h > 600 for _, h in sizes.values())
-    assert sizes["all.png"][0] > 1.8 * sizes["cam.png"][0]
+    assert sizes["all.png"][0] > 3 * sizes["cam.png"][0]  # 1 + 5 * 2 columns
 
 
 @needs_mnist
@@ -66,14 +66,15 @@ def test_explain_one_method_at_a_named_layer_for_a_named_class(capsys: pytest.Ca
     assert out.split() == [str(run / "explain" / "gradcam.png")]
     _, h = _image_size(run / "explain" / "gradcam.png")
     assert h < 600  # 3 rows
-    code, out, err = _cli(capsys, "explain", str(run), "--method", "saliency,cam", "--n", "20")
+    code, out, err = _cli(capsys, "explain", str(run), "--methods", "smoothgrad,integrated_gradients,cam", "--n", "5")
     assert code == 0, err
-    assert [Path(p).name for p in out.split()] == ["cam.png", "saliency.png", "all.png"]  # registry order
+    assert [Path(p).name for p in out.split()] == ["cam.png", "integrated_gradients.png", "smoothgrad.png",
+                                                   "all.png"]  # registry order
 
 
 @needs_mnist
 @pytest.mark.parametrize(("argv", "needles"), [
-    (["--method", "lime"], ["unknown explanation method 'lime'; use one of cam, gradcam, saliency"]),
+    (["--method", "lime"], ["unknown explanation method 'lime'; use one of cam, gradcam, integrated_gradients"]),
     (["--target", "10"], ["target 10 is out of range: this run has 10 classes (0=0, 1=1"]),
     (["--target", "cat"], ["unknown target class 'cat'; this run's classes: 0=0"]),
     (["--layer", "stages.7"], ["unknown layer 'stages.7'; conv layers: stem.0,", "all layers: normalize"]),
