@@ -47,12 +47,13 @@ def test_explain_writes_one_grid_per_method_and_all_side_by_side(capsys: pytest.
     code, out, err = _cli(capsys, "explain", str(cnn_run.path), "--n", "8", "--data-root", str(DATA_ROOT))
     assert code == 0, err
     folder = cnn_run.path / "explain"
-    names = ["cam.png", "gradcam.png", "integrated_gradients.png", "saliency.png", "smoothgrad.png", "all.png"]
+    names = ["cam.png", "gradcam.png", "gradcam++.png", "integrated_gradients.png", "layercam.png", "saliency.png",
+             "scorecam.png", "smoothgrad.png", "all.png"]
     assert out.split() == [str(folder / n) for n in names]
     sizes = {n: _image_size(folder / n) for n in names}
     # 8 rows of image + heatmap + overlay; all.png has an image column and heatmap + overlay per method
     assert all(h > 600 for _, h in sizes.values())
-    assert sizes["all.png"][0] > 3 * sizes["cam.png"][0]  # 1 + 5 * 2 columns
+    assert sizes["all.png"][0] > 4 * sizes["cam.png"][0]  # 1 + 8 * 2 columns
 
 
 @needs_mnist
@@ -74,11 +75,12 @@ def test_explain_one_method_at_a_named_layer_for_a_named_class(capsys: pytest.Ca
 
 @needs_mnist
 @pytest.mark.parametrize(("argv", "needles"), [
-    (["--method", "lime"], ["unknown explanation method 'lime'; use one of cam, gradcam, integrated_gradients"]),
+    (["--method", "lime"], ["unknown explanation method 'lime'; use one of cam, gradcam, gradcam++, integrated"]),
     (["--target", "10"], ["target 10 is out of range: this run has 10 classes (0=0, 1=1"]),
     (["--target", "cat"], ["unknown target class 'cat'; this run's classes: 0=0"]),
     (["--layer", "stages.7"], ["unknown layer 'stages.7'; conv layers: stem.0,", "all layers: normalize"]),
-    (["--layer", "stages.1", "--method", "cam"], ["--layer 'stages.1' only applies to gradcam"]),
+    (["--layer", "stages.1", "--method", "cam"], ["--layer 'stages.1' only applies to the layer methods (gradcam, "
+                                                  "gradcam++, layercam, scorecam)"]),
     (["--n", "0"], ["--n must be a positive number of test images; got 0"]),
     (["--n", "few"], ["argument --n: invalid int value: 'few'"]),
 ])

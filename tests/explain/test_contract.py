@@ -32,7 +32,8 @@ def _modes(model: nn.Module) -> list[bool]:
 
 
 def test_the_builtin_methods_are_registered() -> None:
-    assert METHODS[:5] == ["cam", "gradcam", "integrated_gradients", "saliency", "smoothgrad"]
+    assert METHODS[:8] == ["cam", "gradcam", "gradcam++", "integrated_gradients", "layercam", "saliency", "scorecam",
+                           "smoothgrad"]
 
 
 @pytest.mark.parametrize("name", METHODS)
@@ -136,7 +137,7 @@ def test_inputs_must_be_float_image_batches(bad: object) -> None:
 
 
 def test_unknown_methods_and_options_are_named() -> None:
-    known = "cam, gradcam, integrated_gradients, saliency, smoothgrad"
+    known = r"cam, gradcam, gradcam\+\+, integrated_gradients, layercam, saliency, scorecam, smoothgrad"
     with pytest.raises(ExplainError, match=f"unknown explanation method 'lime'; known: {known}"):
         explain(registry_cnn(), images(2), "lime")
     with pytest.raises(ExplainError, match="method 'cam' has no option 'layer'; its options: none"):

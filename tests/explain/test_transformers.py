@@ -6,7 +6,7 @@ from __future__ import annotations
 import pytest
 import torch
 
-from dla.explain import ExplainError, default_layer, grad_cam
+from dla.explain import ExplainError, default_layer, explain, grad_cam
 from dla.models import ModelInputs, build_model
 from dla.models.vit import ViT, ViTConfig
 
@@ -29,13 +29,14 @@ def test_the_vit_declares_its_last_block_and_its_maps_follow_the_patch_grid(pool
     torch.testing.assert_close(maps[:, :, 1, 2], patches[:, 1 * 4 + 2])  # row-major: patch (1, 2) is token 6
 
 
-def test_grad_cam_on_a_vit_reads_tokens_and_is_not_blank() -> None:
+@pytest.mark.parametrize("method", ["gradcam", "gradcam++", "layercam", "scorecam"])
+def test_layer_methods_on_a_vit_read_tokens_and_are_not_blank(method: str) -> None:
     model = tiny_vit()
     x = torch.rand(3, 3, 16, 16, generator=torch.Generator().manual_seed(1))
-    maps, raw = grad_cam(model, x, raw=True)
-    assert raw.shape == (3, 4, 4) and maps.shape == (3, 16, 16)
+    maps, raw = explain(model, x, method, raw=True)
+    assert raw.shape == (3, 4, 4) and maps.shape == (3, 16, 16)  # one value per patch
     assert (raw.abs().amax(dim=(1, 2)) > 0).all() and (maps.amax(dim=(1, 2)) == 1).all()
-    _, other = grad_cam(model, x, layer="blocks.0", raw=True)  # any token layer by name, the same reshape
+    _, other = explain(model, x, method, layer="blocks.0", raw=True)  # any token layer by name, the same reshape
     assert other.shape == (3, 4, 4) and not torch.allclose(other, raw)
 
 

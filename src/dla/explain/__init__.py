@@ -1,5 +1,5 @@
-"""Explanations of a classifier's decisions as maps over the image: CAM, Grad-CAM, gradient saliency, SmoothGrad
-and Integrated Gradients.
+"""Explanations of a classifier's decisions as maps over the image: CAM, Grad-CAM, Grad-CAM++, LayerCAM, Score-CAM,
+gradient saliency, SmoothGrad and Integrated Gradients.
 
     maps = dla.explain.grad_cam(model, x)                     # (B, H, W) in [0, 1], predicted class
     maps, raw = dla.explain.cam(model, x, target=3, raw=True)  # raw: (B, h, w) layer maps, signed, unscaled
@@ -36,8 +36,11 @@ from dla.explain.base import (
 )
 from dla.explain.cam import CAM
 from dla.explain.grad_cam import GradCAM
+from dla.explain.grad_cam_plusplus import GradCAMPlusPlus
 from dla.explain.integrated_gradients import IntegratedGradients
+from dla.explain.layer_cam import LayerCAM
 from dla.explain.saliency import Saliency
+from dla.explain.score_cam import ScoreCAM
 from dla.explain.smoothgrad import SmoothGrad
 
 Maps = torch.Tensor | tuple[torch.Tensor, torch.Tensor]  # (B, H, W), or ((B, H, W), (B, h, w)) with raw=True
@@ -80,8 +83,11 @@ __all__ = [
     "ExplainError",
     "Explainer",
     "GradCAM",
+    "GradCAMPlusPlus",
     "IntegratedGradients",
+    "LayerCAM",
     "Saliency",
+    "ScoreCAM",
     "SmoothGrad",
     "cam",
     "default_layer",

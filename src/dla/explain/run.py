@@ -12,6 +12,7 @@ agreement) as mean ± sample std over the runs of each config.
 
 from __future__ import annotations
 
+import inspect
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -19,7 +20,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from dla.explain.base import ExplainError, explain, find_layer, method_names
+from dla.explain.base import ExplainError, explain, find_layer, method_class, method_names
 from dla.explain.grid import TITLES, plot_explanations
 
 
@@ -34,6 +35,11 @@ def parse_methods(text: str | Sequence[str]) -> list[str]:
         raise ExplainError(f"unknown explanation method {(unknown or [''])[0]!r}; use one of {', '.join(known)}, a "
                            "comma list of them, or all")
     return [m for m in known if m in words]
+
+
+def takes_layer(method: str) -> bool:
+    """Whether a registered method reads a layer chosen with --layer (Grad-CAM and its kin)."""
+    return "layer" in inspect.signature(method_class(method).__init__).parameters
 
 
 def parse_target(target: int | str | None, classes: Sequence[str]) -> int | None:
@@ -67,8 +73,10 @@ def explain_run(run_dir: str | Path, methods: str | Sequence[str] = "all", n: in
 
 def _check_request(methods: str | Sequence[str], n: int, layer: str | None) -> list[str]:
     names = parse_methods(methods)
-    if layer is not None and "gradcam" not in names:
-        raise ExplainError(f"--layer {layer!r} only applies to gradcam; add it with --method gradcam (or all)")
+    if layer is not None and not any(takes_layer(m) for m in names):
+        layered = ", ".join(m for m in method_names() if takes_layer(m))
+        raise ExplainError(f"--layer {layer!r} only applies to the layer methods ({layered}); add one with "
+                           "--method gradcam (or all)")
     if isinstance(n, bool) or not isinstance(n, int) or n < 1:
         raise ExplainError(f"--n must be a positive number of test images; got {n!r}")
     return names
@@ -85,14 +93,14 @@ def _explain_loaded(run_dir: Path, model: nn.Module, test_x: torch.Tensor, test_
     y = test_y[:n]
     with torch.no_grad():
         pred = model(x).argmax(dim=1)  # (N,)
-    maps = {m: explain(model, x, m, t, **({"layer": layer} if m == "gradcam" else {})) for m in names}
+    maps = {m: explain(model, x, m, t, **({"layer": layer} if takes_layer(m) else {})) for m in names}
     explained = pred if t is None else torch.full_like(pred, t)  # the class each map explains
     scores = {m: confidence_change(model, x, maps[m], explained) for m in names}
 
     out = run_dir / "explain"
     what = f"class {t} ({classes[t]})" if t is not None else "the predicted class"
     run_name = f"{run_dir.parent.name}/{run_dir.name}"
-    labels = {m: TITLES.get(m, m) + (f" at {find_layer(model, layer)[0]}" if m == "gradcam" else "") for m in names}
+    labels = {m: TITLES.get(m, m) + (f" at {find_layer(model, layer)[0]}" if takes_layer(m) else "") for m in names}
     paths = [plot_explanations(x, {m: maps[m]}, y.tolist(), pred.tolist(), classes, out / f"{m}.png",
                                title=f"{labels[m]} of {what}: {run_name}") for m in names]
     if len(names) > 1:
