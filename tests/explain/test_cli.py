@@ -117,3 +117,26 @@ def test_folders_that_are_not_finished_runs(capsys: pytest.CaptureFixture[str], 
     whole = cnn_run.best.read_bytes()
     (started / "checkpoints" / "best.pt").write_bytes(whole[: len(whole) // 2])  # a copy cut short
     _one_line_error(capsys, ["explain", str(started)], "truncated or corrupt")
+
+
+@needs_mnist
+def test_metrics_and_sanity_report_auc_and_randomisation(capsys: pytest.CaptureFixture[str], cnn_run: RunDir,
+                                                         tmp_path: Path) -> None:
+    import json
+
+    run = tmp_path / "copy"
+    shutil.copytree(cnn_run.path, run, ignore=shutil.ignore_patterns("explain"))
+    code, out, err = _cli(capsys, "explain", str(run), "--methods", "gradcam,saliency", "--n", "4", "--metrics",
+                          "--sanity")
+    assert code == 0, err
+    assert [Path(p).name for p in out.split("\n")[:4]] == ["gradcam.png", "saliency.png", "all.png", "sanity.png"]
+    assert _image_size(run / "explain" / "sanity.png")[0] > 300
+    assert "Deletion AUC (lower is better)" in out and "| Grad-CAM |" in out and "Spearman" in out
+    results = json.loads((run / "explain" / "results.json").read_text())
+    for m in ("gradcam", "saliency"):
+        assert all(len(results["curves"][m][k]) == 4 for k in ("deletion_auc", "insertion_auc"))
+        assert all(0 <= v <= 1 for v in results["curves"][m]["deletion_auc"])
+        assert len(results["sanity"]["spearman"][m]) == len(results["sanity"]["layers"]) > 3
+    assert results["sanity"]["layers"][0] == "head"
+    assert "Deletion AUC" in (run / "explain" / "table.md").read_text()
+    _one_line_error(capsys, ["explain", str(run), "--classmap", "--metrics"], "--metrics and --sanity take one run")
