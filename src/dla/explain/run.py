@@ -5,9 +5,10 @@ files), and checkpoints/best.pt (weights only). Every map is computed before any
 request (an MLP run and --method cam, an unknown layer) fails with one line and leaves no half-made grid.
 
 Besides the grids, RUN_DIR/explain/ gets results.json and table.md: per method the Average Drop and Increase in
-Confidence of its maps (`dla.explain.faithfulness`). A sweep folder (as `dla attack` takes one): every finished
-run is explained, and SWEEP_DIR/explain/summary.md holds those numbers (or, with --classmap, the quadrant
-agreement) as mean ± sample std over the runs of each config.
+Confidence of its maps (`dla.explain.faithfulness`); with --metrics also deletion / insertion AUC, with --sanity
+the cascading randomisation check and explain/sanity.png (`dla.explain.checks`). A sweep folder (as `dla attack`
+takes one): every finished run is explained, and SWEEP_DIR/explain/summary.md holds the confidence numbers (or,
+with --classmap, the quadrant agreement) as mean ± sample std over the runs of each config.
 """
 
 from __future__ import annotations
