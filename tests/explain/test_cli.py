@@ -47,12 +47,13 @@ def test_explain_writes_one_grid_per_method_and_all_side_by_side(capsys: pytest.
     code, out, err = _cli(capsys, "explain", str(cnn_run.path), "--n", "8", "--data-root", str(DATA_ROOT))
     assert code == 0, err
     folder = cnn_run.path / "explain"
-    names = ["cam.png", "gradcam.png", "saliency.png", "all.png"]
+    names = ["cam.png", "gradcam.png", "gradcam++.png", "integrated_gradients.png", "layercam.png", "saliency.png",
+             "scorecam.png", "smoothgrad.png", "all.png"]
     assert out.split() == [str(folder / n) for n in names]
     sizes = {n: _image_size(folder / n) for n in names}
-    # 8 rows of image + heatmap + overlay; all.png has 1 + 2 * 3 columns, so it is about twice as wide
+    # 8 rows of image + heatmap + overlay; all.png has an image column and heatmap + overlay per method
     assert all(h > 600 for _, h in sizes.values())
-    assert sizes["all.png"][0] > 1.8 * sizes["cam.png"][0]
+    assert sizes["all.png"][0] > 4 * sizes["cam.png"][0]  # 1 + 8 * 2 columns
 
 
 @needs_mnist
@@ -66,18 +67,20 @@ def test_explain_one_method_at_a_named_layer_for_a_named_class(capsys: pytest.Ca
     assert out.split() == [str(run / "explain" / "gradcam.png")]
     _, h = _image_size(run / "explain" / "gradcam.png")
     assert h < 600  # 3 rows
-    code, out, err = _cli(capsys, "explain", str(run), "--method", "saliency,cam", "--n", "20")
+    code, out, err = _cli(capsys, "explain", str(run), "--methods", "smoothgrad,integrated_gradients,cam", "--n", "5")
     assert code == 0, err
-    assert [Path(p).name for p in out.split()] == ["cam.png", "saliency.png", "all.png"]  # registry order
+    assert [Path(p).name for p in out.split()] == ["cam.png", "integrated_gradients.png", "smoothgrad.png",
+                                                   "all.png"]  # registry order
 
 
 @needs_mnist
 @pytest.mark.parametrize(("argv", "needles"), [
-    (["--method", "lime"], ["unknown explanation method 'lime'; use one of cam, gradcam, saliency"]),
+    (["--method", "lime"], ["unknown explanation method 'lime'; use one of cam, gradcam, gradcam++, integrated"]),
     (["--target", "10"], ["target 10 is out of range: this run has 10 classes (0=0, 1=1"]),
     (["--target", "cat"], ["unknown target class 'cat'; this run's classes: 0=0"]),
     (["--layer", "stages.7"], ["unknown layer 'stages.7'; conv layers: stem.0,", "all layers: normalize"]),
-    (["--layer", "stages.1", "--method", "cam"], ["--layer 'stages.1' only applies to gradcam"]),
+    (["--layer", "stages.1", "--method", "cam"], ["--layer 'stages.1' only applies to the layer methods (gradcam, "
+                                                  "gradcam++, layercam, scorecam)"]),
     (["--n", "0"], ["--n must be a positive number of test images; got 0"]),
     (["--n", "few"], ["argument --n: invalid int value: 'few'"]),
 ])
@@ -114,3 +117,26 @@ def test_folders_that_are_not_finished_runs(capsys: pytest.CaptureFixture[str], 
     whole = cnn_run.best.read_bytes()
     (started / "checkpoints" / "best.pt").write_bytes(whole[: len(whole) // 2])  # a copy cut short
     _one_line_error(capsys, ["explain", str(started)], "truncated or corrupt")
+
+
+@needs_mnist
+def test_metrics_and_sanity_report_auc_and_randomisation(capsys: pytest.CaptureFixture[str], cnn_run: RunDir,
+                                                         tmp_path: Path) -> None:
+    import json
+
+    run = tmp_path / "copy"
+    shutil.copytree(cnn_run.path, run, ignore=shutil.ignore_patterns("explain"))
+    code, out, err = _cli(capsys, "explain", str(run), "--methods", "gradcam,saliency", "--n", "4", "--metrics",
+                          "--sanity")
+    assert code == 0, err
+    assert [Path(p).name for p in out.split("\n")[:4]] == ["gradcam.png", "saliency.png", "all.png", "sanity.png"]
+    assert _image_size(run / "explain" / "sanity.png")[0] > 300
+    assert "Deletion AUC (lower is better)" in out and "| Grad-CAM |" in out and "Spearman" in out
+    results = json.loads((run / "explain" / "results.json").read_text())
+    for m in ("gradcam", "saliency"):
+        assert all(len(results["curves"][m][k]) == 4 for k in ("deletion_auc", "insertion_auc"))
+        assert all(0 <= v <= 1 for v in results["curves"][m]["deletion_auc"])
+        assert len(results["sanity"]["spearman"][m]) == len(results["sanity"]["layers"]) > 3
+    assert results["sanity"]["layers"][0] == "head"
+    assert "Deletion AUC" in (run / "explain" / "table.md").read_text()
+    _one_line_error(capsys, ["explain", str(run), "--classmap", "--metrics"], "--metrics and --sanity take one run")

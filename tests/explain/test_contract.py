@@ -32,7 +32,8 @@ def _modes(model: nn.Module) -> list[bool]:
 
 
 def test_the_builtin_methods_are_registered() -> None:
-    assert METHODS[:3] == ["cam", "gradcam", "saliency"]
+    assert METHODS[:8] == ["cam", "gradcam", "gradcam++", "integrated_gradients", "layercam", "saliency", "scorecam",
+                           "smoothgrad"]
 
 
 @pytest.mark.parametrize("name", METHODS)
@@ -136,7 +137,8 @@ def test_inputs_must_be_float_image_batches(bad: object) -> None:
 
 
 def test_unknown_methods_and_options_are_named() -> None:
-    with pytest.raises(ExplainError, match="unknown explanation method 'lime'; known: cam, gradcam, saliency"):
+    known = r"cam, gradcam, gradcam\+\+, integrated_gradients, layercam, saliency, scorecam, smoothgrad"
+    with pytest.raises(ExplainError, match=f"unknown explanation method 'lime'; known: {known}"):
         explain(registry_cnn(), images(2), "lime")
     with pytest.raises(ExplainError, match="method 'cam' has no option 'layer'; its options: none"):
         explain(registry_cnn(), images(2), "cam", layer="stages")

@@ -64,3 +64,28 @@ def test_mlp_residual_and_depth() -> None:
     assert n_linear == 6  # 5 hidden + head
     # Parameter count: 784*16+16 + 4*(16*16+16) + 16*10+10
     assert sum(p.numel() for p in plain.parameters()) == 784 * 16 + 16 + 4 * (16 * 16 + 16) + 16 * 10 + 10
+
+
+@pytest.mark.parametrize("name", model_names("image"))
+def test_explanation_layer_contract(name: str) -> None:
+    """Grad-CAM's default layer of every model is past its input stem and gives a (B, H, W) map, or the model is
+    refused with one line (an MLP has no conv maps)."""
+    from dla.explain import ExplainError, default_layer, grad_cam
+    from dla.explain.base import CONV_TYPES
+
+    inputs = SHAPES[1]
+    torch.manual_seed(0)
+    model = build_model(model_config_class(name)(), inputs).eval()
+    try:
+        layer = default_layer(model)
+    except ExplainError as err:
+        assert "has no conv layer" in str(err) and not any(isinstance(m, CONV_TYPES) for m in model.modules())
+        return
+    convs = [n for n, m in model.named_modules() if isinstance(m, CONV_TYPES)]
+    inside = [n for n in convs if n == layer or n.startswith(f"{layer}.")]  # the convs the layer's output follows
+    assert inside != convs[:1], f"the default layer {layer!r} is the input stem {convs[0]!r}"
+    x = torch.rand(2, *inputs.input_shape, generator=torch.Generator().manual_seed(0))
+    maps, raw = grad_cam(model, x, raw=True)
+    # (an untrained net's map can be blank: zero-initialised heads, all-negative evidence; shapes are the contract)
+    assert maps.shape == (2, 32, 32) and torch.isfinite(maps).all()
+    assert raw.shape[0] == 2 and raw.ndim == 3 and torch.isfinite(raw).all()

@@ -1,4 +1,5 @@
-"""Explanations of a CNN classifier's decisions: CAM, Grad-CAM and gradient saliency, as maps over the image.
+"""Explanations of a classifier's decisions as maps over the image: CAM, Grad-CAM, Grad-CAM++, LayerCAM, Score-CAM,
+gradient saliency, SmoothGrad and Integrated Gradients.
 
     maps = dla.explain.grad_cam(model, x)                     # (B, H, W) in [0, 1], predicted class
     maps, raw = dla.explain.cam(model, x, target=3, raw=True)  # raw: (B, h, w) layer maps, signed, unscaled
@@ -13,8 +14,9 @@ outlives a call, `x` is not mutated, and sample i's map does not depend on the r
 A new method is one `Explainer` subclass with `@register_method(name, description)`; it then works with
 `explain(model, x, name)`, `dla explain --method name` and the shared contract tests.
 
-`dla.explain.cam`, `.grad_cam` and `.saliency` are the functions: they shadow their modules of the same name, so
-reach a module's other names with `from dla.explain.grad_cam import GradCAM` rather than `import dla.explain.cam`.
+`dla.explain.cam`, `.grad_cam`, `.saliency`, `.smoothgrad` and `.integrated_gradients` are the functions: they
+shadow their modules of the same name, so reach a module's other names with `from dla.explain.grad_cam import
+GradCAM` rather than `import dla.explain.cam`.
 """
 
 from __future__ import annotations
@@ -34,7 +36,12 @@ from dla.explain.base import (
 )
 from dla.explain.cam import CAM
 from dla.explain.grad_cam import GradCAM
+from dla.explain.grad_cam_plusplus import GradCAMPlusPlus
+from dla.explain.integrated_gradients import IntegratedGradients
+from dla.explain.layer_cam import LayerCAM
 from dla.explain.saliency import Saliency
+from dla.explain.score_cam import ScoreCAM
+from dla.explain.smoothgrad import SmoothGrad
 
 Maps = torch.Tensor | tuple[torch.Tensor, torch.Tensor]  # (B, H, W), or ((B, H, W), (B, h, w)) with raw=True
 
@@ -58,18 +65,38 @@ def saliency(model: nn.Module, x: torch.Tensor, target: Target = None, *, sample
     return Saliency(model, samples, noise, seed)(x, target, raw)
 
 
+def integrated_gradients(model: nn.Module, x: torch.Tensor, target: Target = None, *, steps: int = 32,
+                         baseline: float = 0.0, raw: bool = False) -> Maps:
+    """Integrated Gradients (Sundararajan et al. 2017) from a constant `baseline` image (0: black), `steps`
+    Gauss-Legendre points, summed over channels: (B, H, W) in [0, 1]."""
+    return IntegratedGradients(model, steps, baseline)(x, target, raw)
+
+
+def smoothgrad(model: nn.Module, x: torch.Tensor, target: Target = None, *, samples: int = 25, noise: float = 0.15,
+               seed: int = 0, variant: str = "smoothgrad", raw: bool = False) -> Maps:
+    """SmoothGrad (Smilkov et al. 2017) or its variant smoothgrad_sq / vargrad: (B, H, W) in [0, 1]."""
+    return SmoothGrad(model, samples, noise, seed, variant)(x, target, raw)
+
+
 __all__ = [
     "CAM",
     "ExplainError",
     "Explainer",
     "GradCAM",
+    "GradCAMPlusPlus",
+    "IntegratedGradients",
+    "LayerCAM",
     "Saliency",
+    "ScoreCAM",
+    "SmoothGrad",
     "cam",
     "default_layer",
     "explain",
     "grad_cam",
+    "integrated_gradients",
     "method_class",
     "method_names",
     "register_method",
     "saliency",
+    "smoothgrad",
 ]

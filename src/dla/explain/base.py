@@ -176,15 +176,22 @@ SIDE_BRANCHES = ("shortcut", "downsample")  # dla's and torchvision's names for 
 
 
 def default_layer(model: nn.Module) -> str:
-    """The block that holds the last conv layer (not counting 1x1 projection shortcuts), or that conv itself
-    when it sits directly in the model.
+    """The layer a model declares as `explain_layer` (a transformer's tokens, see `layer_maps`), else the block
+    that holds the last conv layer (not counting 1x1 projection shortcuts), or that conv itself when it sits
+    directly in the model.
 
     Grad-CAM's "last convolutional layer" means the last rectified conv feature maps. The conv module's own
     output comes before its BatchNorm, ReLU and residual addition, where a weighted sum is often negative
     everywhere and the map is blank; its block's output is what the head sees (for a GAP + linear network,
     exactly CAM's features), as pytorch-grad-cam's `model.layer4[-1]` convention takes it. A residual block
     registers its projection shortcut after its second conv, but the shortcut is a side branch.
+
+    A model whose only conv is its input stem (a patch embedding followed by attention or MLP layers) would get
+    a map of the stem's edges, not of the class evidence: that is a one-line ExplainError, not a silent map.
     """
+    declared = getattr(model, "explain_layer", None)
+    if declared is not None:
+        return declared
     convs = [name for name, m in model.named_modules() if isinstance(m, CONV_TYPES)]
     main = [name for name in convs if not set(name.split(".")) & set(SIDE_BRANCHES)]
     if not convs:
@@ -192,7 +199,25 @@ def default_layer(model: nn.Module) -> str:
                            f"default; pass layer=NAME of a layer with (B, C, h, w) output; "
                            f"layers: {', '.join(layer_names(model)) or 'none'}")
     last = (main or convs)[-1]
+    linears = sum(isinstance(m, nn.Linear) for m in model.modules())
+    if len(main or convs) == 1 and linears > 1:  # one conv, then more learnt layers than a classifier head
+        raise ExplainError(f"{type(model).__name__}'s only conv layer {last!r} is its input stem ({linears} linear "
+                           f"layers follow): Grad-CAM there maps the input, not the class evidence; the model must "
+                           f"declare explain_layer (and tokens_to_maps for (B, N, C) tokens), or pass layer=NAME")
     return last.rsplit(".", 1)[0] if "." in last else last
+
+
+def layer_maps(model: nn.Module, name: str, acts: Any) -> torch.Tensor:
+    """A layer's output as feature maps (B, C, h, w): as it is, or a transformer's tokens (B, N, C) through the
+    model's own `tokens_to_maps` (which knows its class token and patch grid)."""
+    to_maps = getattr(model, "tokens_to_maps", None)
+    if isinstance(acts, torch.Tensor) and acts.ndim == 3 and callable(to_maps):
+        acts = to_maps(acts)  # (B, N, C) -> (B, C, h, w)
+    if not isinstance(acts, torch.Tensor) or acts.ndim != 4:
+        got = tuple(acts.shape) if isinstance(acts, torch.Tensor) else type(acts).__name__
+        raise ExplainError(f"layer {name!r} outputs {got}, not a feature map (B, C, h, w) or tokens (B, N, C) of a "
+                           "model with tokens_to_maps; pick a conv layer or block, e.g. the default (layer=None)")
+    return acts
 
 
 def layer_names(model: nn.Module) -> list[str]:
@@ -238,7 +263,7 @@ def register_method(name: str, description: str) -> Callable[[type[Explainer]], 
 
 def method_names() -> list[str]:
     # The package's __init__ imports every built-in method before anyone can reach this module.
-    return list(_REGISTRY)  # registration order: cam, gradcam, saliency (the order of the grids' columns)
+    return list(_REGISTRY)  # registration order (the order of the grids' columns): the package's imports
 
 
 def method_class(name: str) -> type[Explainer]:

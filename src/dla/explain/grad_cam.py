@@ -23,6 +23,7 @@ from dla.explain.base import (
     capture,
     class_scores,
     find_layer,
+    layer_maps,
     register_method,
     selected_scores,
 )
@@ -38,25 +39,31 @@ class GradCAM(Explainer):
         self.layer_name, self.layer = find_layer(model, layer)
 
     def layer_map(self, x: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
-        # The input carries the graph: parameters are frozen, and without a leaf that needs a gradient autograd
-        # would record nothing. A detached alias: the caller's tensor gets neither the flag nor a gradient.
-        x = x.detach().requires_grad_(True)
-        with capture(self.layer) as outputs:
-            logits = class_scores(self.model, x)  # (B, K)
-        if len(outputs) != 1:
-            raise ExplainError(f"layer {self.layer_name!r} ran {len(outputs)} times in one forward pass; Grad-CAM "
-                               "needs a layer that runs exactly once (pick another with layer=NAME)")
-        acts = outputs[0]  # (B, C, h, w)
-        if not isinstance(acts, torch.Tensor) or acts.ndim != 4:
-            got = tuple(acts.shape) if isinstance(acts, torch.Tensor) else type(acts).__name__
-            raise ExplainError(f"layer {self.layer_name!r} outputs {got}, not a feature map (B, C, h, w); Grad-CAM "
-                               "needs a conv layer or block, e.g. the default (layer=None)")
-        if not acts.requires_grad:
-            raise ExplainError(f"layer {self.layer_name!r} does not depend on the input (its output needs no "
-                               "gradient); pick a layer on the path from the image to the scores")
-        (grads,) = torch.autograd.grad(selected_scores(logits, target), acts, allow_unused=True)
-        if grads is None:
-            raise ExplainError(f"the class scores do not depend on layer {self.layer_name!r}; pick a layer on the "
-                               "path from the image to the scores")
+        acts, grads = layer_gradients(self.model, self.layer_name, self.layer, x, target)  # 2 x (B, C, h, w)
         alpha = grads.mean(dim=(2, 3), keepdim=True)  # (B, C, 1, 1): channel importance for the class
-        return (alpha * acts.detach()).sum(dim=1)  # (B, h, w)
+        return (alpha * acts).sum(dim=1)  # (B, h, w)
+
+
+def layer_gradients(model: nn.Module, name: str, layer: nn.Module, x: torch.Tensor, target: torch.Tensor
+                    ) -> tuple[torch.Tensor, torch.Tensor]:
+    """The layer's maps A (B, C, h, w), detached, and d (sum of the targets' scores) / d A (B, C, h, w): what
+    every gradient-weighted CAM (Grad-CAM, Grad-CAM++, LayerCAM) reads. Tokens (B, N, C) are differentiated as
+    they are and both tensors go through the model's `tokens_to_maps` (see `layer_maps`)."""
+    # The input carries the graph: parameters are frozen, and without a leaf that needs a gradient autograd
+    # would record nothing. A detached alias: the caller's tensor gets neither the flag nor a gradient.
+    x = x.detach().requires_grad_(True)
+    with capture(layer) as outputs:
+        logits = class_scores(model, x)  # (B, K)
+    if len(outputs) != 1:
+        raise ExplainError(f"layer {name!r} ran {len(outputs)} times in one forward pass; a CAM method "
+                           "needs a layer that runs exactly once (pick another with layer=NAME)")
+    out = outputs[0]  # (B, C, h, w) or tokens (B, N, C)
+    acts = layer_maps(model, name, out)  # checked before any backward pass
+    if not out.requires_grad:
+        raise ExplainError(f"layer {name!r} does not depend on the input (its output needs no "
+                           "gradient); pick a layer on the path from the image to the scores")
+    (grads,) = torch.autograd.grad(selected_scores(logits, target), out, allow_unused=True)
+    if grads is None:
+        raise ExplainError(f"the class scores do not depend on layer {name!r}; pick a layer on the "
+                           "path from the image to the scores")
+    return acts.detach(), layer_maps(model, name, grads)

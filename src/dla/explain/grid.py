@@ -12,7 +12,9 @@ import torch
 
 from dla.report.plots import _save, plt
 
-TITLES = {"cam": "CAM", "gradcam": "Grad-CAM", "saliency": "saliency"}
+TITLES = {"cam": "CAM", "gradcam": "Grad-CAM", "saliency": "saliency", "smoothgrad": "SmoothGrad",
+          "integrated_gradients": "Integrated Gradients", "gradcam++": "Grad-CAM++", "layercam": "LayerCAM",
+          "scorecam": "Score-CAM"}
 CMAP = "jet"  # the CAM / Grad-CAM papers' colormap: red = strong evidence, blue = none
 ALPHA = 0.5  # weight of the heatmap in the overlay
 

@@ -5,21 +5,23 @@ files), and checkpoints/best.pt (weights only). Every map is computed before any
 request (an MLP run and --method cam, an unknown layer) fails with one line and leaves no half-made grid.
 
 Besides the grids, RUN_DIR/explain/ gets results.json and table.md: per method the Average Drop and Increase in
-Confidence of its maps (`dla.explain.faithfulness`). A sweep folder (as `dla attack` takes one): every finished
-run is explained, and SWEEP_DIR/explain/summary.md holds those numbers (or, with --classmap, the quadrant
-agreement) as mean ± sample std over the runs of each config.
+Confidence of its maps (`dla.explain.faithfulness`); with --metrics also deletion / insertion AUC, with --sanity
+the cascading randomisation check and explain/sanity.png (`dla.explain.checks`). A sweep folder (as `dla attack`
+takes one): every finished run is explained, and SWEEP_DIR/explain/summary.md holds the confidence numbers (or,
+with --classmap, the quadrant agreement) as mean ± sample std over the runs of each config.
 """
 
 from __future__ import annotations
 
+import inspect
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple
 
 import torch
 from torch import nn
 
-from dla.explain.base import ExplainError, explain, find_layer, method_names
+from dla.explain.base import ExplainError, explain, find_layer, method_class, method_names
 from dla.explain.grid import TITLES, plot_explanations
 
 
@@ -34,6 +36,11 @@ def parse_methods(text: str | Sequence[str]) -> list[str]:
         raise ExplainError(f"unknown explanation method {(unknown or [''])[0]!r}; use one of {', '.join(known)}, a "
                            "comma list of them, or all")
     return [m for m in known if m in words]
+
+
+def takes_layer(method: str) -> bool:
+    """Whether a registered method reads a layer chosen with --layer (Grad-CAM and its kin)."""
+    return "layer" in inspect.signature(method_class(method).__init__).parameters
 
 
 def parse_target(target: int | str | None, classes: Sequence[str]) -> int | None:
@@ -53,52 +60,83 @@ def load_run_model(run_dir: Path, data_root: Path) -> tuple[nn.Module, torch.Ten
 
 
 def explain_run(run_dir: str | Path, methods: str | Sequence[str] = "all", n: int = 16,
-                target: int | str | None = None, layer: str | None = None, data_root: Path | None = None
-                ) -> list[Path]:
+                target: int | str | None = None, layer: str | None = None, data_root: Path | None = None,
+                metrics: bool = False, sanity: bool = False) -> tuple[list[Path], dict[str, Any]]:
     """Write RUN_DIR/explain/<method>.png for every method (image, heatmap, overlay per test image) and, for
     more than one method, all.png with the methods side by side; and results.json / table.md with each method's
-    faithfulness numbers. Returns the paths of the grids."""
+    faithfulness numbers: with `metrics` also deletion / insertion AUC, with `sanity` the cascading
+    randomisation check (and sanity.png). Returns the paths of the files drawn, and the results."""
     from dla.data import resolve_data_root
 
     names = _check_request(methods, n, layer)
     return _explain_loaded(Path(run_dir), *load_run_model(Path(run_dir), data_root or resolve_data_root()), names,
-                           n, target, layer)[0]
+                           n, target, layer, Checks(metrics, sanity))
 
 
 def _check_request(methods: str | Sequence[str], n: int, layer: str | None) -> list[str]:
     names = parse_methods(methods)
-    if layer is not None and "gradcam" not in names:
-        raise ExplainError(f"--layer {layer!r} only applies to gradcam; add it with --method gradcam (or all)")
+    if layer is not None and not any(takes_layer(m) for m in names):
+        layered = ", ".join(m for m in method_names() if takes_layer(m))
+        raise ExplainError(f"--layer {layer!r} only applies to the layer methods ({layered}); add one with "
+                           "--method gradcam (or all)")
     if isinstance(n, bool) or not isinstance(n, int) or n < 1:
         raise ExplainError(f"--n must be a positive number of test images; got {n!r}")
     return names
 
 
+class Checks(NamedTuple):
+    """The optional evidence of `dla explain RUN`: --metrics (deletion / insertion AUC), --sanity (randomisation)."""
+
+    metrics: bool = False
+    sanity: bool = False
+
+
 def _explain_loaded(run_dir: Path, model: nn.Module, test_x: torch.Tensor, test_y: torch.Tensor, classes: list[str],
-                    names: list[str], n: int, target: int | str | None, layer: str | None
-                    ) -> tuple[list[Path], dict[str, Any]]:
-    """The grids, results.json and table.md of one loaded run: (grid paths, results)."""
+                    names: list[str], n: int, target: int | str | None, layer: str | None,
+                    checks: Checks | None = None) -> tuple[list[Path], dict[str, Any]]:
+    """The grids, results.json and table.md of one loaded run: (paths of the figures, results)."""
     from dla.explain.faithfulness import confidence_change
 
+    checks = checks or Checks()
     t = parse_target(target, classes)
     x = test_x[:n].float().div(255)  # (N, C, H, W) in [0, 1]: the first n test images
     y = test_y[:n]
     with torch.no_grad():
         pred = model(x).argmax(dim=1)  # (N,)
-    maps = {m: explain(model, x, m, t, **({"layer": layer} if m == "gradcam" else {})) for m in names}
+
+    def maps_of(m: nn.Module) -> dict[str, torch.Tensor]:  # every method's maps (N, H, W) of model m
+        return {k: explain(m, x, k, t, **({"layer": layer} if takes_layer(k) else {})) for k in names}
+
+    maps = maps_of(model)
     explained = pred if t is None else torch.full_like(pred, t)  # the class each map explains
     scores = {m: confidence_change(model, x, maps[m], explained) for m in names}
 
-    out = run_dir / "explain"
+    results: dict[str, Any] = {"methods": scores}
+    if checks.metrics:
+        from dla.explain.checks import curve_scores
+
+        results["curves"] = curve_scores(model, x, maps, explained)
+    if checks.sanity:
+        from dla.explain.sanity import cascade_layers, cascading_randomisation
+
+        layers = cascade_layers(model)
+        results["sanity"] = {"layers": layers, "spearman": cascading_randomisation(model, maps_of, layers)}
+
+    out = run_dir / "explain"  # every number is computed: now the files
     what = f"class {t} ({classes[t]})" if t is not None else "the predicted class"
     run_name = f"{run_dir.parent.name}/{run_dir.name}"
-    labels = {m: TITLES.get(m, m) + (f" at {find_layer(model, layer)[0]}" if m == "gradcam" else "") for m in names}
+    labels = {m: TITLES.get(m, m) + (f" at {find_layer(model, layer)[0]}" if takes_layer(m) else "") for m in names}
     paths = [plot_explanations(x, {m: maps[m]}, y.tolist(), pred.tolist(), classes, out / f"{m}.png",
                                title=f"{labels[m]} of {what}: {run_name}") for m in names]
     if len(names) > 1:
         paths.append(plot_explanations(x, maps, y.tolist(), pred.tolist(), classes, out / "all.png",
                                        title=f"{', '.join(labels.values())} of {what}: {run_name}"))
-    results = {"run": run_name, "n": len(x), "target": t, "explained": what, "methods": scores}
+    if checks.sanity:
+        from dla.explain.checks import plot_sanity
+
+        paths.append(plot_sanity(results["sanity"]["layers"], results["sanity"]["spearman"], out / "sanity.png",
+                                 f"cascading randomisation, {len(x)} test images: {run_name}"))
+    results = {"run": run_name, "n": len(x), "target": t, "explained": what, **results}
     _write_results(out, results, labels)
     return paths, results
 
@@ -114,8 +152,26 @@ def _write_results(out: Path, results: dict[str, Any], labels: dict[str, str]) -
     text = (f"# {results['run']}: explanations of {results['explained']}\n\nFirst {results['n']} test images; each "
             "map masks its image (x * map) and the model's confidence in the explained class is read on both "
             "(Chattopadhay et al. 2018).\n\n" + markdown_table(["Method", *(HEADERS[k] for k in KEYS)], body))
+    text += checks_text(results, labels)
     with atomic_write(out / "table.md", "w") as f:
         f.write(text)
+
+
+def checks_text(results: dict[str, Any], labels: dict[str, str]) -> str:
+    """The --metrics and --sanity sections of table.md (empty without them)."""
+    from dla.explain.checks import STEPS, curves_table, sanity_table
+
+    text = ""
+    if "curves" in results:
+        text += (f"\n## Deletion and insertion (Petsiuk et al. 2018)\n\nPixels ranked by the map and moved in {STEPS} "
+                 "steps: deleted to black, or inserted into a blurred copy; area under p(explained class); mean "
+                 f"± std over the {results['n']} images.\n\n" + curves_table(results["curves"], labels))
+    if "sanity" in results:
+        text += ("\n## Sanity check: cascading randomisation (Adebayo et al. 2018)\n\nMean Spearman rank "
+                 "correlation of the maps with the trained model's, layers re-initialised from the head down "
+                 "(cumulative; sanity.png has every step). Near 0 = the map depends on the weights.\n\n"
+                 + sanity_table(results["sanity"], labels))
+    return text
 
 
 def classmap_for_run(run_dir: Path, n: int, data_root: Path) -> tuple[Path, float]:

@@ -200,6 +200,21 @@ class ViT(nn.Module):
             x = block(x, self.attn_mask)
         return self.norm(x)
 
+    @property
+    def explain_layer(self) -> str:
+        """Where Grad-CAM and its kin read this model (`dla.explain.base.default_layer`): the tokens entering
+        the last block, after its first LayerNorm. With a class token, the last block's *output* patch tokens
+        never reach the head (only the class token is read), so their gradient is zero; the tokens the last
+        block attends over are the last ones the score depends on (pytorch-grad-cam's `blocks[-1].norm1`)."""
+        return f"blocks.{len(self.blocks) - 1}.ln1"
+
+    def tokens_to_maps(self, tokens: torch.Tensor) -> torch.Tensor:  # (B, T, D) -> (B, D, H/p, W/p)
+        """Token activations (or their gradients) as feature maps: the class token dropped, the patches back
+        on their grid in row-major order."""
+        if self.cls_token is not None:
+            tokens = tokens[:, 1:]  # (B, N, D)
+        return tokens.transpose(1, 2).reshape(tokens.shape[0], tokens.shape[2], *self.grid)
+
     def penultimate(self, x: torch.Tensor) -> torch.Tensor:  # (B, C, H, W) in [0, 1] -> (B, D): what head reads
         t = self.tokens(x)  # (B, T, D)
         return t[:, 0] if self.pool == "cls" else t.mean(dim=1)  # the class token or the mean token
