@@ -184,3 +184,14 @@ def train_run(tmp: Path, experiment: str, overrides: list[str]):
     with pytest.MonkeyPatch.context() as mp:
         mp.setenv("DLA_OFFLINE", "1")
         return run_experiment(load_config(experiment, overrides), tmp / experiment, DATA_ROOT)
+
+
+@pytest.fixture
+def terminal_sigint() -> Iterator[None]:
+    """SIGINT handled as a terminal's Ctrl-C is: a test that signals its own process must not inherit the
+    "ignored" that a shell gives background jobs (which dla respects, as `nohup` users expect)."""
+    import signal
+
+    old = signal.signal(signal.SIGINT, signal.default_int_handler)
+    yield
+    signal.signal(signal.SIGINT, old)

@@ -106,7 +106,7 @@ def test_resume_after_an_interruption_ends_where_an_uninterrupted_run_does(tmp_p
 
 @needs_dante
 def test_an_interrupt_between_evaluations_checkpoints_that_step_and_resume_is_exact(
-        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch, terminal_sigint: None) -> None:
     straight = tiny_run(tmp_path / "a", "run_name=straight")
     monkeypatch.setenv("DLA_FAULT_SIGNAL_AT_STEP", "27:INT")  # a real SIGINT right after step 26's update
     with pytest.raises(Exception, match=r"interrupted; .*last.pt holds step 27 \(between evaluations\)"):

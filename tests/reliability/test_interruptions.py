@@ -57,14 +57,19 @@ def test_sigint_during_training_keeps_a_resumable_checkpoint_and_resume_is_exact
         line = error_line(err)
         assert proc.returncode == 2
         assert "interrupted;" in line and "resume=true run_name=int" in line, line
-        epoch = load_checkpoint(run_dir / "checkpoints" / "last.pt")["epoch"]
+        state = load_checkpoint(run_dir / "checkpoints" / "last.pt")
+        epoch, partial = state["epoch"], state.get("partial")
         assert 1 <= epoch < 4
         assert not (run_dir / "results.json").exists()  # an interrupted run never looks finished
         assert _no_temp_files(run_dir) == []
     with proof.check("interruptions"):  # continue it: the same numbers as the run that never stopped
         code, stdout, err = _resume(capsys, out, "int")
         assert code == 0, err
-        assert f"resuming {run_dir} after epoch {epoch}" in stdout
+        # Inside the batch loop the signal is checkpointed at its batch; during an evaluation or a checkpoint
+        # write it stops at once, and the last finished epoch resumes.
+        where = (f"in epoch {partial['epoch']}, batch {partial['batch']} of 40" if partial
+                 else f"after epoch {epoch}")
+        assert f"resuming {run_dir} {where}" in stdout
         _same_as_reference(run_dir, reference_run)
 
 

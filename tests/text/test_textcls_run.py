@@ -117,8 +117,8 @@ def test_lora_resume_after_interruption_equals_an_uninterrupted_run(tiny_bert: P
     assert sa.keys() == sb.keys() and all(torch.equal(sa[k], sb[k]) for k in sa)
 
 
-def test_lora_resume_from_the_middle_of_an_epoch_equals_an_uninterrupted_run(tiny_bert: Path, tmp_path: Path,
-                                                                            monkeypatch: pytest.MonkeyPatch):
+def test_lora_resume_from_the_middle_of_an_epoch_equals_an_uninterrupted_run(
+        tiny_bert: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, terminal_sigint: None) -> None:
     def run(*extra: str):
         cfg = load_config("textcls_lora", [*SMALL, f"textcls.encoder={tiny_bert}", "train.epochs=2", *extra])
         return run_experiment(cfg, tmp_path / "textcls_lora", DATA_ROOT)
