@@ -34,7 +34,7 @@ def test_every_packaged_step_is_a_valid_dla_command_on_a_known_experiment(lab: i
 
 
 def test_an_unknown_lab_or_budget_is_one_line(capsys: pytest.CaptureFixture[str]) -> None:
-    one_line_error(capsys, ["lab", "7"], "no lab 7; the labs are 1, 3")
+    one_line_error(capsys, ["lab", "7"], "no lab 7; the labs are 1, 2, 3")
     one_line_error(capsys, ["lab", "3", "--budget", "huge"],
                    "lab 3 has no budget 'huge'; its budgets: smoke, cpu, full")
 

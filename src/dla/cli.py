@@ -70,7 +70,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("lab", help="a whole lab in order (train, attack, OOD, ...) on a budget, resumable, into one "
                                    "HTML report with the verdicts against the lab reports")
-    p.add_argument("lab", type=int, help="the lab's number (1, 3)")
+    p.add_argument("lab", type=int, help="the lab's number (1, 2, 3)")
     p.add_argument("--budget", default="smoke",
                    help="smoke (minutes: a test of the pipeline), cpu (a few CPU hours) or full (the labs' sizes, "
                         "for a GPU); each lab's file src/dla/labs/labN.yaml lists its profiles (default: smoke)")

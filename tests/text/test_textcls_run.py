@@ -42,6 +42,7 @@ def _consistent(res: dict) -> None:
     assert set(res["test"]) >= {"loss", "accuracy", "precision", "recall", "f1"}
     assert res["epochs_run"] == 2 and res["best_epoch"] in (1, 2)
     assert res["machine"]["torch"] == torch.__version__ and res["machine"]["device"] == "cpu"  # where it ran
+    assert (res["data"]["test"], res["data"]["limit_train"]) == (80, 240)  # on what: a subset, said so
 
 
 def test_features_run_caches_the_vectors(tiny_bert: Path, tmp_path: Path, capsys):

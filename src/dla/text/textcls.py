@@ -24,6 +24,7 @@ from torch import nn
 from dla.config import ExperimentConfig
 from dla.data import ImageSet, Splits
 from dla.data.files import atomic_write
+from dla.data.provenance import ORIGINAL
 from dla.distributed import SINGLE, Dist, check_batch, device_for, init_from_env
 from dla.errors import ConfigError, DlaError
 from dla.report.plots import plot_confusion, plot_curves
@@ -239,6 +240,9 @@ def _finish(run: RunDir, cfg: ExperimentConfig, data: SentenceSplits, trainer: T
         "run": run.path.name,
         "model": tc.encoder,
         "dataset": cfg.data.name,
+        # What the run measured on: sizes and limits, as image runs say (dla.data.provenance).
+        "data": {"name": cfg.data.name, "source": ORIGINAL, "train": len(data.train), "val": len(data.val),
+                 "test": len(data.test), "limit_train": cfg.data.limit_train, "limit_test": cfg.data.limit_test},
         "seed": cfg.seed,
         "parameters": n_params,
         "best_epoch": best,
