@@ -97,22 +97,16 @@ def train_features(folder: Path, run: Any, limit: int = 0, log: Callable[[str], 
 
     The cache holds the checkpoint's sha256 and the image count: a changed checkpoint or limit recomputes it.
     """
-    from dla.errors import CheckpointError
-    from dla.train.checkpoint import load_checkpoint, save_checkpoint
+    from dla.train.checkpoint import load_cache, save_checkpoint
 
     train = run.splits.train
     x, y = (train.x[:limit], train.y[:limit]) if limit else (train.x, train.y)
     key = {"checkpoint_sha256": checkpoint_key(run.path / "checkpoints" / "best.pt"), "n": len(x),
            "shape": list(x.shape[1:])}
     path = folder / "features_train.pt"
-    if path.is_file():
-        try:
-            state = load_checkpoint(path)  # weights_only: a cache file cannot run code
-        except CheckpointError as exc:
-            log(f"ignoring the cached training features: {exc}")
-            state = {}
-        if state.get("key") == key:
-            return FeatureSet(state["features"], state["logits"], linear_head(run.model), state["labels"])
+    state = load_cache(path, "key", key, "training features", log)
+    if state is not None:
+        return FeatureSet(state["features"], state["logits"], linear_head(run.model), state["labels"])
     log(f"extracting penultimate features of {len(x)} ID training images (cached in {path.name})...")
     fs = extract(run.model, x, y)
     save_checkpoint(path, {"kind": "features", "key": key, "features": fs.features, "logits": fs.logits,

@@ -163,25 +163,19 @@ def train_autoencoder(x: torch.Tensor, mode: Mode = "pixels", model: nn.Module |
 def autoencoder_for_run(folder: Path, x: torch.Tensor, mode: Mode, model: nn.Module, *, epochs: int, seed: int,
                         log: Any = print) -> Autoencoder:
     """The cached autoencoder in `folder` when it was fit with these settings, else a new one (then cached)."""
-    from dla.errors import CheckpointError
-    from dla.train.checkpoint import load_checkpoint, save_checkpoint
+    from dla.train.checkpoint import load_cache, save_checkpoint
 
     path = folder / ("autoencoder.pt" if mode == "pixels" else "autoencoder_features.pt")
     settings = {"mode": mode, "epochs": epochs, "seed": seed, "n": len(x), "shape": list(x.shape[1:])}
-    if path.is_file():
-        try:
-            state = load_checkpoint(path)  # weights_only: a cache file cannot run code
-        except CheckpointError as exc:
-            log(f"ignoring the cached autoencoder: {exc}")
-            state = {}
-        if state.get("settings") == settings:
-            ae: Autoencoder
-            if mode == "pixels":
-                ae = ConvAutoencoder(tuple(settings["shape"]))  # type: ignore[arg-type]
-            else:
-                ae = FeatureAutoencoder(state["model"]["mean"].shape[0])
-            ae.load_state_dict(state["model"])
-            return ae.eval()
+    state = load_cache(path, "settings", settings, "autoencoder", log)
+    if state is not None:
+        ae: Autoencoder
+        if mode == "pixels":
+            ae = ConvAutoencoder(tuple(settings["shape"]))  # type: ignore[arg-type]
+        else:
+            ae = FeatureAutoencoder(state["model"]["mean"].shape[0])
+        ae.load_state_dict(state["model"])
+        return ae.eval()
     log(f"fitting the {mode} autoencoder on {len(x)} ID training images ({epochs} epoch{'s' * (epochs > 1)})...")
     ae = train_autoencoder(x, mode, model, epochs=epochs, seed=seed)
     save_checkpoint(path, {"kind": "autoencoder", "settings": settings, "model": ae.state_dict()})

@@ -22,10 +22,10 @@ MAX_RESULTS_BYTES = 64 << 20  # a results.json this large was not written by `dl
 
 def fingerprint(req: Any, run_dir: Path) -> dict[str, Any]:
     """The request (`dla.ood.run.OODRequest`) as JSON values and the best checkpoint's sha256."""
-    from dla.data.files import file_digest
+    from dla.ood.features import checkpoint_key
 
     request = json.loads(json.dumps(dataclasses.asdict(req)))  # tuples -> lists, as results.json holds them
-    return {"request": request, "checkpoint_sha256": file_digest(run_dir / "checkpoints" / "best.pt", "sha256")}
+    return {"request": request, "checkpoint_sha256": checkpoint_key(run_dir / "checkpoints" / "best.pt")}
 
 
 def rows_json(rows: list[Row]) -> list[dict[str, Any]]:

@@ -135,12 +135,11 @@ def verdict_table(rows: Sequence[Mapping[str, Any]]) -> str:
 
 def sweep_verdicts(sweep_dir: Path) -> tuple[str, list[dict[str, Any]]]:
     """(experiment, verdict rows) of a sweep folder's finished runs, grouped as its summary groups them."""
-    import json
-
     from dla.report.collect import group_name, sweep_runs
+    from dla.runs import RunDir
 
     finished, _ = sweep_runs(sweep_dir)
-    results = [json.loads((p / "results.json").read_text()) for p in finished]
+    results = [RunDir(p).read_results() for p in finished]
     experiment = str(results[0].get("experiment", sweep_dir.parent.name)) if results else sweep_dir.parent.name
     groups: dict[str, list[dict[str, Any]]] = {}
     for path, res in zip(finished, results, strict=True):

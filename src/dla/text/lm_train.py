@@ -40,7 +40,7 @@ from dla.text.generate import Sampling, generate
 from dla.tracking import NullTracker, Tracker, check_tracking, progress, read_metrics
 from dla.train.checkpoint import load_checkpoint, rng_state, save_checkpoint, set_rng_state
 from dla.train.interrupt import StepClock
-from dla.train.loop import TrainingDiverged, _open_run_dir, interrupted, storage_errors
+from dla.train.loop import TrainingDiverged, _open_run_dir, fit_interruptibly, storage_errors
 from dla.train.optim import build_optimizer, lr_factor
 
 LN2 = math.log(2)
@@ -252,16 +252,7 @@ def run_lm(cfg: ExperimentConfig, parent: Path, data_root: Path) -> RunDir:
     t0 = time.perf_counter()
     with storage_errors(run):
         trainer = LMTrainer(cfg, model, corpus, device, run, dist)
-        try:
-            with trainer.clock.installed():
-                trainer.fit()
-        except KeyboardInterrupt:
-            trainer.tracker.close()
-            raise interrupted(run, cfg, "evaluation", trainer.position) from None
-        except SystemExit:  # SIGTERM: quiet, after the checkpoint if one was due
-            trainer.tracker.close()
-            raise
-        trainer.tracker.close()
+        fit_interruptibly(trainer, "evaluation")
         if dist.main:
             finish_lm(run, cfg, trainer, prompt, n_params, time.perf_counter() - t0, dist.where(device))
     return run

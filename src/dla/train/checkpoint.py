@@ -14,6 +14,7 @@ import random
 import sys
 import time
 import zipfile
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -77,6 +78,19 @@ def load_checkpoint(path: Path) -> dict[str, Any]:
     if obj.get("version") != VERSION:
         raise CheckpointError(f"{path} has checkpoint version {obj.get('version')}, this dla reads {VERSION}")
     return obj
+
+
+def load_cache(path: Path, field: str, expected: Any, what: str, log: Callable[[str], Any]) -> dict[str, Any] | None:
+    """A cache file written by `save_checkpoint` whose `field` equals `expected`, else None: absent, written for
+    other settings, or unreadable (then `log` says the cached `what` is ignored; it is computed again)."""
+    if not path.is_file():
+        return None
+    try:
+        state = load_checkpoint(path)  # weights_only: a cache file cannot run code
+    except CheckpointError as exc:
+        log(f"ignoring the cached {what}: {exc}")
+        return None
+    return state if state.get(field) == expected else None
 
 
 def position(state: dict[str, Any], batches: int | None = None) -> str:

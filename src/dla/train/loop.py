@@ -448,18 +448,21 @@ def run_experiment(cfg: ExperimentConfig, parent: Path, data_root: Path) -> RunD
 
 def fit_and_test(trainer: Trainer, t0: float) -> tuple[float, dict[str, float]]:
     """Train (Ctrl-C: a resumable stop), then test the best checkpoint: (training seconds since t0, test metrics)."""
+    fit_interruptibly(trainer, "epoch")
+    return time.perf_counter() - t0, trainer.test()
+
+
+def fit_interruptibly(trainer: Any, unit: str) -> None:
+    """`trainer.fit()` with its StepClock owning SIGINT / SIGTERM (`dla.train.interrupt`), for every task's
+    trainer: Ctrl-C ends in the one-line resumable stop, SIGTERM in a quiet exit 143 (after the checkpoint it
+    asked for), and the tracker is closed whatever happens."""
     try:
         with trainer.clock.installed():
             trainer.fit()
     except KeyboardInterrupt:
+        raise interrupted(trainer.run, trainer.cfg, unit, trainer.position) from None
+    finally:
         trainer.tracker.close()
-        raise interrupted(trainer.run, trainer.cfg, "epoch", trainer.position) from None
-    except SystemExit:  # SIGTERM (dla.cli, dla.train.interrupt): quiet, after the checkpoint if one was due
-        trainer.tracker.close()
-        raise
-    train_seconds = time.perf_counter() - t0
-    trainer.tracker.close()
-    return train_seconds, trainer.test()
 
 
 def interrupted(run: RunDir, cfg: ExperimentConfig, unit: str, where: str = "") -> DlaError:
