@@ -17,7 +17,6 @@ Run from the repository root:
 from __future__ import annotations
 
 import argparse
-import json
 import statistics
 import sys
 import time
@@ -34,7 +33,7 @@ from dla.models import ModelInputs, build_model
 from dla.models.cnn import CNNConfig
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from machine import machine_info
+from machine import machine_info, save_result
 
 DEFAULT_OUT = Path(__file__).resolve().parent / "results_attack_speed.json"
 EPS = 0.1
@@ -133,11 +132,7 @@ def main() -> None:
     result = {"machine": machine_info(args.threads, device, torchattacks=torchattacks.__version__),
               "settings": {k: v for k, v in vars(args).items() if k != "out"} | {"model": "cnn depth=9 width=16"},
               "rows": rows}
-    args.out.parent.mkdir(parents=True, exist_ok=True)
-    args.out.write_text(json.dumps(result, indent=2) + "\n")
-    print()
-    print(markdown(rows))
-    print(f"\nwritten to {args.out}")
+    save_result(args.out, result, markdown(rows))
 
 
 if __name__ == "__main__":

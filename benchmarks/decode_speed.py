@@ -23,7 +23,6 @@ Files are read from the page cache in every case (the first, untimed pass warms 
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import shutil
 import statistics
@@ -46,7 +45,7 @@ from dla.data.root import resolve_data_root
 from dla.data.tar_images import tar_members
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from machine import machine_info
+from machine import machine_info, save_result
 
 DEFAULT_OUT = Path(__file__).resolve().parent / "results_decode_speed.json"
 ARCHIVE = "cifar10_jpeg/cifar10-jpeg.tar.gz"
@@ -174,11 +173,7 @@ def main() -> None:
               "settings": {"images": len(files), "workers": workers, "repeats": args.repeats,
                            "image": "CIFAR-10 JPEG, 32x32 RGB"},
               "rows": rows}
-    args.out.parent.mkdir(parents=True, exist_ok=True)
-    args.out.write_text(json.dumps(result, indent=2) + "\n")
-    print()
-    print(markdown(rows))
-    print(f"\nwritten to {args.out}")
+    save_result(args.out, result, markdown(rows))
 
 
 if __name__ == "__main__":

@@ -33,3 +33,15 @@ def machine_info(threads: int, device: torch.device, **versions: str) -> dict[st
     if device.type == "cuda":
         info["gpu"] = torch.cuda.get_device_name(device)
     return info
+
+
+def save_result(out: Path, result: dict[str, Any], table: str = "") -> None:
+    """Write a benchmark's result JSON (folders made), print its Markdown table, and say where it went."""
+    import json
+
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(json.dumps(result, indent=2) + "\n")
+    if table:
+        print()
+        print(table)
+    print(f"\nwritten to {out}")

@@ -16,7 +16,6 @@ pixels of the images torchattacks fooled); then the sides are timed interleaved,
 from __future__ import annotations
 
 import argparse
-import json
 import statistics
 import sys
 from collections.abc import Callable
@@ -32,7 +31,7 @@ from dla.models.cnn import CNNConfig
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from attack_speed import markdown, time_pair
-from machine import machine_info
+from machine import machine_info, save_result
 
 DEFAULT_OUT = Path(__file__).resolve().parent / "results_strong_attack_speed.json"
 
@@ -118,11 +117,7 @@ def main() -> None:
               f"ratio {m_theirs / m_ours:.2f}, max |diff| {diff:.2g}", flush=True)
     result = {"machine": machine_info(args.threads, device, torchattacks=torchattacks.__version__),
               "settings": {k: v for k, v in vars(args).items() if k != "out"}, "rows": rows}
-    args.out.parent.mkdir(parents=True, exist_ok=True)
-    args.out.write_text(json.dumps(result, indent=2) + "\n")
-    print()
-    print(markdown(rows))
-    print(f"\nwritten to {args.out}")
+    save_result(args.out, result, markdown(rows))
 
 
 if __name__ == "__main__":

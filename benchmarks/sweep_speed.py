@@ -21,7 +21,6 @@ else the registry's 9-layer CNN with random weights (the timings hold, the accur
 from __future__ import annotations
 
 import argparse
-import json
 import sys
 import time
 from collections.abc import Callable
@@ -34,7 +33,7 @@ from torch import nn
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 sys.path.insert(1, str(Path(__file__).resolve().parent.parent))  # tests.ood.pood
-from machine import machine_info
+from machine import machine_info, save_result
 
 DEFAULT_OUT = Path(__file__).resolve().parent / "results_sweep_speed.json"
 FGSM_EPS = [i / 255 for i in range(11)]
@@ -172,8 +171,7 @@ def main() -> None:
     result = {"machine": machine_info(args.threads, torch.device("cpu"), torchattacks=torchattacks.__version__,
                                       pytorch_ood=importlib.metadata.version("pytorch-ood")),
               "settings": {k: str(v) for k, v in vars(args).items() if k != "out"} | {"model": what}, "rows": rows}
-    args.out.write_text(json.dumps(result, indent=2) + "\n")
-    print(f"written to {args.out}")
+    save_result(args.out, result)
 
 
 if __name__ == "__main__":
