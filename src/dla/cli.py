@@ -124,6 +124,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--batch-size", type=int, default=256, help="images attacked at once (default: 256)")
     p.add_argument("--grid", type=int, default=8, help="images in grid.png (default: 8; 0 = no grid)")
     p.add_argument("--seed", type=int, default=0, help="seed of PGD's random starts (default: 0)")
+    p.add_argument("--amp", default="off", choices=["off", "bf16"],
+                   help="bf16: the model under bf16 autocast, faster and not exact, never the reference for robust "
+                        "accuracy; recorded in results.json, the table and the folder name (default: off)")
     p.add_argument("--device", default="auto", help="auto (cuda, then mps, then cpu), cpu, cuda, cuda:N or mps")
     p.add_argument("--data-root", default=None, help="dataset folder (default: $DLA_DATA, else ./data)")
 
@@ -163,6 +166,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--odin-eps", default="0,0.5/255,1/255,2/255,3/255,4/255,5/255",
                    help="--odin-grid input steps in pixel units, fractions allowed (default: 0,0.5/255,1/255,2/255,"
                         "3/255,4/255,5/255)")
+    p.add_argument("--amp", default="off", choices=["off", "bf16"],
+                   help="bf16: every forward pass under bf16 autocast, faster and not exact; recorded in results.json "
+                        "and the caption (default: off, float32)")
     p.add_argument("--seed", type=int, default=0, help="seed of the noise set and the autoencoder (default: 0)")
     p.add_argument("--rescore", action="store_true",
                    help="a sweep folder: score every run again, even one whose ood/results.json answers the same "
@@ -386,7 +392,7 @@ def cmd_attack(args: argparse.Namespace) -> None:
     request = make_request(method, eps, steps=args.steps, alpha=args.alpha,
                            restarts=args.restarts, targeted=args.targeted, variant=args.variant,
                            least_likely=args.least_likely, n=args.n, batch_size=args.batch_size, grid=args.grid,
-                           seed=args.seed, device=args.device)
+                           seed=args.seed, device=args.device, amp=args.amp)
     folder, text = attack_path(Path(args.run_dir), request, resolve_data_root(args.data_root))
     print(text, end="")
     print(f"attack folder: {folder}")
@@ -418,7 +424,7 @@ def cmd_ood(args: argparse.Namespace) -> None:
     request = make_request(args.ood, args.methods, limit=args.limit, temperature=args.temperature, eps=args.eps,
                            seed=args.seed, recon_features=args.recon_features, recon_epochs=args.recon_epochs,
                            odin_grid=args.odin_grid, odin_val=args.odin_val, odin_temperatures=args.odin_temperatures,
-                           odin_eps=args.odin_eps, groups=args.group, fit_limit=args.fit_limit)
+                           odin_eps=args.odin_eps, groups=args.group, fit_limit=args.fit_limit, amp=args.amp)
     folder, text = ood_path(Path(args.run_dir), request, resolve_data_root(args.data_root),
                             log=lambda line: print(line, file=sys.stderr, flush=True),  # stdout: the table only
                             rescore=args.rescore)
