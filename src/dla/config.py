@@ -134,6 +134,9 @@ class AdversarialConfig:
     random_start: bool = opt(True, "PGD starts from a uniform random point of the eps-ball")
     mix: float = opt(0.5, "weight of the adversarial loss: (1 - mix) * CE(clean) + mix * CE(adversarial); "
                           "0.5 = Goodfellow et al. 2015, 1.0 = Madry et al. 2018", ge=0, le=1)
+    target: int = opt(-1, "targeted adversarial training: every example's copy is pushed toward this class index "
+                          "(the targeted attack's standard loss), the trained label stays the true one; -1 = "
+                          "untargeted", ge=-1)
     fraction: float = opt(1.0, "fraction of each batch attacked: the adversarial term is the loss on the batch whose "
                                "first round(fraction * B) rows are replaced by adversarial copies", gt=0, le=1)
     guard: bool | None = opt(None, "catastrophic-overfitting guard (Wong et al. 2020): PGD accuracy on a fixed "
