@@ -81,6 +81,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("paths", nargs="*", default=["runs"],
                    help="sweep folders, or folders holding them (e.g. runs, runs/cnn_cifar10) (default: runs)")
 
+    p = sub.add_parser("docs", help="refresh the tables of Markdown documents (docs/labs/*.md) from the run "
+                                    "folders they quote (<!-- dla:table PATH [N] --> markers)")
+    p.add_argument("files", nargs="+", help="Markdown documents to refresh in place")
+    p.add_argument("--runs", default="runs", help="the folder the markers' paths are relative to (default: runs)")
+    p.add_argument("--check", action="store_true", help="change nothing; exit 1 when a document is out of date")
+
     p = sub.add_parser("explain", help="CAM / Grad-CAM / saliency / SmoothGrad / Integrated Gradients grids for a "
                                        "trained run's first test images")
     p.add_argument("run_dir", help="a run folder written by `dla run`, or a sweep folder (then every finished run, "
@@ -329,6 +335,17 @@ def cmd_verdicts(args: argparse.Namespace) -> None:
     print(verdicts_text([Path(p) for p in args.paths]), end="")
 
 
+def cmd_docs(args: argparse.Namespace) -> int:
+    from dla.report.docs import refresh
+
+    changed = refresh([Path(f) for f in args.files], Path(args.runs), check=args.check)
+    for path in changed:
+        print(f"{'out of date' if args.check else 'refreshed'}: {path}")
+    if not changed:
+        print(f"up to date: {len(args.files)} document(s)")
+    return 1 if args.check and changed else 0
+
+
 def cmd_config(args: argparse.Namespace) -> None:
     from dla.config import ExperimentConfig, dump_yaml, help_lines, load_config
     from dla.models.registry import model_config_class
@@ -467,7 +484,7 @@ def cmd_generate(args: argparse.Namespace) -> None:
 
 
 COMMANDS = {"list": cmd_list, "run": cmd_run, "sweep": cmd_sweep, "show": cmd_show, "verdicts": cmd_verdicts,
-            "lab": cmd_lab, "config": cmd_config,
+            "docs": cmd_docs, "lab": cmd_lab, "config": cmd_config,
             "report": cmd_report, "compare": cmd_compare, "explain": cmd_explain, "attack": cmd_attack, "ood": cmd_ood,
             "tokenize": cmd_tokenize, "generate": cmd_generate}
 
@@ -481,7 +498,7 @@ def _exit_on_sigterm(signum: int, frame: object) -> None:
 def main(argv: Sequence[str] | None = None) -> int:
     if threading.current_thread() is threading.main_thread():
         signal.signal(signal.SIGTERM, _exit_on_sigterm)
-    ok = False
+    ok, code = False, None
     try:
         parser = build_parser()
         # Overrides may come after options too (`dla run x --out d a=1`): collect the stray key=value words.
@@ -491,7 +508,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             parser.error(f"unrecognized arguments: {' '.join(stray)}")
         if extra:
             args.overrides = [*args.overrides, *extra]
-        COMMANDS[args.command](args)
+        code = COMMANDS[args.command](args)  # None = success; `dla docs --check` returns 1 for "out of date"
         ok = True
     except DlaError as exc:
         print(f"dla: error: {' '.join(str(exc).split())}", file=sys.stderr)
@@ -504,7 +521,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             from dla.distributed import shutdown
 
             shutdown(ok)
-    return 0
+    return code or 0
 
 
 if __name__ == "__main__":
