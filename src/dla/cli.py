@@ -48,6 +48,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--jobs", "-j", type=int, default=1,
                    help="points run at once, each in its own process (one GPU each when several are present; "
                         "default: 1, in this process)")
+    p.add_argument("--launcher", choices=["local", "submitit"], default="local",
+                   help="local: this machine (--jobs processes); submitit: one submitit job per point, on SLURM "
+                        "where sbatch is found, else local processes (default: local)")
+    p.add_argument("--submitit", action="append", default=[], metavar="KEY=VALUE",
+                   help="a submitit executor parameter, repeatable: cluster=local, timeout_min=60, "
+                        "slurm_partition=gpu, gpus_per_node=1, ...")
     _common(p)
 
     p = sub.add_parser("report", help="one self-contained HTML file (tables, curves, plots) for a run, several "
@@ -287,8 +293,15 @@ def cmd_sweep(args: argparse.Namespace) -> None:
         from dla.config import check_folder_name
 
         check_folder_name("sweep --name", args.name)
+    if args.submitit and args.launcher != "submitit":
+        raise DlaError("--submitit KEY=VALUE sets submitit's executor: add --launcher submitit")
+    launcher = None
+    if args.launcher == "submitit":
+        from dla.sweep_submitit import parse_options
+
+        launcher = parse_options(args.submitit)
     sweep_dir = run_sweep(args.experiment, args.overrides, Path(args.out), resolve_data_root(args.data_root),
-                          args.name, jobs=args.jobs)
+                          args.name, jobs=args.jobs, submitit=launcher)
     if not launched_main():
         return
     print()

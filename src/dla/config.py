@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import dataclasses
 import difflib
+import functools
 import re
 import types
 import typing
@@ -44,18 +45,39 @@ def opt(
     return field(default=default, metadata=meta)
 
 
+class Checked:
+    """Validation on construction: a config built in Python (`AdversarialConfig(eps=5.0)`) is refused as the same
+    value in YAML is, with the same message (the key named `Class.field`). `from_dict` has already checked and
+    converted its values under their dotted keys, so this second pass only ever fires for direct construction.
+    """
+
+    def __post_init__(self) -> None:
+        hints = _hints(type(self))
+        for f in dataclasses.fields(self):  # type: ignore[arg-type]
+            value = getattr(self, f.name)
+            if dataclasses.is_dataclass(value):  # a nested config checked itself when it was built
+                continue
+            checked = _coerce(f"{type(self).__name__}.{f.name}", value, hints[f.name], dict(f.metadata))
+            object.__setattr__(self, f.name, checked)
+
+
+@functools.cache
+def _hints(cls: type) -> dict[str, Any]:
+    return typing.get_type_hints(cls)
+
+
 # --------------------------------------------------------------------------------------------------
 # The experiment schema
 
 
 @dataclass
-class AugmentConfig:
+class AugmentConfig(Checked):
     flip: bool = opt(False, "random horizontal flip (batched tensor code, on the training device)")
     crop_padding: int = opt(0, "pad by this many pixels and crop back at a random offset; 0 = off", ge=0, le=16)
 
 
 @dataclass
-class DataConfig:
+class DataConfig(Checked):
     name: str = opt("mnist", "dataset from the registry (`dla list --datasets`)", choices=lambda: _datasets())
     path: str = opt("", "folder under the data root (or absolute) for file-based datasets (imagefolder)")
     fallback: str = opt("", "dataset to use when data.name's files are not on this machine (cifar10 -> cifar10_jpeg: "
@@ -77,7 +99,7 @@ class DataConfig:
 
 
 @dataclass
-class OptimConfig:
+class OptimConfig(Checked):
     name: Literal["sgd", "adamw"] = opt("adamw", "optimizer")
     lr: float = opt(1e-3, "peak learning rate", gt=0)
     weight_decay: float = opt(0.0, "decoupled (AdamW) or L2 (SGD) weight decay; not applied to biases/norms", ge=0)
@@ -88,7 +110,7 @@ class OptimConfig:
 
 
 @dataclass
-class ScheduleConfig:
+class ScheduleConfig(Checked):
     name: Literal["constant", "cosine", "onecycle", "step"] = opt("cosine", "learning-rate schedule, per step")
     warmup_epochs: float = opt(0.0, "linear warmup from 0 over this many epochs (fractions allowed)", ge=0)
     min_lr_ratio: float = opt(0.0, "cosine/onecycle floor as a fraction of the peak lr", ge=0, le=1)
@@ -97,7 +119,7 @@ class ScheduleConfig:
 
 
 @dataclass
-class EarlyStoppingConfig:
+class EarlyStoppingConfig(Checked):
     metric: str = opt("val/accuracy", "metric watched for the best checkpoint and early stopping",
                       choices=lambda: [f"val/{m}" for m in ("loss", "accuracy", "precision", "recall", "f1")])
     mode: Literal["max", "min"] = opt("max", "whether larger or smaller values of the metric are better")
@@ -106,7 +128,7 @@ class EarlyStoppingConfig:
 
 
 @dataclass
-class OutlierExposureConfig:
+class OutlierExposureConfig(Checked):
     dataset: str = opt("", "auxiliary OOD dataset for outlier exposure (Hendrycks et al. 2019): its train split, "
                            "brought to the ID shape, is pushed to a uniform softmax; empty = off; fgsm = FGSM "
                            "copies of each ID batch (at train.outlier_exposure.eps) instead of a dataset. Never the "
@@ -124,7 +146,7 @@ class OutlierExposureConfig:
 
 
 @dataclass
-class AdversarialConfig:
+class AdversarialConfig(Checked):
     method: Literal["none", "fgsm", "pgd"] = opt(
         "none", "adversarial training: examples made on the fly by dla.attacks (eval mode) from each batch; "
                 "none = off. FGSM with a random start (Wong et al. 2020) is pgd with steps=1, alpha=1.25*eps")
@@ -153,7 +175,7 @@ class AdversarialConfig:
 
 
 @dataclass
-class TrainConfig:
+class TrainConfig(Checked):
     epochs: int = opt(20, "maximum number of epochs", ge=1)
     label_smoothing: float = opt(0.0, "cross-entropy label smoothing", ge=0, lt=1)
     grad_clip: float = opt(0.0, "clip the global gradient norm to this value; 0 = off", ge=0)
@@ -177,7 +199,7 @@ class TrainConfig:
 
 
 @dataclass
-class DistillConfig:
+class DistillConfig(Checked):
     teacher: str = opt("", "teacher run folder (written by `dla run`); empty = train on the labels alone")
     temperature: float = opt(4.0, "softmax temperature T of the soft targets", gt=0, le=100)
     alpha: float = opt(0.5, "weight of cross-entropy on the labels; 1 - alpha weighs T^2 * KL(teacher || student)",
@@ -188,7 +210,7 @@ class DistillConfig:
 
 
 @dataclass
-class TrackingConfig:
+class TrackingConfig(Checked):
     tensorboard: bool = opt(True, "write TensorBoard events under the run's tb/")
     wandb: bool = opt(False, "also log to Weights & Biases (needs `pip install dla[wandb]`)")
     wandb_project: str = opt("dla", "W&B project name")
@@ -196,7 +218,7 @@ class TrackingConfig:
 
 
 @dataclass
-class LMConfig:
+class LMConfig(Checked):
     """Language modelling (task=lm): a decoder-only transformer trained on random contiguous blocks."""
 
     tokenizer: Literal["char", "gpt2"] = opt("char", "char = one token per character, vocabulary saved with the "
@@ -222,7 +244,7 @@ class LMConfig:
 
 
 @dataclass
-class TextClsConfig:
+class TextClsConfig(Checked):
     """Text classification with a pretrained Hugging Face encoder (task=textcls)."""
 
     method: Literal["features", "finetune", "lora"] = opt(
@@ -251,7 +273,7 @@ class TextClsConfig:
 
 
 @dataclass
-class ModelConfig:
+class ModelConfig(Checked):
     """Base of every model's config; the registry maps `name` to a subclass with its hyperparameters."""
 
     name: str = opt("mlp", "model from the registry (`dla list --models`)", choices=lambda: _models())
@@ -271,7 +293,7 @@ def default_model(task: str = "classify") -> ModelConfig:
 
 
 @dataclass
-class ExperimentConfig:
+class ExperimentConfig(Checked):
     experiment: str = opt("", "experiment name (the YAML file's stem); names the runs/<experiment>/ folder")
     description: str = opt("", "one line for `dla list`")
     task: Literal["classify", "lm", "textcls"] = opt(

@@ -159,11 +159,12 @@ def dependency_order(names: Sequence[str], deps: Sequence[set[str]]) -> list[int
 
 
 def run_sweep(name: str, args: Sequence[str], out_root: Path, data_root: Path, sweep_name: str = "",
-              jobs: int = 1, progress_mode: str = "auto") -> Path:
+              jobs: int = 1, progress_mode: str = "auto", submitit: dict[str, Any] | None = None) -> Path:
     """Run every point of the sweep (skipping finished ones), then write sweep.csv, summary.md and plots.
 
     jobs > 1 runs that many points at once, each in its own process (`python -m dla.sweep`), one GPU each
     (round-robin) when several are visible; a point that reads another point's run folder waits for it.
+    `submitit` (executor options) submits each point as a submitit job instead (`dla.sweep_submitit`).
     """
     if isinstance(jobs, bool) or not isinstance(jobs, int) or jobs < 1:
         raise ConfigError(f"--jobs must be a positive number of parallel runs; got {jobs!r}")
@@ -205,7 +206,12 @@ def run_sweep(name: str, args: Sequence[str], out_root: Path, data_root: Path, s
             status[names[i]] = "done"
             live.finished(names[i], "skipped (finished before)", sweep_dir / names[i])
     try:
-        if jobs == 1:
+        if submitit is not None:
+            from dla.sweep_submitit import run_with_submitit
+
+            run_with_submitit([i for i in order if names[i] not in status], name, overrides, names, deps,
+                              sweep_dir, data_root, submitit, status, live)
+        elif jobs == 1:
             _run_in_process([(i, configs[i]) for i in order if names[i] not in status], sweep_dir, data_root,
                             status, live)
         else:
