@@ -85,8 +85,8 @@ class DataConfig(Checked):
                             "in the run's config and results, never silent", choices=lambda: ["", *_datasets()])
     image_size: int = opt(0, "resize file-based images / noise size; 0 = native (noise: 32)", ge=0, le=4096)
     channels: int = opt(0, "1 = grey, 3 = colour for file-based images and noise; 0 = default (3)", ge=0, le=3)
-    val_size: int = opt(5000, "training examples held out for validation (seeded); picks the best checkpoint",
-                        ge=1)
+    val_size: int = opt(5000, "training examples held out for validation (seeded); picks the best checkpoint. "
+                              "0 (no validation split) is for library use; a training run needs >= 1", ge=0)
     batch_size: int = opt(128, "training batch size", ge=1)
     eval_batch_size: int = opt(1000, "batch size for validation and test", ge=1)
     limit_train: int = opt(0, "use only the first N training examples (0 = all); for quick checks", ge=0)
@@ -673,6 +673,9 @@ def validate(cfg: ExperimentConfig) -> ExperimentConfig:
     if not _RUN_NAME_RE.fullmatch(cfg.experiment):
         raise ConfigError(f"experiment name {cfg.experiment!r} must be a plain folder name")
     _check_task_data(cfg)
+    if cfg.task == "classify" and cfg.data.val_size < 1:
+        raise ConfigError("config key 'data.val_size' must be >= 1; got 0 (a run picks its best checkpoint and "
+                          "stops early on its validation split)")
     aug = cfg.data.augment
     if cfg.distill.teacher and cfg.distill.teacher_outputs == "cached" and (aug.flip or aug.crop_padding):
         raise ConfigError("distill.teacher_outputs=cached needs the same images every epoch, but augmentation is on; "
