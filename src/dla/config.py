@@ -364,18 +364,9 @@ def _coerce(key: str, value: Any, tp: Any, meta: dict[str, Any]) -> Any:
     origin = typing.get_origin(tp)
     if origin in (typing.Union, types.UnionType):
         args = [a for a in typing.get_args(tp) if a is not type(None)]
-        if value is None:
-            return None
-        return _coerce(key, value, args[0], meta)
+        return None if value is None else _coerce(key, value, args[0], meta)
     if origin is Literal:
-        allowed = typing.get_args(tp)
-        if isinstance(value, bool) and all(isinstance(a, str) for a in allowed):
-            # YAML 1.1 reads on/off/yes/no as booleans; give them back their spelling.
-            value = next((a for a in allowed if a in (("on", "yes", "true") if value else ("off", "no", "false"))),
-                         value)
-        if value not in allowed:
-            raise ConfigError(f"config key '{key}' must be one of {', '.join(map(str, allowed))}; got {_fmt(value)}")
-        return value
+        return _coerce_literal(key, value, typing.get_args(tp))
     if dataclasses.is_dataclass(tp):
         if not isinstance(value, dict):
             raise ConfigError(f"config key '{key}' must be a mapping of sub-keys; got {_fmt(value)}")
@@ -392,36 +383,59 @@ def _coerce(key: str, value: Any, tp: Any, meta: dict[str, Any]) -> Any:
         return {str(k): _coerce(f"{key}.{k}", v, val_tp, {}) for k, v in value.items()}
     if tp is Any:
         return value
-    if tp is bool:
-        if not isinstance(value, bool):
-            raise ConfigError(f"config key '{key}' must be true or false; got {_fmt(value)}")
-        return value
-    if tp is int:
-        if isinstance(value, bool) or not isinstance(value, int):
-            raise ConfigError(f"config key '{key}' must be an integer; got {_fmt(value)}")
-        return _check_range(key, value, meta)
-    if tp is float:
-        if isinstance(value, str):
-            value = _parse_float(key, value)
-        if isinstance(value, bool) or not isinstance(value, int | float):
-            raise ConfigError(f"config key '{key}' must be a number; got {_fmt(value)}")
-        value = float(value)
-        if value != value or value in (float("inf"), float("-inf")):
-            raise ConfigError(f"config key '{key}' must be a finite number; got {value}")
-        return _check_range(key, value, meta)
-    if tp is str:
-        if not isinstance(value, str):
-            raise ConfigError(f"config key '{key}' must be a string; got {_fmt(value)}")
-        choices = meta.get("choices")
-        if choices is not None:
-            allowed = list(choices() if callable(choices) else choices)
-            if value not in allowed:
-                close = difflib.get_close_matches(value, allowed, n=1)
-                hint = f" (did you mean '{close[0]}'?)" if close else ""
-                raise ConfigError(f"config key '{key}' = {_fmt(value)} is not known{hint}; "
-                                  f"choose one of: {', '.join(allowed)}")
-        return value
+    if tp in _SCALARS:
+        return _SCALARS[tp](key, value, meta)
     raise TypeError(f"unsupported config annotation {tp!r} for {key}")  # a bug in a schema, not user input
+
+
+def _coerce_literal(key: str, value: Any, allowed: tuple[Any, ...]) -> Any:
+    if isinstance(value, bool) and all(isinstance(a, str) for a in allowed):
+        # YAML 1.1 reads on/off/yes/no as booleans; give them back their spelling.
+        value = next((a for a in allowed if a in (("on", "yes", "true") if value else ("off", "no", "false"))), value)
+    if value not in allowed:
+        raise ConfigError(f"config key '{key}' must be one of {', '.join(map(str, allowed))}; got {_fmt(value)}")
+    return value
+
+
+def _coerce_bool(key: str, value: Any, meta: dict[str, Any]) -> bool:
+    if not isinstance(value, bool):
+        raise ConfigError(f"config key '{key}' must be true or false; got {_fmt(value)}")
+    return value
+
+
+def _coerce_int(key: str, value: Any, meta: dict[str, Any]) -> int:
+    if isinstance(value, bool) or not isinstance(value, int):
+        raise ConfigError(f"config key '{key}' must be an integer; got {_fmt(value)}")
+    return _check_range(key, value, meta)
+
+
+def _coerce_float(key: str, value: Any, meta: dict[str, Any]) -> float:
+    if isinstance(value, str):
+        value = _parse_float(key, value)
+    if isinstance(value, bool) or not isinstance(value, int | float):
+        raise ConfigError(f"config key '{key}' must be a number; got {_fmt(value)}")
+    value = float(value)
+    if value != value or value in (float("inf"), float("-inf")):
+        raise ConfigError(f"config key '{key}' must be a finite number; got {value}")
+    return _check_range(key, value, meta)
+
+
+def _coerce_str(key: str, value: Any, meta: dict[str, Any]) -> str:
+    if not isinstance(value, str):
+        raise ConfigError(f"config key '{key}' must be a string; got {_fmt(value)}")
+    choices = meta.get("choices")
+    if choices is not None:
+        allowed = list(choices() if callable(choices) else choices)
+        if value not in allowed:
+            close = difflib.get_close_matches(value, allowed, n=1)
+            hint = f" (did you mean '{close[0]}'?)" if close else ""
+            raise ConfigError(f"config key '{key}' = {_fmt(value)} is not known{hint}; "
+                              f"choose one of: {', '.join(allowed)}")
+    return value
+
+
+_SCALARS: dict[Any, Callable[[str, Any, dict[str, Any]], Any]] = {
+    bool: _coerce_bool, int: _coerce_int, float: _coerce_float, str: _coerce_str}
 
 
 def _parse_float(key: str, text: str) -> float:
