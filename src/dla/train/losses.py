@@ -72,7 +72,9 @@ def check_teacher(run_path: str, cfg: ExperimentConfig) -> ExperimentConfig:
         raise ConfigError(f"distill.teacher={run_path!r} is not a finished run folder (it needs config.yaml and "
                           "checkpoints/best.pt); train the teacher with `dla run` first")
     tcfg = load_config(str(run.config))
-    if tcfg.data.name != cfg.data.name:
+    # Before the data is loaded the student may still fall back (data.fallback), and the teacher's config holds
+    # the dataset it really used; after loading, cfg.data.name is the student's real one and must match exactly.
+    if tcfg.data.name not in (cfg.data.name, cfg.data.fallback or cfg.data.name):
         raise ConfigError(f"the teacher in {run_path} was trained on {tcfg.data.name!r}, the student trains on "
                           f"{cfg.data.name!r}; distil on the same dataset")
     return tcfg
