@@ -12,8 +12,8 @@ which are captum's `NoiseTunnel(Saliency)` nt_types on the absolute gradient. Th
 generator seeded with `seed`, one (C, H, W) tensor per copy shared by every image of the batch: reproducible,
 and a sample's map does not depend on the rest of the batch (captum draws from the global RNG instead, so the
 reference test injects these same tensors into captum). The noisy copies run `chunk` draws per backward pass,
-(chunk * B, C, H, W): one pass per draw left small batches paying the per-pass overhead 25 times (5x slower than
-captum, which stacks every draw); the chunk bounds memory and does not change the result.
+(chunk * B, C, H, W): one pass per draw left small batches paying the per-pass overhead 25 times (2.5x slower at
+batch 2, 1.4x at 16: BENCHMARKS.md); the chunk bounds memory and does not change the result.
 """
 
 from __future__ import annotations
