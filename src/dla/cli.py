@@ -387,15 +387,15 @@ def cmd_explain(args: argparse.Namespace) -> None:
     from dla.data import resolve_data_root
     from dla.explain.base import ExplainError
     from dla.explain.grid import TITLES
-    from dla.explain.run import checks_text, classmap_for_run, explain_path, explain_run
+    from dla.explain.run import Checks, checks_text, classmap_for_run, explain_path, explain_run
     from dla.report.collect import is_sweep_dir
 
-    if (args.metrics or args.sanity) and (args.classmap or is_sweep_dir(Path(args.run_dir))):
-        raise ExplainError("--metrics and --sanity take one run folder and the explanation methods, not a sweep "
-                           "folder or --classmap")
+    if (args.metrics or args.sanity) and args.classmap:
+        raise ExplainError("--metrics and --sanity check the explanation methods' maps, not --classmap")
     if is_sweep_dir(Path(args.run_dir)):
         folder, text = explain_path(Path(args.run_dir), args.method, args.n, args.target, args.layer,
-                                    resolve_data_root(args.data_root), classmap=args.classmap)
+                                    resolve_data_root(args.data_root), classmap=args.classmap,
+                                    checks=Checks(args.metrics, args.sanity))
         print(text, end="")
         print(f"explain folder: {folder}")
         return
