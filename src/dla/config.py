@@ -78,8 +78,15 @@ class AugmentConfig(Checked):
 
 @dataclass
 class DataConfig(Checked):
-    name: str = opt("mnist", "dataset from the registry (`dla list --datasets`)", choices=lambda: _datasets())
-    path: str = opt("", "folder under the data root (or absolute) for file-based datasets (imagefolder)")
+    name: str = opt("mnist", "dataset from the registry (`dla list --datasets`), or hf:<id> for a Hugging Face "
+                             "text-classification dataset (a Hub id, or a local copy's path)",
+                    choices=lambda: _datasets())
+    path: str = opt("", "folder under the data root (or absolute) for file-based datasets (imagefolder); for a "
+                        "text-classification dataset, its local copy: a save_to_disk folder, parquet or CSV")
+    text_column: str = opt("", "text classification: the column(s) holding the text, several joined by + (empty = "
+                               "the preset's, else text)")
+    label_column: str = opt("", "text classification: the column of integer class indices (empty = the preset's, "
+                                "else label)")
     fallback: str = opt("", "dataset to use when data.name's files are not on this machine (cifar10 -> cifar10_jpeg: "
                             "the JPEG copy when the original pickles are absent); said on one line and recorded "
                             "in the run's config and results, never silent", choices=lambda: ["", *_datasets()])
@@ -319,11 +326,20 @@ class ExperimentConfig(Checked):
         default_factory=dict, help="named bundles of overrides; a sweep axis `variant: [name, ...]` picks one")
 
 
+class _DatasetNames(list):
+    """The registry's names, listed in messages; `hf:<id>` (any Hugging Face dataset) is accepted too."""
+
+    def __contains__(self, name: object) -> bool:
+        from dla.text.datasets import is_hf_name
+
+        return super().__contains__(name) or (isinstance(name, str) and is_hf_name(name))
+
+
 def _datasets() -> list[str]:
     from dla.data.registry import dataset_names
     from dla.text.datasets import text_dataset_names
 
-    return sorted([*dataset_names(), *text_dataset_names()])
+    return _DatasetNames(sorted([*dataset_names(), *text_dataset_names()]))
 
 
 def _models() -> list[str]:
@@ -425,7 +441,7 @@ def _coerce_str(key: str, value: Any, meta: dict[str, Any]) -> str:
         raise ConfigError(f"config key '{key}' must be a string; got {_fmt(value)}")
     choices = meta.get("choices")
     if choices is not None:
-        allowed = list(choices() if callable(choices) else choices)
+        allowed = choices() if callable(choices) else list(choices)  # a list, or a list that accepts more
         if value not in allowed:
             close = difflib.get_close_matches(value, allowed, n=1)
             hint = f" (did you mean '{close[0]}'?)" if close else ""
@@ -718,9 +734,9 @@ def validate(cfg: ExperimentConfig) -> ExperimentConfig:
 
 def _check_task_data(cfg: ExperimentConfig) -> None:
     """Each task reads its own kind of dataset: images, a text corpus, or labelled sentences."""
-    from dla.text.datasets import TEXT_DATASETS
+    from dla.text.datasets import TEXT_DATASETS, text_dataset
 
-    text = TEXT_DATASETS.get(cfg.data.name)
+    text = text_dataset(cfg.data.name)
     wanted = text.task if text else "classify"
     if wanted != cfg.task:
         kinds = {"classify": "an image dataset", "lm": "a text corpus", "textcls": "a sentence dataset"}

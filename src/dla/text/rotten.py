@@ -129,7 +129,6 @@ def split_sentences(data: Sentences, cfg: DataConfig, seed: int) -> SentenceSpli
     return SentenceSplits(train=train, val=val, test=test, classes=CLASSES)
 
 
-def load_sentence_splits(cfg: DataConfig, root: Path, seed: int) -> SentenceSplits:
-    if cfg.name != "rotten_tomatoes":  # config.validate lets only sentence datasets through
-        raise ConfigError(f"data.name={cfg.name!r} is not a sentence dataset; use rotten_tomatoes")
+def load_splits(cfg: DataConfig, root: Path, seed: int) -> SentenceSplits:
+    """The loader `dla.text.datasets` calls for data.name=rotten_tomatoes."""
     return split_sentences(load_sentences(root), cfg, seed)

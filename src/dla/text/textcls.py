@@ -32,10 +32,11 @@ from dla.report.tables import markdown_table
 from dla.runs import RunDir, write_results
 from dla.runtime import pick_device, seed_everything
 from dla.text.batching import LengthBucketLoader
+from dla.text.datasets import load_sentence_splits
 from dla.text.encoders import TextClassifier, encode_texts, load_encoder, resolve_encoder, trim
 from dla.text.features import build_head, cache_key, cached_features, compute_features
 from dla.text.lora import apply_lora, check_trainable, plan_lora, trainable_parameters
-from dla.text.rotten import SentenceSplits, load_sentence_splits
+from dla.text.rotten import SentenceSplits
 from dla.tracking import check_tracking, read_metrics
 from dla.train.checkpoint import save_checkpoint
 from dla.train.loop import Trainer, _open_run_dir, fit_and_test, storage_errors
