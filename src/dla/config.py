@@ -228,8 +228,14 @@ class TrackingConfig(Checked):
 class LMConfig(Checked):
     """Language modelling (task=lm): a decoder-only transformer trained on random contiguous blocks."""
 
-    tokenizer: Literal["char", "gpt2"] = opt("char", "char = one token per character, vocabulary saved with the "
-                                                     "run; gpt2 = GPT-2 byte-level BPE (data root gpt2_tokenizer/)")
+    tokenizer: Literal["char", "gpt2", "word"] = opt(
+        "char", "char = one token per character, vocabulary saved with the run; gpt2 = GPT-2 byte-level BPE (data "
+                "root gpt2_tokenizer/); word = words, punctuation and whitespace, vocabulary from the training part "
+                "only (lm.word_min_count, lm.word_vocab_size), unknown pieces <unk>")
+    word_min_count: int = opt(2, "lm.tokenizer=word: a training piece seen fewer times is <unk> (so the model "
+                                 "learns <unk> from rare training words)", ge=1)
+    word_vocab_size: int = opt(0, "lm.tokenizer=word: at most this many entries, <unk> included, the most frequent "
+                                  "kept; 0 = no cap", ge=0)
     init_from: str = opt("", "fine-tune a pretrained Hugging Face causal LM instead of training model.* from "
                              "scratch: a local folder, a name under the data root's models/, or a hub id such as "
                              "gpt2 (online); its own tokenizer replaces lm.tokenizer")
