@@ -127,7 +127,8 @@ class ScheduleConfig(Checked):
 
 @dataclass
 class EarlyStoppingConfig(Checked):
-    metric: str = opt("val/accuracy", "metric watched for the best checkpoint and early stopping",
+    metric: str = opt("val/accuracy", "metric watched for the best checkpoint and early stopping; precision, "
+                                      "recall and f1 are macro averages over the classes (val/f1 = macro-F1)",
                       choices=lambda: [f"val/{m}" for m in ("loss", "accuracy", "precision", "recall", "f1")])
     mode: Literal["max", "min"] = opt("max", "whether larger or smaller values of the metric are better")
     patience: int = opt(5, "epochs without improvement before stopping; 0 = never stop early", ge=0)

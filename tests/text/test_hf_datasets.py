@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+import csv
 import json
 from pathlib import Path
 
@@ -191,13 +192,38 @@ def test_bad_labels_through_the_cli_is_one_line(tmp_path: Path, capsys: pytest.C
 
 def test_features_run_on_a_local_csv(tiny_bert: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]):
     words = (["great", "superb", "lovely"], ["awful", "dull", "boring"])
-    rows = [f"a {words[i % 2][i % 3]} film {i}" for i in range(120)]
-    (tmp_path / "films.csv").write_text("text,label\n" + "".join(f"{r},{i % 2}\n" for i, r in enumerate(rows)))
+    label = [int(i % 5 == 0) for i in range(120)]  # imbalanced (1 in 5): macro-F1 and accuracy part ways
+    rows = [f"a {words[y][i % 3]} film {i}" for i, y in enumerate(label)]
+    lines = "".join(f"{r},{y}\n" for r, y in zip(rows, label, strict=True))
+    (tmp_path / "films.csv").write_text("text,label\n" + lines)
     code, out, err = run_cli(capsys, "run", "textcls_features", "data.name=hf:films.csv", "data.val_size=20",
-                             f"textcls.encoder={tiny_bert}", "train.epochs=2", "tracking.progress=off",
+                             f"textcls.encoder={tiny_bert}", "train.epochs=4", "tracking.progress=off",
+                             "train.early_stopping.metric=val/f1", "train.early_stopping.patience=0",
                              "tracking.tensorboard=false", "--data-root", str(tmp_path), "--out", str(tmp_path / "r"))
     assert code == 0, err
     run = Path(out.strip().splitlines()[-1].split("run folder: ", 1)[1])
     res = json.loads((run / "results.json").read_text())
     assert res["dataset"] == "hf:films.csv" and res["classes"] == ["0", "1"]
     assert (res["data"]["train"], res["data"]["val"], res["data"]["test"]) == (88, 20, 12)
+    # macro-F1 picked the best epoch: the first epoch of the highest val f1 in metrics.csv
+    with (run / "metrics.csv").open() as f:
+        val = [r for r in csv.DictReader(f) if r["split"] == "val"]
+    best = max(val, key=lambda r: (float(r["f1"]), -int(r["epoch"])))
+    assert res["selected_by"] == "val/f1" and res["best_epoch"] == int(best["epoch"])
+    assert res["val"]["f1"] == pytest.approx(float(best["f1"]))
+    assert "val/f1 picks it" in (run / "summary.md").read_text()
+
+
+def test_a_single_file_copy_of_rotten_tomatoes_splits_like_the_rotten_tomatoes_loader(tmp_path: Path):
+    from dla.text.rotten import Sentences, split_sentences
+
+    n = 400
+    texts, labels = [f"s{i}" for i in range(n)], [int(i >= n // 2) for i in range(n)]
+    datasets.Dataset.from_dict({"text": texts, "label": labels}, features=POLARITY).to_parquet(tmp_path / "rt.parquet")
+    import torch
+
+    cfg = _cfg("hf:rt.parquet", val_size=40)
+    ours = load_sentence_splits(cfg, tmp_path, seed=3)
+    rt = split_sentences(Sentences(texts, torch.tensor(labels)), DataConfig(name="rotten_tomatoes", val_size=40), 3)
+    for a, b in ((ours.train, rt.train), (ours.val, rt.val), (ours.test, rt.test)):
+        assert a.texts == b.texts and a.labels.tolist() == b.labels.tolist()

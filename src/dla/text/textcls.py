@@ -247,6 +247,7 @@ def _finish(run: RunDir, cfg: ExperimentConfig, data: SentenceSplits, trainer: T
         "seed": cfg.seed,
         "parameters": n_params,
         "best_epoch": best,
+        "selected_by": cfg.train.early_stopping.metric,  # the validation metric that picked the best epoch
         "epochs_run": max((r["epoch"] for r in rows), default=0),
         "train_seconds": round(train_seconds, 2),
         "device": device,
@@ -271,7 +272,8 @@ def _finish(run: RunDir, cfg: ExperimentConfig, data: SentenceSplits, trainer: T
                f"{tc.method} on {tc.encoder} ({n_params:,} parameters, {n_train:,} trainable), {cfg.data.name} "
                f"({len(data.train)}/{len(data.val)}/{len(data.test)} train/val/test); best epoch {best} of "
                f"{results['epochs_run']}; {train_seconds:.1f} s on {device}.\n\n"
-               "Best checkpoint (val accuracy picks it; test touched once):\n\n" + results_table([results]))
+               f"Best checkpoint ({results['selected_by']} picks it; test touched once; test macro-F1 "
+               f"{100 * test['f1']:.2f}%):\n\n" + results_table([results]))
     with atomic_write(run.summary, "w") as f:
         f.write(summary)
     write_results(run, results)  # last: its presence marks the run complete
