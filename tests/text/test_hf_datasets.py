@@ -177,6 +177,8 @@ def test_config_accepts_hf_names_for_textcls_only():
     assert load_config("textcls_features", ["data.name=imdb"]).data.name == "imdb"
     with pytest.raises(ConfigError, match="is a sentence dataset, but task=classify"):
         load_config("mnist_mlp", ["data.name=hf:stanfordnlp/imdb"])
+    with pytest.raises(ConfigError, match="rotten_tomatoes has none"):
+        load_sentence_splits(DataConfig(name="rotten_tomatoes", text_column="review"), Path("/"), seed=0)
     for empty in ("hf:", "hf:  "):  # no id
         with pytest.raises(ConfigError, match=r"data\.name"):
             load_config("textcls_features", [f"data.name={empty}"])
