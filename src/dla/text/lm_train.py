@@ -35,7 +35,7 @@ from dla.models import TextInputs, build_model
 from dla.report.lm import plot_lm_curves
 from dla.runs import RunDir, write_json, write_results
 from dla.runtime import autocast, pick_device, seed_everything
-from dla.text.bpc import LN2, bits_per_character, estimate_bpc, split_nats
+from dla.text.bpc import bits_per_character, estimate_bpc, split_nats
 from dla.text.corpus import BlockSampler, Corpus, load_corpus
 from dla.text.generate import Sampling, generate
 from dla.tracking import NullTracker, Tracker, check_tracking, progress, read_metrics
@@ -334,8 +334,7 @@ def finish_lm(run: RunDir, cfg: ExperimentConfig, trainer: LMTrainer, prompt: st
             f.write(sample + "\n")
     train_at_best = next((r["loss"] for r in rows if r["split"] == "train" and r["epoch"] == trainer.best_step),
                          math.nan)
-    test = {"loss": trainer.best_val, "bpc": trainer.bpc("val", trainer.best_val),
-            "bits_per_token": trainer.best_val / LN2}
+    test = {"loss": trainer.best_val, "bpc": trainer.bpc("val", trainer.best_val)}
     results: dict[str, Any] = {
         "experiment": cfg.experiment, "run": run.path.name, "model": model_label(cfg), "dataset": cfg.data.name,
         "seed": cfg.seed, "parameters": n_params, "tokenizer": tok.name, "vocab_size": tok.vocab_size,
