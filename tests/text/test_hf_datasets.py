@@ -159,6 +159,8 @@ def test_empty_split_missing_train_and_bad_files(tmp_path: Path):
         load_sentence_splits(_cfg("hf:notes"), tmp_path, seed=0)
     with pytest.raises(ConfigError, match=r"data\.val_size"):
         load_sentence_splits(_cfg(f"hf:{tmp_path / 'only_test' / 'test.csv'}", val_size=5), tmp_path, seed=0)
+    with pytest.raises(ConfigError, match=r"data\.val_size' must be >= 1"):
+        load_sentence_splits(_cfg("hf:empty/train.parquet", val_size=0), tmp_path, seed=0)
 
 
 def test_offline_without_a_local_copy_says_where_it_looked(tmp_path: Path, monkeypatch: pytest.MonkeyPatch):

@@ -117,6 +117,8 @@ def split_tables(tables: dict[str, Table], text_columns: list[str], label_column
     train, test = _limit(train, cfg.limit_train), _limit(test, cfg.limit_test)
     val = tables["validation"].data if "validation" in tables else None
     if val is None:
+        if cfg.val_size < 1:  # an empty validation split could pick no checkpoint
+            raise ConfigError(f"config key 'data.val_size' must be >= 1: {where} has no validation split to use")
         if cfg.val_size >= train.num_rows:
             raise ConfigError(f"config key 'data.val_size' = {cfg.val_size} leaves no training data ({where} has "
                               f"{train.num_rows} training rows and no validation split); choose a value below "
