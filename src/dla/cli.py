@@ -236,6 +236,8 @@ def cmd_list(args: argparse.Namespace) -> None:
             print(f"{name:<20} {get_dataset(name).description}")
         for name, text in sorted(TEXT_DATASETS.items()):
             print(f"{name:<20} {text.description} (task={text.task})")
+        print(f"{'hf:<id>':<20} any Hugging Face text-classification dataset, or a local copy (save_to_disk "
+              "folder, parquet, CSV); data.text_column / data.label_column (task=textcls)")
         return
     from dla.config import experiment_names, read_experiment
 

@@ -78,8 +78,15 @@ class AugmentConfig(Checked):
 
 @dataclass
 class DataConfig(Checked):
-    name: str = opt("mnist", "dataset from the registry (`dla list --datasets`)", choices=lambda: _datasets())
-    path: str = opt("", "folder under the data root (or absolute) for file-based datasets (imagefolder)")
+    name: str = opt("mnist", "dataset from the registry (`dla list --datasets`), or hf:<id> for a Hugging Face "
+                             "text-classification dataset (a Hub id, or a local copy's path)",
+                    choices=lambda: _datasets())
+    path: str = opt("", "folder under the data root (or absolute) for file-based datasets (imagefolder); for a "
+                        "text-classification dataset, its local copy: a save_to_disk folder, parquet or CSV")
+    text_column: str = opt("", "text classification: the column(s) holding the text, several joined by + (empty = "
+                               "the preset's, else text)")
+    label_column: str = opt("", "text classification: the column of integer class indices (empty = the preset's, "
+                                "else label)")
     fallback: str = opt("", "dataset to use when data.name's files are not on this machine (cifar10 -> cifar10_jpeg: "
                             "the JPEG copy when the original pickles are absent); said on one line and recorded "
                             "in the run's config and results, never silent", choices=lambda: ["", *_datasets()])
@@ -120,7 +127,8 @@ class ScheduleConfig(Checked):
 
 @dataclass
 class EarlyStoppingConfig(Checked):
-    metric: str = opt("val/accuracy", "metric watched for the best checkpoint and early stopping",
+    metric: str = opt("val/accuracy", "metric watched for the best checkpoint and early stopping; precision, "
+                                      "recall and f1 are macro averages over the classes (val/f1 = macro-F1)",
                       choices=lambda: [f"val/{m}" for m in ("loss", "accuracy", "precision", "recall", "f1")])
     mode: Literal["max", "min"] = opt("max", "whether larger or smaller values of the metric are better")
     patience: int = opt(5, "epochs without improvement before stopping; 0 = never stop early", ge=0)
@@ -221,8 +229,14 @@ class TrackingConfig(Checked):
 class LMConfig(Checked):
     """Language modelling (task=lm): a decoder-only transformer trained on random contiguous blocks."""
 
-    tokenizer: Literal["char", "gpt2"] = opt("char", "char = one token per character, vocabulary saved with the "
-                                                     "run; gpt2 = GPT-2 byte-level BPE (data root gpt2_tokenizer/)")
+    tokenizer: Literal["char", "gpt2", "word"] = opt(
+        "char", "char = one token per character, vocabulary saved with the run; gpt2 = GPT-2 byte-level BPE (data "
+                "root gpt2_tokenizer/); word = words, punctuation and whitespace, vocabulary from the training part "
+                "only (lm.word_min_count, lm.word_vocab_size), unknown pieces <unk>")
+    word_min_count: int = opt(2, "lm.tokenizer=word: a training piece seen fewer times is <unk> (so the model "
+                                 "learns <unk> from rare training words)", ge=1)
+    word_vocab_size: int = opt(0, "lm.tokenizer=word: at most this many entries, <unk> included, the most frequent "
+                                  "kept; 0 = no cap", ge=0)
     init_from: str = opt("", "fine-tune a pretrained Hugging Face causal LM instead of training model.* from "
                              "scratch: a local folder, a name under the data root's models/, or a hub id such as "
                              "gpt2 (online); its own tokenizer replaces lm.tokenizer")
@@ -319,11 +333,20 @@ class ExperimentConfig(Checked):
         default_factory=dict, help="named bundles of overrides; a sweep axis `variant: [name, ...]` picks one")
 
 
+class _DatasetNames(list):
+    """The registry's names, listed in messages; `hf:<id>` (any Hugging Face dataset) is accepted too."""
+
+    def __contains__(self, name: object) -> bool:
+        from dla.text.datasets import is_hf_name
+
+        return super().__contains__(name) or (isinstance(name, str) and is_hf_name(name))
+
+
 def _datasets() -> list[str]:
     from dla.data.registry import dataset_names
     from dla.text.datasets import text_dataset_names
 
-    return sorted([*dataset_names(), *text_dataset_names()])
+    return _DatasetNames(sorted([*dataset_names(), *text_dataset_names()]))
 
 
 def _models() -> list[str]:
@@ -425,7 +448,7 @@ def _coerce_str(key: str, value: Any, meta: dict[str, Any]) -> str:
         raise ConfigError(f"config key '{key}' must be a string; got {_fmt(value)}")
     choices = meta.get("choices")
     if choices is not None:
-        allowed = list(choices() if callable(choices) else choices)
+        allowed = choices() if callable(choices) else list(choices)  # a list, or a list that accepts more
         if value not in allowed:
             close = difflib.get_close_matches(value, allowed, n=1)
             hint = f" (did you mean '{close[0]}'?)" if close else ""
@@ -718,9 +741,9 @@ def validate(cfg: ExperimentConfig) -> ExperimentConfig:
 
 def _check_task_data(cfg: ExperimentConfig) -> None:
     """Each task reads its own kind of dataset: images, a text corpus, or labelled sentences."""
-    from dla.text.datasets import TEXT_DATASETS
+    from dla.text.datasets import TEXT_DATASETS, text_dataset
 
-    text = TEXT_DATASETS.get(cfg.data.name)
+    text = text_dataset(cfg.data.name)
     wanted = text.task if text else "classify"
     if wanted != cfg.task:
         kinds = {"classify": "an image dataset", "lm": "a text corpus", "textcls": "a sentence dataset"}

@@ -2,8 +2,12 @@
 
 The character vocabulary is the sorted set of characters of the whole text (so validation never meets an
 unknown character) and is saved with the run (`vocab.json`), so a trained run generates without the corpus.
-The split is by position, not at random: the first `train_fraction` of the tokens train, the rest validate,
-so no validation sentence leaks into training through an overlapping block.
+The word vocabulary (dla.text.words) is built from the training part only. The split is by position, not at
+random: the first `train_fraction` of the tokens train, the rest validate, so no validation sentence leaks into
+training through an overlapping block.
+
+Each split also keeps how many characters of the original text it covers, so a loss per token converts to bits
+per character for every tokenizer (dla.text.bpc): char, BPE and word models compare on one scale.
 """
 
 from __future__ import annotations
@@ -97,6 +101,10 @@ def load_tokenizer_file(path: Path, data_root: Path) -> Tokenizer:
         raise DlaError(f"cannot read the run's vocabulary {path}: {exc}; is this a run of task=lm?") from None
     if saved.get("tokenizer") == "char":
         return CharTokenizer(list(saved["chars"]))
+    if saved.get("tokenizer") == "word":
+        from dla.text.words import WordTokenizer
+
+        return WordTokenizer(list(saved["vocab"]))
     if saved.get("tokenizer") == "hf":  # a fine-tuned pretrained model's own tokenizer, saved in the run
         from dla.text.pretrained_lm import load_saved_tokenizer
 
@@ -143,23 +151,49 @@ class Corpus:
     tokenizer: Tokenizer
     train: torch.Tensor  # (N_train,) int64 token ids
     val: torch.Tensor  # (N_val,)
+    train_chars: int = 0  # characters of the original text in each split; 0 = one per token
+    val_chars: int = 0
+
+    def chars(self, split: str) -> int:
+        ids, n = (self.train, self.train_chars) if split == "train" else (self.val, self.val_chars)
+        return n or len(ids)
 
 
 def load_corpus(name: str, data_root: Path, tokenizer: str | Tokenizer, train_fraction: float, block_size: int,
-                path: str = "") -> Corpus:
-    """The text split into train/val ids; `tokenizer` is "char", "gpt2", or a tokenizer (a pretrained model's)."""
+                path: str = "", *, word_min_count: int = 2, word_vocab_size: int = 0) -> Corpus:
+    """The text split into train/val ids; `tokenizer` is "char", "gpt2", "word" (vocabulary from the training
+    part only: word_min_count, word_vocab_size), or a tokenizer (a pretrained model's)."""
     text = read_corpus(name, data_root, path)
-    if isinstance(tokenizer, str):
-        tok: Tokenizer = CharTokenizer.from_text(text) if tokenizer == "char" else GPT2Tokenizer(data_root)
+    if tokenizer == "word":
+        train, val, tok, chars = _word_split(text, train_fraction, word_min_count, word_vocab_size)
     else:
-        tok = tokenizer
-    ids = torch.tensor(tok.encode(text), dtype=torch.long)
-    n = int(train_fraction * len(ids))
-    train, val = ids[:n], ids[n:]
+        if isinstance(tokenizer, str):
+            tok = CharTokenizer.from_text(text) if tokenizer == "char" else GPT2Tokenizer(data_root)
+        else:
+            tok = tokenizer
+        ids = torch.tensor(tok.encode(text), dtype=torch.long)
+        n = int(train_fraction * len(ids))
+        train, val = ids[:n], ids[n:]
+        # A BPE split can fall inside a multi-byte character: the count is then off by one at the boundary.
+        chars = (n, len(ids) - n) if tok.name == "char" else (len(tok.decode(train.tolist())),
+                                                             len(tok.decode(val.tolist())))
     if min(len(train), len(val)) <= block_size:
         raise DlaError(f"with lm.train_fraction={train_fraction} the corpus gives {len(train)} train and "
                        f"{len(val)} val tokens, too few for lm.block_size={block_size}; lower the block size")
-    return Corpus(tok, train, val)
+    return Corpus(tok, train, val, *chars)
+
+
+def _word_split(text: str, train_fraction: float, min_count: int,
+                max_size: int) -> tuple[torch.Tensor, torch.Tensor, Tokenizer, tuple[int, int]]:
+    """Cut into pieces, split them by position, then build the vocabulary from the training pieces alone."""
+    from dla.text.words import WordTokenizer, pieces
+
+    ps = pieces(text)
+    n = int(train_fraction * len(ps))
+    tok = WordTokenizer.from_pieces(ps[:n], min_count, max_size)
+    train = torch.tensor(tok.encode_pieces(ps[:n]), dtype=torch.long)
+    val = torch.tensor(tok.encode_pieces(ps[n:]), dtype=torch.long)
+    return train, val, tok, (sum(map(len, ps[:n])), sum(map(len, ps[n:])))
 
 
 class BlockSampler:

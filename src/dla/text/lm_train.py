@@ -35,6 +35,7 @@ from dla.models import TextInputs, build_model
 from dla.report.lm import plot_lm_curves
 from dla.runs import RunDir, write_json, write_results
 from dla.runtime import autocast, pick_device, seed_everything
+from dla.text.bpc import bits_per_character, estimate_bpc, split_nats
 from dla.text.corpus import BlockSampler, Corpus, load_corpus
 from dla.text.generate import Sampling, generate
 from dla.tracking import NullTracker, Tracker, check_tracking, progress, read_metrics
@@ -42,8 +43,6 @@ from dla.train.checkpoint import load_checkpoint, rng_state, save_checkpoint, se
 from dla.train.interrupt import StepClock
 from dla.train.loop import TrainingDiverged, _open_run_dir, fit_interruptibly, storage_errors
 from dla.train.optim import build_optimizer, lr_factor
-
-LN2 = math.log(2)
 
 
 class LMTrainer:
@@ -177,11 +176,16 @@ class LMTrainer:
     def log_eval(self, step: int, losses: dict[str, float], tokens_per_s: float) -> None:
         lr = self.lr_at(min(step, self.cfg.lm.max_iters - 1))  # the rate the next update uses
         for split, loss in losses.items():
-            self.tracker.log(step, split, {"loss": loss, "bpc": loss / LN2},  # bpc: TensorBoard (csv: loss)
+            self.tracker.log(step, split, {"loss": loss, "bpc": self.bpc(split, loss)},  # bpc: TensorBoard only
                              lr=lr if split == "train" else None)
         speed = f"  {tokens_per_s * self.dist.world:,.0f} tok/s" if step else ""  # all ranks together
         self._say(f"step {step:5d}/{self.cfg.lm.max_iters}  train loss {losses['train']:.4f}  val loss "
-              f"{losses['val']:.4f} ({losses['val'] / LN2:.3f} bpc)  lr {lr:.2e}{speed}")
+              f"{losses['val']:.4f} ({self.bpc('val', losses['val']):.3f} bpc)  lr {lr:.2e}{speed}")
+
+    def bpc(self, split: str, loss: float) -> float:
+        """A loss per token in bits per character of the split's original text (the same for char tokens)."""
+        ids = self.corpus.train if split == "train" else self.corpus.val
+        return estimate_bpc(loss, len(ids), self.corpus.chars(split))
 
     # ---------------------------------------------------------------------------------------------
     def autocast(self) -> contextlib.AbstractContextManager:
@@ -277,8 +281,23 @@ def _model_and_corpus(cfg: ExperimentConfig, data_root: Path) -> tuple[torch.nn.
 
         model, tok = load_pretrained(lm.init_from, data_root, lm.block_size)
         return model, load_corpus(cfg.data.name, data_root, tok, lm.train_fraction, lm.block_size, cfg.data.path)
-    corpus = load_corpus(cfg.data.name, data_root, lm.tokenizer, lm.train_fraction, lm.block_size, cfg.data.path)
+    corpus = load_corpus(cfg.data.name, data_root, lm.tokenizer, lm.train_fraction, lm.block_size, cfg.data.path,
+                         word_min_count=lm.word_min_count, word_vocab_size=lm.word_vocab_size)
     return build_model(cfg.model, TextInputs(corpus.tokenizer.vocab_size, lm.block_size), training=True), corpus
+
+
+def full_val(trainer: LMTrainer) -> dict[str, Any]:
+    """The best checkpoint on the whole validation text, every token predicted once (the training text's last
+    token as the first one's context): total nats, and bits per character of the original text."""
+    c, lm = trainer.corpus, trainer.cfg.lm
+    nats = split_nats(trainer.model, c.val, lm.block_size, trainer.cfg.data.batch_size, trainer.device,
+                      context=c.train, autocast=trainer.autocast)
+    chars = c.chars("val")
+    out: dict[str, Any] = {"nats": nats, "tokens": len(c.val), "characters": chars, "loss": nats / len(c.val),
+                           "bpc": bits_per_character(nats, chars)}
+    if c.tokenizer.name == "word":  # the share of <unk>: a word model's bpc ignores how an unknown word is spelt
+        out["unknown_tokens"] = int((c.val == 0).sum())
+    return out
 
 
 def model_label(cfg: ExperimentConfig) -> str:
@@ -315,22 +334,25 @@ def finish_lm(run: RunDir, cfg: ExperimentConfig, trainer: LMTrainer, prompt: st
             f.write(sample + "\n")
     train_at_best = next((r["loss"] for r in rows if r["split"] == "train" and r["epoch"] == trainer.best_step),
                          math.nan)
-    test = {"loss": trainer.best_val, "bpc": trainer.best_val / LN2}
+    test = {"loss": trainer.best_val, "bpc": trainer.bpc("val", trainer.best_val)}
     results: dict[str, Any] = {
         "experiment": cfg.experiment, "run": run.path.name, "model": model_label(cfg), "dataset": cfg.data.name,
         "seed": cfg.seed, "parameters": n_params, "tokenizer": tok.name, "vocab_size": tok.vocab_size,
         "best_epoch": trainer.best_step, "epochs_run": trainer.step, "train_seconds": round(train_seconds, 2),
         "device": device,
         "val": test,
-        "train": {"loss": train_at_best, "bpc": train_at_best / LN2},
+        "train": {"loss": train_at_best, "bpc": trainer.bpc("train", train_at_best)},
+        "val_full": full_val(trainer),
         # No separate test text: the held-out tail is the test of a language model here (val = test).
         "test": test,
     }
-    unit = "character" if tok.name == "char" else "token"
+    full = results["val_full"]
     summary = (f"# {cfg.experiment} / {run.path.name}\n\n"
                f"{model_label(cfg)}, {n_params:,} parameters, {tok.name} tokens on {cfg.data.name}; best val loss "
-               f"{trainer.best_val:.4f} ({trainer.best_val / LN2:.3f} bits per {unit}) "
-               f"at step {trainer.best_step} of {trainer.step}; {train_seconds:.1f} s on {device}.\n\n"
+               f"{trainer.best_val:.4f} per token ({test['bpc']:.3f} bits per character) "
+               f"at step {trainer.best_step} of {trainer.step}; {train_seconds:.1f} s on {device}. On the whole "
+               f"validation text: {full['bpc']:.3f} bits per character ({full['nats']:,.0f} nats over "
+               f"{full['characters']:,} characters, {full['tokens']:,} tokens).\n\n"
                + (f"Sample (best checkpoint, temperature {lm.temperature}, top-k {lm.top_k}, top-p {lm.top_p}):\n\n"
                   + "```\n" + sample + "\n```\n" if sample else ""))
     with atomic_write(run.summary, "w") as f:

@@ -129,7 +129,9 @@ def split_sentences(data: Sentences, cfg: DataConfig, seed: int) -> SentenceSpli
     return SentenceSplits(train=train, val=val, test=test, classes=CLASSES)
 
 
-def load_sentence_splits(cfg: DataConfig, root: Path, seed: int) -> SentenceSplits:
-    if cfg.name != "rotten_tomatoes":  # config.validate lets only sentence datasets through
-        raise ConfigError(f"data.name={cfg.name!r} is not a sentence dataset; use rotten_tomatoes")
+def load_splits(cfg: DataConfig, root: Path, seed: int) -> SentenceSplits:
+    """The loader `dla.text.datasets` calls for data.name=rotten_tomatoes."""
+    if cfg.text_column or cfg.label_column:  # its two files have no columns; silently ignoring them would mislead
+        raise ConfigError("data.text_column / data.label_column name columns of a Hugging Face dataset (hf:<id>, "
+                          "imdb, yelp_review_full, yahoo_answers_topics); rotten_tomatoes has none, remove them")
     return split_sentences(load_sentences(root), cfg, seed)

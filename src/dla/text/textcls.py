@@ -32,10 +32,11 @@ from dla.report.tables import markdown_table
 from dla.runs import RunDir, write_results
 from dla.runtime import pick_device, seed_everything
 from dla.text.batching import LengthBucketLoader
+from dla.text.datasets import load_sentence_splits
 from dla.text.encoders import TextClassifier, encode_texts, load_encoder, resolve_encoder, trim
 from dla.text.features import build_head, cache_key, cached_features, compute_features
 from dla.text.lora import apply_lora, check_trainable, plan_lora, trainable_parameters
-from dla.text.rotten import SentenceSplits, load_sentence_splits
+from dla.text.rotten import SentenceSplits
 from dla.tracking import check_tracking, read_metrics
 from dla.train.checkpoint import save_checkpoint
 from dla.train.loop import Trainer, _open_run_dir, fit_and_test, storage_errors
@@ -246,6 +247,7 @@ def _finish(run: RunDir, cfg: ExperimentConfig, data: SentenceSplits, trainer: T
         "seed": cfg.seed,
         "parameters": n_params,
         "best_epoch": best,
+        "selected_by": cfg.train.early_stopping.metric,  # the validation metric that picked the best epoch
         "epochs_run": max((r["epoch"] for r in rows), default=0),
         "train_seconds": round(train_seconds, 2),
         "device": device,
@@ -270,7 +272,8 @@ def _finish(run: RunDir, cfg: ExperimentConfig, data: SentenceSplits, trainer: T
                f"{tc.method} on {tc.encoder} ({n_params:,} parameters, {n_train:,} trainable), {cfg.data.name} "
                f"({len(data.train)}/{len(data.val)}/{len(data.test)} train/val/test); best epoch {best} of "
                f"{results['epochs_run']}; {train_seconds:.1f} s on {device}.\n\n"
-               "Best checkpoint (val accuracy picks it; test touched once):\n\n" + results_table([results]))
+               f"Best checkpoint ({results['selected_by']} picks it; test touched once; test macro-F1 "
+               f"{100 * test['f1']:.2f}%):\n\n" + results_table([results]))
     with atomic_write(run.summary, "w") as f:
         f.write(summary)
     write_results(run, results)  # last: its presence marks the run complete
