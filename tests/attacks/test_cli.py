@@ -123,7 +123,7 @@ def test_targeted_attacks_report_their_success_rate(capsys: pytest.CaptureFixtur
 
 @needs_mnist
 @pytest.mark.parametrize(("argv", "needles"), [
-    (["--method", "cw"], ["unknown attack 'cw'; known: apgd-ce, apgd-dlr, apgd-t, cw-l2, deepfool, fgsm, pgd"]),
+    (["--method", "cw"], ["unknown attack 'cw'; known: apgd-ce, apgd-dlr, apgd-t, cw-l2, deepfool, fab-t, fgsm, pgd"]),
     (["--suite", "autoattack", "--method", "pgd", "--restarts", "2"], ["--suite runs its own attacks: drop "
                                                                        "--method, --restarts"]),
     (["--suite", "robustbench"], ["unknown suite 'robustbench'; known: autoattack"]),

@@ -173,7 +173,8 @@ def test_register_attack_checks_the_norm() -> None:
 
 
 def test_builtin_attacks_are_registered() -> None:
-    assert {"fgsm", "pgd", "apgd-ce", "apgd-dlr", "apgd-t", "pgd-l2", "cw-l2", "deepfool"} <= set(attack_names())
+    assert {"fgsm", "pgd", "apgd-ce", "apgd-dlr", "apgd-t", "pgd-l2", "cw-l2", "deepfool", "square",
+            "fab-t"} <= set(attack_names())
     assert {n for n in attack_names() if get_attack(n).norm == "l2"} == {"pgd-l2", "cw-l2", "deepfool"}
     assert get_attack("fgsm").fn is fgsm and get_attack("pgd").fn is pgd
     assert "steps" in get_attack("pgd").options() and "steps" not in get_attack("fgsm").options()
@@ -235,7 +236,7 @@ def test_bad_requests_raise_one_clear_error(name: str, kw: dict[str, object], ma
 
 def test_unknown_attack_and_non_logit_models() -> None:
     with pytest.raises(AttackError, match="unknown attack 'cw'; known: apgd-ce, apgd-dlr, apgd-t, cw-l2, deepfool, "
-                                          "fgsm, pgd, pgd-l2"):
+                                          "fab-t, fgsm, pgd, pgd-l2, square"):
         get_attack("cw")
     with pytest.raises(AttackError, match=r"logits \(B, K\); the model returned \(2, 4, 6, 6\)"):
         fgsm(tiny_model()[:2], images(2), labels(2), 0.1)

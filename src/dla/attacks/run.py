@@ -105,28 +105,28 @@ class AttackRequest:
 def make_request(method: str = "pgd", eps: str | Sequence[float] = DEFAULT_EPS, *, steps: int | None = None,
                  alpha: str | float | None = None, restarts: int | None = None, targeted: int | str | None = None,
                  variant: str = "standard", least_likely: bool = False, n: int | None = None, batch_size: int = 256,
-                 grid: int = 8, seed: int = 0, device: str = "auto") -> AttackRequest:
+                 grid: int = 8, seed: int = 0, device: str = "auto", queries: int | None = None) -> AttackRequest:
     """Check everything that does not depend on the run, with the CLI's option names in the messages."""
     from dla.runtime import pick_device
 
     spec = get_attack(method)  # unknown method: one line listing the known ones
     eps_list = parse_eps(eps)
-    given = {"steps": steps, "alpha": alpha, "restarts": restarts}
+    given = {"steps": steps, "alpha": alpha, "restarts": restarts, "queries": queries}
     options: dict[str, Any] = {}
     for name, value in given.items():
         if value is None:
             continue
         if name not in spec.options():
-            useful = [f"--{o}" for o in ("steps", "alpha", "restarts") if o in spec.options()]
+            useful = [f"--{o}" for o in given if o in spec.options()]
             raise AttackError(f"--{name} does not apply to {method}"
                               + (f" (its options: {', '.join(useful)})" if useful else " (it has no step options)"))
         options[name] = value
     if "alpha" in options:
         a = options["alpha"]
         options["alpha"] = check_alpha(parse_number(a, "--alpha") if isinstance(a, str) else a, "--alpha")
-    for name in ("steps", "restarts"):
+    for name in ("steps", "restarts", "queries"):
         v = options.get(name)
-        low = 1 if name == "restarts" else 0
+        low = 0 if name == "steps" else 1
         if v is not None and (isinstance(v, bool) or not isinstance(v, int) or v < low):
             raise AttackError(f"--{name} must be an integer >= {low}; got {v!r}")
     if variant not in VARIANTS:
