@@ -76,7 +76,7 @@ class AttackRequest:
 
     method: str = "pgd"
     eps: tuple[float, ...] = (0.0, 1 / 255, 2 / 255, 4 / 255, 8 / 255)
-    options: dict[str, Any] = field(default_factory=dict)  # the attack's own options: steps, alpha, restarts
+    options: dict[str, Any] = field(default_factory=dict)  # the attack's own options: steps, alpha, restarts, queries
     targeted: int | str | None = None  # class index or name
     variant: str = "standard"
     least_likely: bool = False
@@ -178,9 +178,10 @@ class Outcome:
 
 
 def effective_options(method: str, options: dict[str, Any]) -> dict[str, Any]:
-    """The step options the attack runs with: the ones given, else its defaults (pgd: steps=10, restarts=1)."""
+    """The step options the attack runs with: the ones given, else its defaults (pgd: steps=10, restarts=1;
+    square: queries=5000, restarts=1)."""
     params = inspect.signature(get_attack(method).fn).parameters
-    return {k: options.get(k, params[k].default) for k in ("steps", "alpha", "restarts") if k in params}
+    return {k: options.get(k, params[k].default) for k in ("steps", "alpha", "restarts", "queries") if k in params}
 
 
 def _fmt_option(name: str, value: Any) -> str:
