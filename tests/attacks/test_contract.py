@@ -223,6 +223,15 @@ BAD_REQUESTS = [
     ("pgd", {"eps": -0.1}, "eps must be a finite number >= 0"),
     ("pgd", {"restarts": 0}, "restarts must be an integer >= 1"),
     ("pgd", {"restarts": 3, "random_start": False}, "restarts=3 needs random_start=True"),
+    ("square", {"queries": 0}, "queries must be an integer >= 1; got 0"),
+    ("square", {"p_init": 1.5}, r"p_init must be a fraction of the image in \(0, 1\]"),
+    ("square", {"loss": "dlr"}, "loss must be one of margin, ce; got 'dlr'"),
+    ("square", {"seed": 1.5}, "seed must be an integer"),
+    ("square", {"x": images(4)[:, 0]}, r"square attacks images \(B, C, H, W\)"),
+    ("fab-t", {"targets": 0}, "targets must be an integer >= 1; got 0"),
+    ("fab-t", {"alpha_max": 2.0}, r"alpha_max must be a number in \[0, 1\]"),
+    ("fab-t", {"beta": 0.0}, r"beta must be a number in \(0, 1\]"),
+    ("fab-t", {"eta": -1.0}, "eta must be a finite number > 0"),
 ]
 
 

@@ -128,7 +128,8 @@ def _random_start(x0: torch.Tensor, eps: float, generator: torch.Generator) -> t
 
 def check_fab(steps: int, targets: int, restarts: int, alpha_max: float, eta: float, beta: float,
               seed: int) -> None:
-    check_count(steps, "steps", 1), check_count(targets, "targets", 1), check_count(restarts, "restarts", 1)
+    for value, name in ((steps, "steps"), (targets, "targets"), (restarts, "restarts")):
+        check_count(value, name, 1)
     if isinstance(alpha_max, bool) or not isinstance(alpha_max, int | float) or not 0 <= alpha_max <= 1:
         raise AttackError(f"alpha_max must be a number in [0, 1]; got {alpha_max!r}")
     check_positive(eta, "eta")
