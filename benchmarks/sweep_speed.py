@@ -85,24 +85,24 @@ def fgsm_sides(model: nn.Module, x: torch.Tensor, y: torch.Tensor) -> tuple[Call
     return ours, theirs
 
 
-def odin_loop_scores(model: nn.Module, x: torch.Tensor) -> np.ndarray:
-    """pytorch-ood's ODIN per (T, eps): (nT, nE, N) tempered MSP of the stepped (and clamped) images."""
+def odin_loop_scores(model: nn.Module, x: torch.Tensor, bs: int = 500) -> np.ndarray:
+    """pytorch-ood's ODIN per (T, eps) in chunks of bs: (nT, nE, N) tempered MSP of the stepped (clamped) images."""
     from tests.ood.pood import detector  # pytorch-ood's modules without its torchvision-importing __init__
 
     odin_preprocessing = detector("odin").odin_preprocessing
     out = np.empty((len(ODIN_T), len(ODIN_EPS), len(x)))
     for i, t in enumerate(ODIN_T):
         for j, e in enumerate(ODIN_EPS):
-            for lo in range(0, len(x), 500):
-                chunk = x[lo:lo + 500]
+            for lo in range(0, len(x), bs):
+                chunk = x[lo:lo + bs]
                 xh = odin_preprocessing(model, chunk, eps=e, temperature=t).clamp(0, 1) if e else chunk
                 with torch.no_grad():
                     s = torch.softmax(model(xh) / t, dim=1).amax(1)
-                out[i, j, lo:lo + 500] = s.double().numpy()
+                out[i, j, lo:lo + bs] = s.double().numpy()
     return out
 
 
-def odin_sides(model: nn.Module, id_x: torch.Tensor, ood_x: torch.Tensor) -> tuple[Callable, Callable]:
+def odin_sides(model: nn.Module, id_x: torch.Tensor, ood_x: torch.Tensor, bs: int) -> tuple[Callable, Callable]:
     from dla.ood.metrics import metrics
     from dla.ood.odin_grid import odin_grid
 
@@ -110,7 +110,7 @@ def odin_sides(model: nn.Module, id_x: torch.Tensor, ood_x: torch.Tensor) -> tup
         return odin_grid(model, id_x, ood_x, ODIN_T, ODIN_EPS).metrics["auroc"]
 
     def theirs() -> np.ndarray:
-        s_id, s_ood = odin_loop_scores(model, id_x), odin_loop_scores(model, ood_x)
+        s_id, s_ood = odin_loop_scores(model, id_x, bs), odin_loop_scores(model, ood_x, bs)
         return np.array([[metrics(s_id[i, j], s_ood[i, j])["auroc"] for j in range(len(ODIN_EPS))]
                          for i in range(len(ODIN_T))])
 
@@ -139,6 +139,9 @@ def main() -> None:
     p.add_argument("--repeats", type=int, default=3)
     p.add_argument("--threads", type=int, default=2)
     p.add_argument("--quick", action="store_true", help="200 / 100 images, 1 repeat")
+    p.add_argument("--only", choices=["fgsm", "odin"], default=None, help="run one of the two sweeps")
+    p.add_argument("--loop-batch", type=int, default=500,
+                   help="images per call of the ODIN loop (default: 500; dla picks its own, see eval_batch_size)")
     p.add_argument("--out", type=Path, default=DEFAULT_OUT)
     args = p.parse_args()
     if args.quick:
@@ -151,9 +154,13 @@ def main() -> None:
     ood = load_ood_set(OODSource("tiny_imagenet", "tiny_imagenet", group="far"), root, tuple(x.shape[1:]),
                        args.n_odin, 0).x.float() / 255
     rows = []
-    for name, (ours, theirs), check in (
-            ("FGSM eps table (11 eps)", fgsm_sides(model, x[:args.n], y[:args.n]), "equal"),
-            ("ODIN grid (7 T x 6 eps)", odin_sides(model, x[:args.n_odin], ood), "close")):
+    sweeps = (("fgsm", "FGSM eps table (11 eps)", lambda: fgsm_sides(model, x[:args.n], y[:args.n]), "equal"),
+              ("odin", f"ODIN grid (7 T x 6 eps), loop batch {args.loop_batch}",
+               lambda: odin_sides(model, x[:args.n_odin], ood, args.loop_batch), "close"))
+    for key, name, sides, check in sweeps:
+        if args.only not in (None, key):
+            continue
+        ours, theirs = sides()
         t_ours, t_theirs, a, b = timed(ours, theirs, args.repeats)
         diff = float(np.abs(np.asarray(a) - np.asarray(b)).max())
         if (check == "equal" and diff != 0) or diff > 2e-3:

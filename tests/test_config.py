@@ -200,3 +200,23 @@ def test_yaml_on_off_reach_string_choices() -> None:
     # YAML 1.1 reads `off` as False; a field whose choices are strings gets the word back.
     assert load_config("mnist_mlp", ["tracking.progress=off"]).tracking.progress == "off"
     assert load_config("mnist_mlp", ["tracking.progress=on"]).tracking.progress == "on"
+
+
+def test_configs_built_in_python_are_checked_as_yaml_is() -> None:
+    from dla.config import AdversarialConfig, DataConfig, TrainConfig
+    from dla.models.cnn import CNNConfig
+
+    with pytest.raises(ConfigError, match=r"'AdversarialConfig\.eps' must be <= 1; got 5\.0"):
+        AdversarialConfig(eps=5.0)
+    with pytest.raises(ConfigError, match=r"'AdversarialConfig\.steps' must be >= 1; got -3"):
+        AdversarialConfig(method="pgd", steps=-3)
+    with pytest.raises(ConfigError, match=r"'AdversarialConfig\.method' must be one of none, fgsm, pgd"):
+        AdversarialConfig(method="cw")
+    with pytest.raises(ConfigError, match=r"'DataConfig\.name' = 'mnsit' is not known \(did you mean 'mnist'\?\)"):
+        DataConfig(name="mnsit")
+    with pytest.raises(ConfigError, match=r"'CNNConfig\.depth' must be an integer; got '9'"):
+        CNNConfig(depth="9")
+    with pytest.raises(ConfigError, match=r"'TrainConfig\.adversarial' must be a mapping"):
+        TrainConfig(adversarial=3)
+    assert AdversarialConfig(eps="8/255").eps == 8 / 255  # converted as YAML's fractions are
+    assert TrainConfig(adversarial={"method": "fgsm"}).adversarial.method == "fgsm"  # a mapping becomes the section

@@ -48,6 +48,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--jobs", "-j", type=int, default=1,
                    help="points run at once, each in its own process (one GPU each when several are present; "
                         "default: 1, in this process)")
+    p.add_argument("--launcher", choices=["local", "submitit"], default="local",
+                   help="local: this machine (--jobs processes); submitit: one submitit job per point, on SLURM "
+                        "where sbatch is found, else local processes (default: local)")
+    p.add_argument("--submitit", action="append", default=[], metavar="KEY=VALUE",
+                   help="a submitit executor parameter, repeatable: cluster=local, timeout_min=60, "
+                        "slurm_partition=gpu, gpus_per_node=1, ...")
     _common(p)
 
     p = sub.add_parser("report", help="one self-contained HTML file (tables, curves, plots) for a run, several "
@@ -80,6 +86,12 @@ def build_parser() -> argparse.ArgumentParser:
                                         "beaten, below or not comparable, with the rule")
     p.add_argument("paths", nargs="*", default=["runs"],
                    help="sweep folders, or folders holding them (e.g. runs, runs/cnn_cifar10) (default: runs)")
+
+    p = sub.add_parser("docs", help="refresh the tables of Markdown documents (docs/labs/*.md) from the run "
+                                    "folders they quote (<!-- dla:table PATH [N] --> markers)")
+    p.add_argument("files", nargs="+", help="Markdown documents to refresh in place")
+    p.add_argument("--runs", default="runs", help="the folder the markers' paths are relative to (default: runs)")
+    p.add_argument("--check", action="store_true", help="change nothing; exit 1 when a document is out of date")
 
     p = sub.add_parser("explain", help="CAM / Grad-CAM / saliency / SmoothGrad / Integrated Gradients grids for a "
                                        "trained run's first test images")
@@ -127,6 +139,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--batch-size", type=int, default=256, help="images attacked at once (default: 256)")
     p.add_argument("--grid", type=int, default=8, help="images in grid.png (default: 8; 0 = no grid)")
     p.add_argument("--seed", type=int, default=0, help="seed of PGD's random starts (default: 0)")
+    p.add_argument("--amp", default="off", choices=["off", "bf16"],
+                   help="bf16: the model under bf16 autocast, faster and not exact, never the reference for robust "
+                        "accuracy; recorded in results.json, the table and the folder name (default: off)")
     p.add_argument("--device", default="auto", help="auto (cuda, then mps, then cpu), cpu, cuda, cuda:N or mps")
     p.add_argument("--data-root", default=None, help="dataset folder (default: $DLA_DATA, else ./data)")
 
@@ -166,6 +181,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--odin-eps", default="0,0.5/255,1/255,2/255,3/255,4/255,5/255",
                    help="--odin-grid input steps in pixel units, fractions allowed (default: 0,0.5/255,1/255,2/255,"
                         "3/255,4/255,5/255)")
+    p.add_argument("--amp", default="off", choices=["off", "bf16"],
+                   help="bf16: every forward pass under bf16 autocast, faster and not exact; recorded in results.json "
+                        "and the caption (default: off, float32)")
     p.add_argument("--seed", type=int, default=0, help="seed of the noise set and the autoencoder (default: 0)")
     p.add_argument("--rescore", action="store_true",
                    help="a sweep folder: score every run again, even one whose ood/results.json answers the same "
@@ -278,8 +296,15 @@ def cmd_sweep(args: argparse.Namespace) -> None:
         from dla.config import check_folder_name
 
         check_folder_name("sweep --name", args.name)
+    if args.submitit and args.launcher != "submitit":
+        raise DlaError("--submitit KEY=VALUE sets submitit's executor: add --launcher submitit")
+    launcher = None
+    if args.launcher == "submitit":
+        from dla.sweep_submitit import parse_options
+
+        launcher = parse_options(args.submitit)
     sweep_dir = run_sweep(args.experiment, args.overrides, Path(args.out), resolve_data_root(args.data_root),
-                          args.name, jobs=args.jobs)
+                          args.name, jobs=args.jobs, submitit=launcher)
     if not launched_main():
         return
     print()
@@ -326,6 +351,17 @@ def cmd_verdicts(args: argparse.Namespace) -> None:
     print(verdicts_text([Path(p) for p in args.paths]), end="")
 
 
+def cmd_docs(args: argparse.Namespace) -> int:
+    from dla.report.docs import refresh
+
+    changed = refresh([Path(f) for f in args.files], Path(args.runs), check=args.check)
+    for path in changed:
+        print(f"{'out of date' if args.check else 'refreshed'}: {path}")
+    if not changed:
+        print(f"up to date: {len(args.files)} document(s)")
+    return 1 if args.check and changed else 0
+
+
 def cmd_config(args: argparse.Namespace) -> None:
     from dla.config import ExperimentConfig, dump_yaml, help_lines, load_config
     from dla.models.registry import model_config_class
@@ -354,15 +390,15 @@ def cmd_explain(args: argparse.Namespace) -> None:
     from dla.data import resolve_data_root
     from dla.explain.base import ExplainError
     from dla.explain.grid import TITLES
-    from dla.explain.run import checks_text, classmap_for_run, explain_path, explain_run
+    from dla.explain.run import Checks, checks_text, classmap_for_run, explain_path, explain_run
     from dla.report.collect import is_sweep_dir
 
-    if (args.metrics or args.sanity) and (args.classmap or is_sweep_dir(Path(args.run_dir))):
-        raise ExplainError("--metrics and --sanity take one run folder and the explanation methods, not a sweep "
-                           "folder or --classmap")
+    if (args.metrics or args.sanity) and args.classmap:
+        raise ExplainError("--metrics and --sanity check the explanation methods' maps, not --classmap")
     if is_sweep_dir(Path(args.run_dir)):
         folder, text = explain_path(Path(args.run_dir), args.method, args.n, args.target, args.layer,
-                                    resolve_data_root(args.data_root), classmap=args.classmap)
+                                    resolve_data_root(args.data_root), classmap=args.classmap,
+                                    checks=Checks(args.metrics, args.sanity))
         print(text, end="")
         print(f"explain folder: {folder}")
         return
@@ -389,7 +425,7 @@ def cmd_attack(args: argparse.Namespace) -> None:
     request = make_request(method, eps, steps=args.steps, alpha=args.alpha,
                            restarts=args.restarts, targeted=args.targeted, variant=args.variant,
                            least_likely=args.least_likely, n=args.n, batch_size=args.batch_size, grid=args.grid,
-                           seed=args.seed, device=args.device, queries=args.queries)
+                           seed=args.seed, device=args.device, amp=args.amp, queries=args.queries)
     folder, text = attack_path(Path(args.run_dir), request, resolve_data_root(args.data_root))
     print(text, end="")
     print(f"attack folder: {folder}")
@@ -405,7 +441,8 @@ def cmd_attack_suite(args: argparse.Namespace) -> None:
              "--variant": None if args.variant == "standard" else args.variant}
     clash = [k for k, v in given.items() if v is not None]
     if clash:
-        raise AttackError(f"--suite runs its own attacks: drop {', '.join(clash)} (--steps, --eps, --n, --seed apply)")
+        raise AttackError(f"--suite runs its own attacks: drop {', '.join(clash)} (--steps, --queries, --eps, --n, "
+                          f"--seed apply)")
     request = make_suite_request(args.suite, "8/255" if args.eps is None else args.eps, steps=args.steps,
                                  queries=args.queries, n=args.n,
                                  batch_size=args.batch_size, seed=args.seed, device=args.device,
@@ -422,7 +459,7 @@ def cmd_ood(args: argparse.Namespace) -> None:
     request = make_request(args.ood, args.methods, limit=args.limit, temperature=args.temperature, eps=args.eps,
                            seed=args.seed, recon_features=args.recon_features, recon_epochs=args.recon_epochs,
                            odin_grid=args.odin_grid, odin_val=args.odin_val, odin_temperatures=args.odin_temperatures,
-                           odin_eps=args.odin_eps, groups=args.group, fit_limit=args.fit_limit)
+                           odin_eps=args.odin_eps, groups=args.group, fit_limit=args.fit_limit, amp=args.amp)
     folder, text = ood_path(Path(args.run_dir), request, resolve_data_root(args.data_root),
                             log=lambda line: print(line, file=sys.stderr, flush=True),  # stdout: the table only
                             rescore=args.rescore)
@@ -465,7 +502,7 @@ def cmd_generate(args: argparse.Namespace) -> None:
 
 
 COMMANDS = {"list": cmd_list, "run": cmd_run, "sweep": cmd_sweep, "show": cmd_show, "verdicts": cmd_verdicts,
-            "lab": cmd_lab, "config": cmd_config,
+            "docs": cmd_docs, "lab": cmd_lab, "config": cmd_config,
             "report": cmd_report, "compare": cmd_compare, "explain": cmd_explain, "attack": cmd_attack, "ood": cmd_ood,
             "tokenize": cmd_tokenize, "generate": cmd_generate}
 
@@ -479,7 +516,7 @@ def _exit_on_sigterm(signum: int, frame: object) -> None:
 def main(argv: Sequence[str] | None = None) -> int:
     if threading.current_thread() is threading.main_thread():
         signal.signal(signal.SIGTERM, _exit_on_sigterm)
-    ok = False
+    ok, code = False, None
     try:
         parser = build_parser()
         # Overrides may come after options too (`dla run x --out d a=1`): collect the stray key=value words.
@@ -489,7 +526,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             parser.error(f"unrecognized arguments: {' '.join(stray)}")
         if extra:
             args.overrides = [*args.overrides, *extra]
-        COMMANDS[args.command](args)
+        code = COMMANDS[args.command](args)  # None = success; `dla docs --check` returns 1 for "out of date"
         ok = True
     except DlaError as exc:
         print(f"dla: error: {' '.join(str(exc).split())}", file=sys.stderr)
@@ -502,7 +539,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             from dla.distributed import shutdown
 
             shutdown(ok)
-    return 0
+    return code or 0
 
 
 if __name__ == "__main__":

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import dataclasses
 import difflib
+import functools
 import re
 import types
 import typing
@@ -44,18 +45,39 @@ def opt(
     return field(default=default, metadata=meta)
 
 
+class Checked:
+    """Validation on construction: a config built in Python (`AdversarialConfig(eps=5.0)`) is refused as the same
+    value in YAML is, with the same message (the key named `Class.field`). `from_dict` has already checked and
+    converted its values under their dotted keys, so this second pass only ever fires for direct construction.
+    """
+
+    def __post_init__(self) -> None:
+        hints = _hints(type(self))
+        for f in dataclasses.fields(self):  # type: ignore[arg-type]
+            value = getattr(self, f.name)
+            if dataclasses.is_dataclass(value):  # a nested config checked itself when it was built
+                continue
+            checked = _coerce(f"{type(self).__name__}.{f.name}", value, hints[f.name], dict(f.metadata))
+            object.__setattr__(self, f.name, checked)
+
+
+@functools.cache
+def _hints(cls: type) -> dict[str, Any]:
+    return typing.get_type_hints(cls)
+
+
 # --------------------------------------------------------------------------------------------------
 # The experiment schema
 
 
 @dataclass
-class AugmentConfig:
+class AugmentConfig(Checked):
     flip: bool = opt(False, "random horizontal flip (batched tensor code, on the training device)")
     crop_padding: int = opt(0, "pad by this many pixels and crop back at a random offset; 0 = off", ge=0, le=16)
 
 
 @dataclass
-class DataConfig:
+class DataConfig(Checked):
     name: str = opt("mnist", "dataset from the registry (`dla list --datasets`)", choices=lambda: _datasets())
     path: str = opt("", "folder under the data root (or absolute) for file-based datasets (imagefolder)")
     fallback: str = opt("", "dataset to use when data.name's files are not on this machine (cifar10 -> cifar10_jpeg: "
@@ -63,8 +85,8 @@ class DataConfig:
                             "in the run's config and results, never silent", choices=lambda: ["", *_datasets()])
     image_size: int = opt(0, "resize file-based images / noise size; 0 = native (noise: 32)", ge=0, le=4096)
     channels: int = opt(0, "1 = grey, 3 = colour for file-based images and noise; 0 = default (3)", ge=0, le=3)
-    val_size: int = opt(5000, "training examples held out for validation (seeded); picks the best checkpoint",
-                        ge=1)
+    val_size: int = opt(5000, "training examples held out for validation (seeded); picks the best checkpoint. "
+                              "0 (no validation split) is for library use; a training run needs >= 1", ge=0)
     batch_size: int = opt(128, "training batch size", ge=1)
     eval_batch_size: int = opt(1000, "batch size for validation and test", ge=1)
     limit_train: int = opt(0, "use only the first N training examples (0 = all); for quick checks", ge=0)
@@ -77,7 +99,7 @@ class DataConfig:
 
 
 @dataclass
-class OptimConfig:
+class OptimConfig(Checked):
     name: Literal["sgd", "adamw"] = opt("adamw", "optimizer")
     lr: float = opt(1e-3, "peak learning rate", gt=0)
     weight_decay: float = opt(0.0, "decoupled (AdamW) or L2 (SGD) weight decay; not applied to biases/norms", ge=0)
@@ -88,7 +110,7 @@ class OptimConfig:
 
 
 @dataclass
-class ScheduleConfig:
+class ScheduleConfig(Checked):
     name: Literal["constant", "cosine", "onecycle", "step"] = opt("cosine", "learning-rate schedule, per step")
     warmup_epochs: float = opt(0.0, "linear warmup from 0 over this many epochs (fractions allowed)", ge=0)
     min_lr_ratio: float = opt(0.0, "cosine/onecycle floor as a fraction of the peak lr", ge=0, le=1)
@@ -97,7 +119,7 @@ class ScheduleConfig:
 
 
 @dataclass
-class EarlyStoppingConfig:
+class EarlyStoppingConfig(Checked):
     metric: str = opt("val/accuracy", "metric watched for the best checkpoint and early stopping",
                       choices=lambda: [f"val/{m}" for m in ("loss", "accuracy", "precision", "recall", "f1")])
     mode: Literal["max", "min"] = opt("max", "whether larger or smaller values of the metric are better")
@@ -106,7 +128,7 @@ class EarlyStoppingConfig:
 
 
 @dataclass
-class OutlierExposureConfig:
+class OutlierExposureConfig(Checked):
     dataset: str = opt("", "auxiliary OOD dataset for outlier exposure (Hendrycks et al. 2019): its train split, "
                            "brought to the ID shape, is pushed to a uniform softmax; empty = off; fgsm = FGSM "
                            "copies of each ID batch (at train.outlier_exposure.eps) instead of a dataset. Never the "
@@ -124,7 +146,7 @@ class OutlierExposureConfig:
 
 
 @dataclass
-class AdversarialConfig:
+class AdversarialConfig(Checked):
     method: Literal["none", "fgsm", "pgd"] = opt(
         "none", "adversarial training: examples made on the fly by dla.attacks (eval mode) from each batch; "
                 "none = off. FGSM with a random start (Wong et al. 2020) is pgd with steps=1, alpha=1.25*eps")
@@ -134,6 +156,9 @@ class AdversarialConfig:
     random_start: bool = opt(True, "PGD starts from a uniform random point of the eps-ball")
     mix: float = opt(0.5, "weight of the adversarial loss: (1 - mix) * CE(clean) + mix * CE(adversarial); "
                           "0.5 = Goodfellow et al. 2015, 1.0 = Madry et al. 2018", ge=0, le=1)
+    target: int = opt(-1, "targeted adversarial training: every example's copy is pushed toward this class index "
+                          "(the targeted attack's standard loss), the trained label stays the true one; -1 = "
+                          "untargeted", ge=-1)
     fraction: float = opt(1.0, "fraction of each batch attacked: the adversarial term is the loss on the batch whose "
                                "first round(fraction * B) rows are replaced by adversarial copies", gt=0, le=1)
     guard: bool | None = opt(None, "catastrophic-overfitting guard (Wong et al. 2020): PGD accuracy on a fixed "
@@ -150,7 +175,7 @@ class AdversarialConfig:
 
 
 @dataclass
-class TrainConfig:
+class TrainConfig(Checked):
     epochs: int = opt(20, "maximum number of epochs", ge=1)
     label_smoothing: float = opt(0.0, "cross-entropy label smoothing", ge=0, lt=1)
     grad_clip: float = opt(0.0, "clip the global gradient norm to this value; 0 = off", ge=0)
@@ -174,7 +199,7 @@ class TrainConfig:
 
 
 @dataclass
-class DistillConfig:
+class DistillConfig(Checked):
     teacher: str = opt("", "teacher run folder (written by `dla run`); empty = train on the labels alone")
     temperature: float = opt(4.0, "softmax temperature T of the soft targets", gt=0, le=100)
     alpha: float = opt(0.5, "weight of cross-entropy on the labels; 1 - alpha weighs T^2 * KL(teacher || student)",
@@ -185,7 +210,7 @@ class DistillConfig:
 
 
 @dataclass
-class TrackingConfig:
+class TrackingConfig(Checked):
     tensorboard: bool = opt(True, "write TensorBoard events under the run's tb/")
     wandb: bool = opt(False, "also log to Weights & Biases (needs `pip install dla[wandb]`)")
     wandb_project: str = opt("dla", "W&B project name")
@@ -193,7 +218,7 @@ class TrackingConfig:
 
 
 @dataclass
-class LMConfig:
+class LMConfig(Checked):
     """Language modelling (task=lm): a decoder-only transformer trained on random contiguous blocks."""
 
     tokenizer: Literal["char", "gpt2"] = opt("char", "char = one token per character, vocabulary saved with the "
@@ -219,7 +244,7 @@ class LMConfig:
 
 
 @dataclass
-class TextClsConfig:
+class TextClsConfig(Checked):
     """Text classification with a pretrained Hugging Face encoder (task=textcls)."""
 
     method: Literal["features", "finetune", "lora"] = opt(
@@ -248,7 +273,7 @@ class TextClsConfig:
 
 
 @dataclass
-class ModelConfig:
+class ModelConfig(Checked):
     """Base of every model's config; the registry maps `name` to a subclass with its hyperparameters."""
 
     name: str = opt("mlp", "model from the registry (`dla list --models`)", choices=lambda: _models())
@@ -268,7 +293,7 @@ def default_model(task: str = "classify") -> ModelConfig:
 
 
 @dataclass
-class ExperimentConfig:
+class ExperimentConfig(Checked):
     experiment: str = opt("", "experiment name (the YAML file's stem); names the runs/<experiment>/ folder")
     description: str = opt("", "one line for `dla list`")
     task: Literal["classify", "lm", "textcls"] = opt(
@@ -339,18 +364,9 @@ def _coerce(key: str, value: Any, tp: Any, meta: dict[str, Any]) -> Any:
     origin = typing.get_origin(tp)
     if origin in (typing.Union, types.UnionType):
         args = [a for a in typing.get_args(tp) if a is not type(None)]
-        if value is None:
-            return None
-        return _coerce(key, value, args[0], meta)
+        return None if value is None else _coerce(key, value, args[0], meta)
     if origin is Literal:
-        allowed = typing.get_args(tp)
-        if isinstance(value, bool) and all(isinstance(a, str) for a in allowed):
-            # YAML 1.1 reads on/off/yes/no as booleans; give them back their spelling.
-            value = next((a for a in allowed if a in (("on", "yes", "true") if value else ("off", "no", "false"))),
-                         value)
-        if value not in allowed:
-            raise ConfigError(f"config key '{key}' must be one of {', '.join(map(str, allowed))}; got {_fmt(value)}")
-        return value
+        return _coerce_literal(key, value, typing.get_args(tp))
     if dataclasses.is_dataclass(tp):
         if not isinstance(value, dict):
             raise ConfigError(f"config key '{key}' must be a mapping of sub-keys; got {_fmt(value)}")
@@ -367,36 +383,59 @@ def _coerce(key: str, value: Any, tp: Any, meta: dict[str, Any]) -> Any:
         return {str(k): _coerce(f"{key}.{k}", v, val_tp, {}) for k, v in value.items()}
     if tp is Any:
         return value
-    if tp is bool:
-        if not isinstance(value, bool):
-            raise ConfigError(f"config key '{key}' must be true or false; got {_fmt(value)}")
-        return value
-    if tp is int:
-        if isinstance(value, bool) or not isinstance(value, int):
-            raise ConfigError(f"config key '{key}' must be an integer; got {_fmt(value)}")
-        return _check_range(key, value, meta)
-    if tp is float:
-        if isinstance(value, str):
-            value = _parse_float(key, value)
-        if isinstance(value, bool) or not isinstance(value, int | float):
-            raise ConfigError(f"config key '{key}' must be a number; got {_fmt(value)}")
-        value = float(value)
-        if value != value or value in (float("inf"), float("-inf")):
-            raise ConfigError(f"config key '{key}' must be a finite number; got {value}")
-        return _check_range(key, value, meta)
-    if tp is str:
-        if not isinstance(value, str):
-            raise ConfigError(f"config key '{key}' must be a string; got {_fmt(value)}")
-        choices = meta.get("choices")
-        if choices is not None:
-            allowed = list(choices() if callable(choices) else choices)
-            if value not in allowed:
-                close = difflib.get_close_matches(value, allowed, n=1)
-                hint = f" (did you mean '{close[0]}'?)" if close else ""
-                raise ConfigError(f"config key '{key}' = {_fmt(value)} is not known{hint}; "
-                                  f"choose one of: {', '.join(allowed)}")
-        return value
+    if tp in _SCALARS:
+        return _SCALARS[tp](key, value, meta)
     raise TypeError(f"unsupported config annotation {tp!r} for {key}")  # a bug in a schema, not user input
+
+
+def _coerce_literal(key: str, value: Any, allowed: tuple[Any, ...]) -> Any:
+    if isinstance(value, bool) and all(isinstance(a, str) for a in allowed):
+        # YAML 1.1 reads on/off/yes/no as booleans; give them back their spelling.
+        value = next((a for a in allowed if a in (("on", "yes", "true") if value else ("off", "no", "false"))), value)
+    if value not in allowed:
+        raise ConfigError(f"config key '{key}' must be one of {', '.join(map(str, allowed))}; got {_fmt(value)}")
+    return value
+
+
+def _coerce_bool(key: str, value: Any, meta: dict[str, Any]) -> bool:
+    if not isinstance(value, bool):
+        raise ConfigError(f"config key '{key}' must be true or false; got {_fmt(value)}")
+    return value
+
+
+def _coerce_int(key: str, value: Any, meta: dict[str, Any]) -> int:
+    if isinstance(value, bool) or not isinstance(value, int):
+        raise ConfigError(f"config key '{key}' must be an integer; got {_fmt(value)}")
+    return _check_range(key, value, meta)
+
+
+def _coerce_float(key: str, value: Any, meta: dict[str, Any]) -> float:
+    if isinstance(value, str):
+        value = _parse_float(key, value)
+    if isinstance(value, bool) or not isinstance(value, int | float):
+        raise ConfigError(f"config key '{key}' must be a number; got {_fmt(value)}")
+    value = float(value)
+    if value != value or value in (float("inf"), float("-inf")):
+        raise ConfigError(f"config key '{key}' must be a finite number; got {value}")
+    return _check_range(key, value, meta)
+
+
+def _coerce_str(key: str, value: Any, meta: dict[str, Any]) -> str:
+    if not isinstance(value, str):
+        raise ConfigError(f"config key '{key}' must be a string; got {_fmt(value)}")
+    choices = meta.get("choices")
+    if choices is not None:
+        allowed = list(choices() if callable(choices) else choices)
+        if value not in allowed:
+            close = difflib.get_close_matches(value, allowed, n=1)
+            hint = f" (did you mean '{close[0]}'?)" if close else ""
+            raise ConfigError(f"config key '{key}' = {_fmt(value)} is not known{hint}; "
+                              f"choose one of: {', '.join(allowed)}")
+    return value
+
+
+_SCALARS: dict[Any, Callable[[str, Any, dict[str, Any]], Any]] = {
+    bool: _coerce_bool, int: _coerce_int, float: _coerce_float, str: _coerce_str}
 
 
 def _parse_float(key: str, text: str) -> float:
@@ -648,6 +687,9 @@ def validate(cfg: ExperimentConfig) -> ExperimentConfig:
     if not _RUN_NAME_RE.fullmatch(cfg.experiment):
         raise ConfigError(f"experiment name {cfg.experiment!r} must be a plain folder name")
     _check_task_data(cfg)
+    if cfg.task == "classify" and cfg.data.val_size < 1:
+        raise ConfigError("config key 'data.val_size' must be >= 1; got 0 (a run picks its best checkpoint and "
+                          "stops early on its validation split)")
     aug = cfg.data.augment
     if cfg.distill.teacher and cfg.distill.teacher_outputs == "cached" and (aug.flip or aug.crop_padding):
         raise ConfigError("distill.teacher_outputs=cached needs the same images every epoch, but augmentation is on; "

@@ -158,16 +158,9 @@ def dependency_order(names: Sequence[str], deps: Sequence[set[str]]) -> list[int
     return order
 
 
-def run_sweep(name: str, args: Sequence[str], out_root: Path, data_root: Path, sweep_name: str = "",
-              jobs: int = 1, progress_mode: str = "auto") -> Path:
-    """Run every point of the sweep (skipping finished ones), then write sweep.csv, summary.md and plots.
-
-    jobs > 1 runs that many points at once, each in its own process (`python -m dla.sweep`), one GPU each
-    (round-robin) when several are visible; a point that reads another point's run folder waits for it.
-    """
-    if isinstance(jobs, bool) or not isinstance(jobs, int) or jobs < 1:
-        raise ConfigError(f"--jobs must be a positive number of parallel runs; got {jobs!r}")
-    raw = read_experiment(name)
+def sweep_axes(name: str, raw: dict[str, Any], args: Sequence[str]) -> tuple[dict[str, list[Any]], list[str]]:
+    """(axes, fixed overrides): the YAML's `sweep:` axes, then the command line's (`key=v1,v2` adds or replaces an
+    axis; `key=v` narrows an axis of that key to v, or else applies to every point)."""
     cli_axes, fixed = split_args(args)
     yaml_axes = raw.get("sweep") or {}
     if not isinstance(yaml_axes, dict):
@@ -181,6 +174,21 @@ def run_sweep(name: str, args: Sequence[str], out_root: Path, data_root: Path, s
     if not axes:
         raise ConfigError(f"nothing to sweep: experiment {name!r} has no 'sweep:' section and no argument "
                           "has several values (use key=v1,v2)")
+    return axes, fixed
+
+
+def run_sweep(name: str, args: Sequence[str], out_root: Path, data_root: Path, sweep_name: str = "",
+              jobs: int = 1, progress_mode: str = "auto", submitit: dict[str, Any] | None = None) -> Path:
+    """Run every point of the sweep (skipping finished ones), then write sweep.csv, summary.md and plots.
+
+    jobs > 1 runs that many points at once, each in its own process (`python -m dla.sweep`), one GPU each
+    (round-robin) when several are visible; a point that reads another point's run folder waits for it.
+    `submitit` (executor options) submits each point as a submitit job instead (`dla.sweep_submitit`).
+    """
+    if isinstance(jobs, bool) or not isinstance(jobs, int) or jobs < 1:
+        raise ConfigError(f"--jobs must be a positive number of parallel runs; got {jobs!r}")
+    raw = read_experiment(name)
+    axes, fixed = sweep_axes(name, raw, args)
     points = [dict(zip(axes, values, strict=True)) for values in itertools.product(*axes.values())]
     experiment = load_config(name, fixed).experiment
     sweep_dir = out_root / experiment / (sweep_name or f"sweep-{time.strftime('%Y%m%d-%H%M%S')}")
@@ -205,7 +213,12 @@ def run_sweep(name: str, args: Sequence[str], out_root: Path, data_root: Path, s
             status[names[i]] = "done"
             live.finished(names[i], "skipped (finished before)", sweep_dir / names[i])
     try:
-        if jobs == 1:
+        if submitit is not None:
+            from dla.sweep_submitit import run_with_submitit
+
+            run_with_submitit([i for i in order if names[i] not in status], name, overrides, names, deps,
+                              sweep_dir, data_root, submitit, status, live)
+        elif jobs == 1:
             _run_in_process([(i, configs[i]) for i in order if names[i] not in status], sweep_dir, data_root,
                             status, live)
         else:
@@ -445,7 +458,16 @@ def write_sweep_summary(sweep_dir: Path, experiment: str, axes: dict[str, list[A
         label = point_name({k: point[k] for k in group_keys}) if group_keys else experiment
         groups.setdefault(label, []).append(row)
     finished = [(label, [r for r in rs if r["status"] == "done"]) for label, rs in groups.items()]
-    n_seeds = len(axes.get("seed", [None]))
+    text = _summary_text(sweep_dir, experiment, len(axes.get("seed", [None])), rows, results, finished, metrics)
+    with atomic_write(sweep_dir / "summary.md", "w") as f:
+        f.write(text)
+    _sweep_plots(sweep_dir, experiment, axes, points, finished, metrics)
+
+
+def _summary_text(sweep_dir: Path, experiment: str, n_seeds: int, rows: list[dict[str, Any]],
+                  results: dict[str, dict[str, Any]], finished: list[tuple[str, list[dict[str, Any]]]],
+                  metrics: list[str]) -> str:
+    """summary.md: the caption (data, budget, machine), mean ± std per config, what did not finish, verdicts."""
     done = [res for res in results.values() if res]
     budget, machine = budget_caption(done), machine_caption(done)
     text = (f"# Sweep {experiment} / {sweep_dir.name}\n\nTest set, best checkpoint of each run; mean ± std "
@@ -459,9 +481,13 @@ def write_sweep_summary(sweep_dir: Path, experiment: str, axes: dict[str, list[A
                                                      for label, rs in finished]) if v["values"]]
     if verdicts:  # the lab reports' numbers for this experiment (dla.report.verdict)
         text += "\n## Against the lab reports\n\n" + verdict_table(verdicts)
-    with atomic_write(sweep_dir / "summary.md", "w") as f:
-        f.write(text)
+    return text
 
+
+def _sweep_plots(sweep_dir: Path, experiment: str, axes: dict[str, list[Any]], points: list[dict[str, Any]],
+                 finished: list[tuple[str, list[dict[str, Any]]]], metrics: list[str]) -> None:
+    """Overlaid validation and training curves per config, and the gradient flow side by side."""
+    group_keys = [k for k in axes if k != "seed"]
     curves = [(label, [read_metrics(sweep_dir / r["run"] / "metrics.csv") for r in rs]) for label, rs in finished]
     # Colour by the first swept key, dash by the second.
     styles = []

@@ -29,7 +29,7 @@ from dla.data import dataset_names, get_dataset, load_splits
 from dla.data.cifar import load_pickle
 from dla.data.files import Checksum
 from dla.data.mnist import FASHION_CLASSES, parse_idx
-from dla.data.registry import _REGISTRY, DatasetSpec, ImageSet, LoadContext, RemoteFile
+from dla.data.registry import DATASETS, DatasetSpec, ImageSet, LoadContext, RemoteFile
 from dla.errors import ConfigError, DataError
 
 if TYPE_CHECKING:
@@ -700,7 +700,7 @@ def tagged(monkeypatch: pytest.MonkeyPatch) -> Callable[[int], None]:
             return ImageSet(x, torch.arange(n) % 3, ["a", "b", "c"])
 
         dataset_names()  # the built-in datasets first
-        monkeypatch.setitem(_REGISTRY, "tagged", DatasetSpec("tagged", "indices", load, (0.0,), (1.0,)))
+        monkeypatch.setitem(DATASETS.entries, "tagged", DatasetSpec("tagged", "indices", load, (0.0,), (1.0,)))
 
     return register
 

@@ -139,4 +139,6 @@ def test_metrics_and_sanity_report_auc_and_randomisation(capsys: pytest.CaptureF
         assert len(results["sanity"]["spearman"][m]) == len(results["sanity"]["layers"]) > 3
     assert results["sanity"]["layers"][0] == "head"
     assert "Deletion AUC" in (run / "explain" / "table.md").read_text()
-    _one_line_error(capsys, ["explain", str(run), "--classmap", "--metrics"], "--metrics and --sanity take one run")
+    assert "## Ranking" in out and out.count("| Grad-CAM | ") == 3  # ranking, curves, sanity
+    _one_line_error(capsys, ["explain", str(run), "--classmap", "--metrics"], "--metrics and --sanity check the "
+                    "explanation methods' maps, not --classmap")

@@ -86,6 +86,10 @@ def test_smoothgrad_equals_captum_noise_tunnel_on_the_same_noise(variant: str,
     torch.testing.assert_close(raw, want, **TIGHT)
     torch.testing.assert_close(maps, normalise(want), **TIGHT)
     assert not torch.allclose(raw, smoothgrad(model, x, samples=5, noise=0.2, seed=8, variant=variant, raw=True)[1])
+    # the noisy copies in passes of 2 draws, or all 5 at once: the same maps
+    for chunk in (2, 5):
+        torch.testing.assert_close(explain(model, x, "smoothgrad", samples=5, noise=0.2, seed=7, variant=variant,
+                                           chunk=chunk, raw=True)[1], want, **TIGHT)
 
 
 def test_smoothgrad_options_are_checked() -> None:

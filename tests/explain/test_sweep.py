@@ -91,3 +91,49 @@ def test_a_bad_request_on_a_sweep_is_one_line_and_writes_nothing(capsys: pytest.
     one_line_error(capsys, ["explain", str(copy), "--target", "10"], "target 10 is out of range")
     one_line_error(capsys, ["explain", str(copy), "--method", "lime"], "unknown explanation method 'lime'")
     assert not list(copy.rglob("explain"))
+
+
+def _cell(values: list[float], digits: int) -> str:
+    return f"{statistics.fmean(values):.{digits}f} ± {statistics.stdev(values):.{digits}f}"
+
+
+@needs_mnist
+def test_a_sweep_ranks_the_methods_by_mean_and_std_over_its_runs(capsys: pytest.CaptureFixture[str], sweep: Path,
+                                                                  tmp_path: Path) -> None:
+    from dla.explain.faithfulness import deletion_insertion
+    from dla.explain.sanity import spearman
+
+    copy = tmp_path / "s"
+    shutil.copytree(sweep, copy, ignore=shutil.ignore_patterns("explain"))
+    code, out, err = run_cli(capsys, "explain", str(copy), "--methods", "gradcam,saliency", "--n", "4", "--metrics",
+                             "--sanity")
+    assert code == 0, err
+    per_run = {n: json.loads((copy / n / "explain" / "results.json").read_text()) for n in RUNS}
+    # by hand: each run's mean over its 4 images, then mean ± sample std over the 2 runs
+    for name, title in (("gradcam", "Grad-CAM"), ("saliency", "saliency")):
+        means = {k: [statistics.fmean(per_run[n]["curves"][name][k]) for n in RUNS]
+                 for k in ("deletion_auc", "insertion_auc")}
+        means.update({k: [statistics.fmean(per_run[n]["sanity"]["per_image"][name][step]) for n in RUNS]
+                      for k, step in (("sanity_head", "head"), ("sanity_all", "all"))})
+        speed = [per_run[n]["maps_per_s"][name] for n in RUNS]
+        row = (f"| all | {title} | 2 | {_cell(means['deletion_auc'], 4)} | {_cell(means['insertion_auc'], 4)} | "
+               f"{_cell(means['sanity_head'], 3)} | {_cell(means['sanity_all'], 3)} | {_cell(speed, 1)} |")
+        assert row in out, (row, out)
+        # each run's own table.md ranks its methods over its images
+        one = per_run[RUNS[0]]["curves"][name]["deletion_auc"]
+        assert f"| {_cell(one, 4)} |" in (copy / RUNS[0] / "explain" / "table.md").read_text()
+    summary = json.loads((copy / "explain" / "results.json").read_text())
+    assert summary["ranking"][RUNS[1]]["saliency"]["deletion_auc"] == pytest.approx(means["deletion_auc"][1])
+
+    # the numbers of run 1, recomputed here from its model: deletion AUC, and the head-randomised correlation
+    run = load_trained(copy / RUNS[1], DATA_ROOT)
+    x = run.test_x[:4].float() / 255
+    pred = run.model(x).argmax(1)
+    maps = explain(run.model, x, "saliency")
+    got = deletion_insertion(run.model, x, maps, pred, 32)["deletion_auc"]
+    assert per_run[RUNS[1]]["curves"]["saliency"]["deletion_auc"] == pytest.approx(got.tolist())
+    torch.manual_seed(0)  # the cascade's seed; the head is the first layer it re-initialises
+    run.model.head.reset_parameters()
+    rho = spearman(maps, explain(run.model, x, "saliency"))
+    assert per_run[RUNS[1]]["sanity"]["per_image"]["saliency"]["head"] == pytest.approx(rho[~rho.isnan()].tolist())
+    one_line_error(capsys, ["explain", str(copy), "--classmap", "--sanity"], "not --classmap")

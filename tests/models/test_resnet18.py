@@ -1,6 +1,6 @@
 """ResNet-18 with torchvision's state-dict names: pretrained loading, head / full fine-tuning, unsafe files, offline.
 
-No torchvision here (see DESIGN.md): "torchvision's weights" are stood in for by a randomly initialised model's
+No torchvision here (not a dependency): "torchvision's weights" are stood in for by a randomly initialised model's
 state_dict saved in torchvision's format, whose key list is written out below from the published architecture.
 """
 

@@ -144,7 +144,7 @@ def test_a_model_too_big_for_memory_is_refused_in_one_line(
 
     monkeypatch.setattr(registry, "available_memory", lambda: None)  # unknown: the allocation itself fails
     monkeypatch.setattr(registry, "_count_parameters", lambda *a: None)
-    monkeypatch.setitem(registry._REGISTRY, "mlp", dataclasses.replace(spec, build=fails))
+    monkeypatch.setitem(registry.MODELS.entries, "mlp", dataclasses.replace(spec, build=fails))
     with proof.check("inputs"):
         one_line_error(capsys, ["run", "mnist_mlp", *RUN, "--out", str(out)], "does not fit in memory",
                        "allocation failed")

@@ -88,6 +88,31 @@ def test_build_criterion_picks_it_and_hands_it_the_model() -> None:
     assert isinstance(build_criterion(load_config("mnist_mlp"), None, torch.device("cpu"), model), CrossEntropy)
 
 
+@pytest.mark.parametrize("method", ["fgsm", "pgd"])
+def test_a_target_makes_targeted_copies_and_trains_on_the_true_labels(method: str) -> None:
+    model, (x, y) = _net(), _batch()
+    crit = Adversarial(model, method, eps=0.1, alpha=0.03, steps=4, random_start=True, mix=1.0, label_smoothing=0.0,
+                       target=3)
+    torch.manual_seed(7)
+    loss = crit(model(x), y, x, torch.arange(len(y)))
+    torch.manual_seed(7)
+    x_adv = fgsm(model, x, y, 0.1, targeted=True, target=3) if method == "fgsm" else \
+        pgd(model, x, y, 0.1, 0.03, 4, random_start=True, targeted=True, target=3)
+    torch.testing.assert_close(loss, F.cross_entropy(model(x_adv), y), rtol=0, atol=0)
+    with torch.no_grad():  # the copies move toward class 3
+        assert F.cross_entropy(model(x_adv), torch.full_like(y, 3)) < F.cross_entropy(model(x), torch.full_like(y, 3))
+
+
+def test_a_target_outside_the_classes_is_one_line() -> None:
+    from types import SimpleNamespace
+
+    cfg = load_config("mnist_mlp", ["train.adversarial.method=fgsm", "train.adversarial.target=10"])
+    with pytest.raises(ConfigError, match=r"train.adversarial.target=10 is not a class of mnist \(0 .. 9\)"):
+        build_criterion(cfg, SimpleNamespace(classes=[str(i) for i in range(10)]), torch.device("cpu"), _net())
+    with pytest.raises(ConfigError, match=r"'train\.adversarial\.target' must be >= -1"):
+        load_config("mnist_mlp", ["train.adversarial.target=-2"])
+
+
 # ---------------------------------------------------------------------------------------------------------------
 # The criterion by hand
 

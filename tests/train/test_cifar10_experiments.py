@@ -57,3 +57,15 @@ def test_test_flip_averages_the_mirror_logits(tiny_root: Path, tmp_path: Path) -
     accuracy = (logits.argmax(1) == test.y).float().mean().item()
     got = json.loads((run.path / "results.json").read_text())["test"]["accuracy"]
     assert got == pytest.approx(accuracy, abs=1e-6)
+
+
+def test_the_distillation_sweep_finds_a_teacher_that_fell_back_too(tiny_root: Path, tmp_path: Path) -> None:
+    # The teacher's config records the dataset it really used (cifar10_jpeg); the student's still says cifar10
+    # (with its fallback) until its data is loaded. Both are the JPEG copy, so distillation must go ahead.
+    from dla.sweep import run_sweep
+
+    sweep = run_sweep("distill_cifar10", [*TINY, "variant=teacher,distilled", "seed=0"], tmp_path / "runs",
+                      tiny_root, "tiny", progress_mode="off")
+    student = json.loads((sweep / "variant=distilled,seed=0" / "results.json").read_text())
+    assert student["dataset"] == "cifar10_jpeg"
+    assert "variant=teacher,seed=0" in (sweep / "variant=distilled,seed=0" / "config.yaml").read_text()

@@ -35,6 +35,7 @@ from dla.attacks.evaluate import evaluate_attack
 from dla.attacks.plots import fmt_eps, plot_accuracy_vs_eps, plot_attack_grid
 from dla.attacks.registry import get_attack
 from dla.data.files import atomic_write
+from dla.nn.amp import amp_caption, check_amp, with_amp
 from dla.report.collect import finished_sweep_runs, group_name, is_sweep_dir
 from dla.report.tables import HEADERS, fmt, fmt_mean_std, markdown_table, mean_std
 from dla.runs import write_json
@@ -85,6 +86,7 @@ class AttackRequest:
     grid: int = 8
     seed: int = 0
     device: str = "cpu"
+    amp: str = "off"  # "bf16": the model under bf16 autocast (dla.nn.amp); never the default
 
     @property
     def is_targeted(self) -> bool:
@@ -99,15 +101,20 @@ class AttackRequest:
             parts.append("least-likely")
         if self.variant != "standard":
             parts.append(self.variant)
+        if self.amp != "off":
+            parts.append(self.amp)
         return "_".join(parts)
 
 
 def make_request(method: str = "pgd", eps: str | Sequence[float] = DEFAULT_EPS, *, steps: int | None = None,
                  alpha: str | float | None = None, restarts: int | None = None, targeted: int | str | None = None,
                  variant: str = "standard", least_likely: bool = False, n: int | None = None, batch_size: int = 256,
-                 grid: int = 8, seed: int = 0, device: str = "auto", queries: int | None = None) -> AttackRequest:
+                 grid: int = 8, seed: int = 0, device: str = "auto", amp: str = "off",
+                 queries: int | None = None) -> AttackRequest:
     """Check everything that does not depend on the run, with the CLI's option names in the messages."""
     from dla.runtime import pick_device
+
+    check_amp(amp)
 
     spec = get_attack(method)  # unknown method: one line listing the known ones
     eps_list = parse_eps(eps)
@@ -146,7 +153,7 @@ def make_request(method: str = "pgd", eps: str | Sequence[float] = DEFAULT_EPS, 
     if seed < 0:
         raise AttackError(f"--seed must be >= 0; got {seed}")
     return AttackRequest(method, tuple(eps_list), options, targeted, variant, least_likely, n, batch_size, grid,
-                         seed, str(pick_device(device)))
+                         seed, str(pick_device(device)), amp)
 
 
 @dataclass
@@ -174,6 +181,8 @@ class Outcome:
             what += ", targeted at each image's least-likely class"
         if r.variant != "standard":
             what += f", {r.variant} loss"
+        if r.amp != "off":
+            what += f", {r.amp} autocast (not exact)"
         return what
 
 
@@ -207,7 +216,7 @@ def attack_trained(run: TrainedRun, request: AttackRequest) -> Outcome:
         if request.targeted is not None else None
     n = len(run.test_y) if request.n is None else min(request.n, len(run.test_y))
     x, y = run.test_x[:n], run.test_y[:n]  # uint8 (n, C, H, W), (n,)
-    model = run.model.to(request.device)
+    model = with_amp(run.model.to(request.device), request.amp)
     kw = _attack_kw(request, target)
     torch.manual_seed(request.seed)  # PGD's random starts come from the global RNG
     # Batches through a progress bar (terminals only): each batch is attacked at every eps, so with many eps and
@@ -278,11 +287,12 @@ def write_outcome(out: Outcome) -> Path:
         "n": out.rows[0]["n"],
         "seed": r.seed,
         "device": r.device,
+        "amp": r.amp,
         "rows": out.rows,
     }
     write_json(folder / "results.json", results)
     text = (f"# {label}: {out.describe()}\n\nFirst {out.rows[0]['n']} test images, best checkpoint, seed "
-            f"{r.seed}; eps in pixel units of [0, 1] images.\n\n" + table(out.rows))
+            f"{r.seed}; eps in pixel units of [0, 1] images.{amp_caption(r.amp)}\n\n" + table(out.rows))
     with atomic_write(folder / "table.md", "w") as f:
         f.write(text)
     eps = [float(row["eps"]) for row in out.rows]
@@ -338,8 +348,8 @@ def _write_sweep(sweep_dir: Path, outcomes: list[Outcome], unfinished: list[Path
     what = "target success rate" if request.is_targeted else "accuracy"
     text = (f"# {sweep_dir.parent.name}/{sweep_dir.name}: {outcomes[0].describe()}\n\n"
             f"Test {what} under attack at each eps (eps 0 = clean), first {outcomes[0].rows[0]['n']} test images, "
-            f"best checkpoint of each run, attack seed {request.seed}; mean ± std (sample std) over n runs.\n\n"
-            + robustness_table(list(groups.items()), metric))
+            f"best checkpoint of each run, attack seed {request.seed}; mean ± std (sample std) over n runs."
+            f"{amp_caption(request.amp)}\n\n" + robustness_table(list(groups.items()), metric))
     for label, runs in groups.items():  # the lab's table: loss and macro precision / recall beside accuracy
         text += f"\n{label}, every metric ({len(runs)} runs):\n\n" + metrics_by_eps(
             runs, [*LAB_METRICS, "success_rate"] if request.is_targeted else LAB_METRICS)
@@ -347,7 +357,7 @@ def _write_sweep(sweep_dir: Path, outcomes: list[Outcome], unfinished: list[Path
         text += f"\nNot attacked (unfinished runs): {', '.join(p.name for p in unfinished)}\n"
     folder.mkdir(parents=True, exist_ok=True)
     write_json(folder / "results.json", {"sweep": str(sweep_dir), "method": request.method,
-                                         "options": request.options, "seed": request.seed,
+                                         "options": request.options, "seed": request.seed, "amp": request.amp,
                                          "runs": {out.run.path.name: out.rows for out in outcomes}})
     with atomic_write(folder / "summary.md", "w") as f:
         f.write(text)

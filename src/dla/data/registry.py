@@ -19,6 +19,7 @@ import torch
 
 from dla.data.files import Checksum, DataError, download, read_bytes, verify
 from dla.data.root import offline
+from dla.registry import Registry
 
 
 @dataclass
@@ -67,7 +68,12 @@ class DatasetSpec:
     source: str = ""  # what the data is, when not the original release (results and tables carry it)
 
 
-_REGISTRY: dict[str, DatasetSpec] = {}
+def _ensure_builtin() -> None:
+    # Importing the modules runs their @register_dataset decorators.
+    from dla.data import cifar, cifar_jpeg, folder, miniplaces, mnist, noise, svhn, tiny_imagenet  # noqa: F401
+
+
+DATASETS: Registry[DatasetSpec] = Registry("dataset", DataError, builtin=_ensure_builtin)
 
 
 def register_dataset(
@@ -84,9 +90,7 @@ def register_dataset(
     """Enrol `load(ctx, train) -> ImageSet` under `name` (and so in `dla list` and the dataset tests)."""
 
     def decorate(fn: Callable[[LoadContext, bool], ImageSet]) -> Callable[[LoadContext, bool], ImageSet]:
-        if name in _REGISTRY:
-            raise ValueError(f"dataset {name!r} registered twice")
-        _REGISTRY[name] = DatasetSpec(
+        DATASETS.add(name, DatasetSpec(
             name=name,
             description=description,
             load=fn,
@@ -96,27 +100,18 @@ def register_dataset(
             system_dirs=tuple(system_dirs),
             archive=archive,
             source=source,
-        )
+        ))
         return fn
 
     return decorate
 
 
-def _ensure_builtin() -> None:
-    # Importing the modules runs their @register_dataset decorators.
-    from dla.data import cifar, cifar_jpeg, folder, miniplaces, mnist, noise, svhn, tiny_imagenet  # noqa: F401
-
-
 def dataset_names() -> list[str]:
-    _ensure_builtin()
-    return sorted(_REGISTRY)
+    return DATASETS.names()
 
 
 def get_dataset(name: str) -> DatasetSpec:
-    _ensure_builtin()
-    if name not in _REGISTRY:
-        raise DataError(f"unknown dataset {name!r}; known: {', '.join(sorted(_REGISTRY))}")
-    return _REGISTRY[name]
+    return DATASETS.get(name)
 
 
 def present(spec: DatasetSpec, root: Path) -> bool:

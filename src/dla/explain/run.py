@@ -14,6 +14,7 @@ with --classmap, the quadrant agreement) as mean ± sample std over the runs of 
 from __future__ import annotations
 
 import inspect
+import time
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any, NamedTuple
@@ -107,20 +108,23 @@ def _explain_loaded(run_dir: Path, model: nn.Module, test_x: torch.Tensor, test_
     def maps_of(m: nn.Module) -> dict[str, torch.Tensor]:  # every method's maps (N, H, W) of model m
         return {k: explain(m, x, k, t, **({"layer": layer} if takes_layer(k) else {})) for k in names}
 
-    maps = maps_of(model)
+    maps, seconds = timed_maps(model, x, names, t, layer)
     explained = pred if t is None else torch.full_like(pred, t)  # the class each map explains
     scores = {m: confidence_change(model, x, maps[m], explained) for m in names}
 
-    results: dict[str, Any] = {"methods": scores}
+    results: dict[str, Any] = {"methods": scores, "maps_per_s": {m: len(x) / seconds[m] for m in names}}
     if checks.metrics:
         from dla.explain.checks import curve_scores
 
         results["curves"] = curve_scores(model, x, maps, explained)
     if checks.sanity:
-        from dla.explain.sanity import cascade_layers, cascading_randomisation
+        from dla.explain.checks import sanity_per_image
+        from dla.explain.sanity import cascade_layers, cascade_spearman, nan_mean
 
         layers = cascade_layers(model)
-        results["sanity"] = {"layers": layers, "spearman": cascading_randomisation(model, maps_of, layers)}
+        rhos = cascade_spearman(model, maps_of, layers)
+        results["sanity"] = {"layers": layers, "spearman": {m: [nan_mean(r) for r in rs] for m, rs in rhos.items()},
+                             "per_image": sanity_per_image(rhos)}
 
     out = run_dir / "explain"  # every number is computed: now the files
     what = f"class {t} ({classes[t]})" if t is not None else "the predicted class"
@@ -141,6 +145,19 @@ def _explain_loaded(run_dir: Path, model: nn.Module, test_x: torch.Tensor, test_
     return paths, results
 
 
+def timed_maps(model: nn.Module, x: torch.Tensor, names: list[str], target: int | None, layer: str | None
+               ) -> tuple[dict[str, torch.Tensor], dict[str, float]]:
+    """Every method's maps (N, H, W) of the images x, and the CPU seconds of this process each method took for all
+    of them (the maps/s of the ranking: one call per method on the whole batch). CPU time, not wall time: on a
+    shared machine other jobs do not slow it, and with one torch thread it is the time the method costs."""
+    maps, seconds = {}, {}
+    for k in names:
+        start = time.process_time()
+        maps[k] = explain(model, x, k, target, **({"layer": layer} if takes_layer(k) else {}))
+        seconds[k] = max(time.process_time() - start, 1e-9)
+    return maps, seconds
+
+
 def _write_results(out: Path, results: dict[str, Any], labels: dict[str, str]) -> None:
     from dla.data.files import atomic_write
     from dla.explain.faithfulness import HEADERS, KEYS
@@ -159,9 +176,15 @@ def _write_results(out: Path, results: dict[str, Any], labels: dict[str, str]) -
 
 def checks_text(results: dict[str, Any], labels: dict[str, str]) -> str:
     """The --metrics and --sanity sections of table.md (empty without them)."""
-    from dla.explain.checks import STEPS, curves_table, sanity_table
+    from dla.explain.checks import STEPS, curves_table, ranking_table, ranking_values, sanity_table
 
     text = ""
+    if "curves" in results or "sanity" in results:
+        values = ranking_values(results)
+        text += (f"\n## Ranking\n\nMean ± std over the {results['n']} images (↓ lower is better, ↑ higher); "
+                 "Spearman after randomising the head, and every learnt layer; maps/s: one call per method on the "
+                 f"{results['n']} images, per CPU second of this process.\n\n"
+                 + ranking_table([([labels[m]], v) for m, v in values.items()], ["Method"]))
     if "curves" in results:
         text += (f"\n## Deletion and insertion (Petsiuk et al. 2018)\n\nPixels ranked by the map and moved in {STEPS} "
                  "steps: deleted to black, or inserted into a blurred copy; area under p(explained class); mean "
@@ -195,8 +218,10 @@ def _classmap_loaded(run_dir: Path, model: nn.Module, test_x: torch.Tensor, test
 
 def explain_path(path: str | Path, methods: str | Sequence[str] = "all", n: int = 16,
                  target: int | str | None = None, layer: str | None = None, data_root: Path | None = None,
-                 classmap: bool = False) -> tuple[Path, str]:
-    """`dla explain` on every finished run of a sweep folder: (SWEEP_DIR/explain, the mean ± std summary)."""
+                 classmap: bool = False, checks: Checks | None = None) -> tuple[Path, str]:
+    """`dla explain` on every finished run of a sweep folder: (SWEEP_DIR/explain, the mean ± std summary). With
+    `checks` (--metrics, --sanity) each run gets its own ranking, and the summary ranks the methods by the mean
+    ± std over the runs of each run's mean over its images."""
     from dla.data import resolve_data_root
     from dla.report.collect import finished_sweep_runs
 
@@ -204,17 +229,24 @@ def explain_path(path: str | Path, methods: str | Sequence[str] = "all", n: int 
     names = _check_request(methods, n, layer) if not classmap else []
     if classmap and n < 1:
         raise ExplainError(f"--n must be a positive number of mosaics; got {n}")
+    if classmap and checks is not None and any(checks):
+        raise ExplainError("--metrics and --sanity check the explanation methods' maps, not --classmap")
     finished, unfinished = finished_sweep_runs(path)
     loaded = [(p, load_run_model(p, root)) for p in finished]  # every run checked before any is explained
     if classmap:
         rows = {p.name: {"quadrant_agreement": _classmap_loaded(p, *run, min(n, 8))[1]} for p, run in loaded}
-    else:
-        rows = {p.name: _explain_loaded(p, *run, names, n, target, layer)[1]["methods"] for p, run in loaded}
-    return _write_sweep(path, rows, unfinished, classmap, n)
+        return _write_sweep(path, rows, unfinished, classmap, n)
+    from dla.explain.checks import ranking_values, run_means
+
+    results = {p.name: _explain_loaded(p, *run, names, n, target, layer, checks)[1] for p, run in loaded}
+    rows = {name: r["methods"] for name, r in results.items()}
+    ranking = ({name: run_means(ranking_values(r)) for name, r in results.items()}
+               if checks is not None and any(checks) else None)
+    return _write_sweep(path, rows, unfinished, classmap, n, ranking)
 
 
 def _write_sweep(sweep: Path, rows: dict[str, dict[str, Any]], unfinished: list[Path], classmap: bool,
-                 n: int) -> tuple[Path, str]:
+                 n: int, ranking: dict[str, dict[str, dict[str, float]]] | None = None) -> tuple[Path, str]:
     from dla.data.files import atomic_write
     from dla.explain.faithfulness import HEADERS, KEYS
     from dla.report.collect import group_name
@@ -238,11 +270,31 @@ def _write_sweep(sweep: Path, rows: dict[str, dict[str, Any]], unfinished: list[
                 "explained class is read on both (Chattopadhay et al. 2018)")
     text = (f"# {sweep.parent.name}/{sweep.name}: explanations\n\n{what}; best checkpoint "
             "of each run; mean ± std (sample std) over n runs.\n\n" + markdown_table(header, body))
+    if ranking:
+        text += sweep_ranking_text(ranking, n)
     if unfinished:
         text += f"\nNot explained (unfinished runs): {', '.join(p.name for p in unfinished)}\n"
     folder = sweep / "explain"
     folder.mkdir(parents=True, exist_ok=True)
-    write_json(folder / "results.json", {"sweep": str(sweep), "classmap": classmap, "n": n, "runs": rows})
+    write_json(folder / "results.json", {"sweep": str(sweep), "classmap": classmap, "n": n, "runs": rows,
+                                         **({"ranking": ranking} if ranking else {})})
     with atomic_write(folder / "summary.md", "w") as f:
         f.write(text)
     return folder, text
+
+
+def sweep_ranking_text(ranking: dict[str, dict[str, dict[str, float]]], n: int) -> str:
+    """The ranking section of a sweep's summary.md: per config and method, mean ± sample std over the runs of
+    each run's mean over its n images."""
+    from dla.explain.checks import ranking_table
+    from dla.report.collect import group_name
+
+    configs: dict[str, list[dict[str, dict[str, float]]]] = {}
+    for name, r in ranking.items():
+        configs.setdefault(group_name(name), []).append(r)
+    rows = [([c, TITLES.get(m, m), str(len(rs))], {k: [r[m][k] for r in rs] for k in rs[0][m]})
+            for c, rs in configs.items() for m in rs[0]]
+    return (f"\n## Ranking\n\nEach run's mean over its first {n} test images (deletion / insertion AUC, Petsiuk "
+            "et al. 2018; Spearman correlation with the trained maps after randomising the head, and every learnt "
+            "layer, Adebayo et al. 2018; maps per CPU second of one call per method), then mean ± sample std over "
+            "the n runs (↓ lower is better, ↑ higher).\n\n" + ranking_table(rows, ["Config", "Method", "n"]))

@@ -54,16 +54,28 @@ def cascading_randomisation(model: nn.Module, maps_of: Callable[[nn.Module], dic
                             layers: Sequence[str] | None = None, seed: int = 0) -> dict[str, list[float]]:
     """{method: [mean Spearman correlation with the trained maps after randomising layers[:1], layers[:2], ...]},
     with NaNs (flat maps) left out of the mean. `maps_of(model) -> {method: (B, H, W)}` computes the maps."""
+    return {m: [nan_mean(rho) for rho in steps] for m, steps in cascade_spearman(model, maps_of, layers, seed).items()}
+
+
+def nan_mean(rho: torch.Tensor) -> float:
+    """The mean of the defined correlations (a flat map has none), NaN if there is none."""
+    kept = rho[~rho.isnan()]
+    return float(kept.mean()) if len(kept) else math.nan
+
+
+def cascade_spearman(model: nn.Module, maps_of: Callable[[nn.Module], dict[str, torch.Tensor]],
+                     layers: Sequence[str] | None = None, seed: int = 0) -> dict[str, list[torch.Tensor]]:
+    """{method: [(B,) Spearman correlation per image after randomising layers[:1], layers[:2], ...]}: the cascade
+    of `cascading_randomisation` before the mean over images."""
     layers = cascade_layers(model) if layers is None else list(layers)
     trained = maps_of(model)
     randomised = copy.deepcopy(model)
     modules = dict(randomised.named_modules())
-    curves: dict[str, list[float]] = {m: [] for m in trained}
+    curves: dict[str, list[torch.Tensor]] = {m: [] for m in trained}
     with torch.random.fork_rng(devices=[]):  # the caller's RNG stream is left as it was
         torch.manual_seed(seed)
         for name in layers:
             modules[name].reset_parameters()  # BatchNorm: running statistics and affine parameters
             for method, maps in maps_of(randomised).items():
-                rho = spearman(trained[method], maps)
-                curves[method].append(float(rho[~rho.isnan()].mean()) if (~rho.isnan()).any() else math.nan)
+                curves[method].append(spearman(trained[method], maps))
     return curves

@@ -14,6 +14,7 @@ from torch import nn
 
 from dla.config import ModelConfig
 from dla.errors import ConfigError
+from dla.registry import Registry
 
 
 @dataclass(frozen=True)
@@ -46,7 +47,11 @@ class ModelSpec:
     modality: str = "image"  # image models take (B, C, H, W) in [0, 1]; text models take token ids (B, T)
 
 
-_REGISTRY: dict[str, ModelSpec] = {}
+def _ensure_builtin() -> None:
+    from dla.models import cnn, fastnet, gpt, llama, mlp, resnet, simplenet, vit  # noqa: F401  (registration happens on import)
+
+
+MODELS: Registry[ModelSpec] = Registry("model", ConfigError, builtin=_ensure_builtin)
 
 
 def register_model(name: str, config_class: type[ModelConfig], description: str,
@@ -59,29 +64,19 @@ def register_model(name: str, config_class: type[ModelConfig], description: str,
     """
 
     def decorate(fn: Callable[..., nn.Module]) -> Callable:
-        if name in _REGISTRY:
-            raise ValueError(f"model {name!r} registered twice")
-        _REGISTRY[name] = ModelSpec(name, config_class, fn, description, modality)
+        MODELS.add(name, ModelSpec(name, config_class, fn, description, modality))
         return fn
 
     return decorate
 
 
-def _ensure_builtin() -> None:
-    from dla.models import cnn, fastnet, gpt, llama, mlp, resnet, simplenet, vit  # noqa: F401  (registration happens on import)
-
-
 def model_names(modality: str | None = None) -> list[str]:
     """Registered model names, all of them or those of one modality ("image", "text")."""
-    _ensure_builtin()
-    return sorted(n for n, s in _REGISTRY.items() if modality in (None, s.modality))
+    return MODELS.names(None if modality is None else lambda s: s.modality == modality)
 
 
 def model_spec(name: str) -> ModelSpec:
-    _ensure_builtin()
-    if name not in _REGISTRY:
-        raise ConfigError(f"unknown model {name!r}; known: {', '.join(sorted(_REGISTRY))}")
-    return _REGISTRY[name]
+    return MODELS.get(name)
 
 
 def model_config_class(name: str) -> type[ModelConfig]:

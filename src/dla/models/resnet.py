@@ -2,7 +2,8 @@
 
 The modules are named exactly as in `torchvision.models.resnet18` (conv1, bn1, layer1.0.conv1, ...,
 layer2.0.downsample.0/1, fc), so torchvision's published weights `resnet18-f37072fd.pth` (a raw state_dict,
-122 entries) load into it with `torch.load(weights_only=True)`, with no torchvision import (see DESIGN.md).
+122 entries) load into it with `torch.load(weights_only=True)`, with no torchvision import (torchvision is not a
+dependency: its only build here is CUDA-linked).
 
 Like every dla model it takes the dataset's [0, 1] images. In front of torchvision's network sit:
 - grey -> RGB: a 1-channel image is repeated to 3 channels, so conv1 always has torchvision's shape;

@@ -19,6 +19,7 @@ from torch import nn
 
 from dla.nn.modes import eval_frozen
 from dla.ood.metrics import OODError
+from dla.runtime import eval_batch_size
 
 
 @dataclass(frozen=True)
@@ -61,11 +62,13 @@ def has_features(model: nn.Module) -> bool:
 
 @torch.no_grad()
 def extract(model: nn.Module, x: torch.Tensor, labels: torch.Tensor | None = None, *,
-            batch_size: int = 500) -> FeatureSet:
+            batch_size: int | None = None) -> FeatureSet:
     """Images (N, C, H, W), uint8 or float in [0, 1] -> their FeatureSet, the model in eval mode (restored after).
 
     A model without `penultimate` gives logits only (features and head None): the logit detectors still work.
+    `batch_size`: images per forward pass (default: `dla.runtime.eval_batch_size`).
     """
+    batch_size = batch_size or eval_batch_size(model)
     head = linear_head(model) if callable(getattr(model, "penultimate", None)) else None
     feats, logits = [], []
     with eval_frozen(model):

@@ -1,6 +1,6 @@
 """Threshold-free OOD metrics: AUROC, AUPR-in, AUPR-out and FPR@95, scikit-learn's numbers without scikit-learn.
 
-Convention (DESIGN.md, "OOD scores"): a score is higher for inputs that look more in-distribution, and the
+Convention (docs/ARCHITECTURE.md, "Conventions"): a score is higher for inputs that look more in-distribution, and the
 in-distribution (ID) set is the positive class. A detector flags "ID" when `score >= threshold`.
 
 Everything is computed from one sort: samples are ordered by decreasing score and grouped by distinct score

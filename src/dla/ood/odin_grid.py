@@ -5,10 +5,11 @@ ID and an OOD *validation* set at every (T, eps) of the grid and picks the cell 
 (ties: the smallest T, then the smallest eps, i.e. the first in row-major order). It never sees test data; the
 caller (`dla ood --odin-grid`) then reports the chosen point on the test pair, next to the default ODIN row.
 
-Cost: per image chunk, one forward pass gives the eps = 0 column at every T (a softmax of the same logits); per
-temperature, one forward + backward gives ODIN's step direction, sign(grad_x log MSP_T(x)), shared by every eps;
-then one forward pass per eps > 0. That is nT backward passes and 1 + nT (1 + nE+) forward passes per chunk,
-against nT x nE+ backward and 2 nT x nE+ + nT forward passes for one ODIN call per cell.
+Cost: per image chunk, one forward pass gives the eps = 0 column at every T (a softmax of the same logits) and
+keeps its graph; per temperature, one backward pass through it gives ODIN's step direction,
+sign(grad_x log MSP_T(x)), shared by every eps; then one forward pass per eps > 0. That is nT backward passes
+and 1 + nT x nE+ forward passes per chunk, against nT x nE+ backward and 2 nT x nE+ + nT forward passes for one
+ODIN call per cell.
 
 The (T = 1, eps = 0) cell is the maximum softmax probability computed exactly as `score(..., "msp")` does (same
 chunks, same operations), so its AUROC equals MSP's bit for bit.
@@ -19,7 +20,7 @@ from __future__ import annotations
 import csv
 import io
 import math
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -30,7 +31,8 @@ from torch import nn
 from dla.nn.modes import eval_frozen
 from dla.ood.metrics import OODError
 from dla.ood.metrics import metrics as ood_metrics
-from dla.ood.scores import _logits, odin_direction
+from dla.ood.scores import _logits
+from dla.runtime import eval_batch_size
 
 TEMPERATURES: tuple[float, ...] = (1, 2, 5, 10, 20, 50, 100, 200, 500, 1000)
 EPS: tuple[float, ...] = (0, 0.5 / 255, 1 / 255, 2 / 255, 3 / 255, 4 / 255, 5 / 255)  # pixel units, 0 .. 5/255
@@ -108,45 +110,67 @@ def parse_values(text: str | Sequence[float], option: str, *, minimum: float, st
 
 
 def grid_scores(model: nn.Module, x: torch.Tensor, temperatures: Sequence[float], eps: Sequence[float], *,
-                batch_size: int = 500, tick: Any = None) -> np.ndarray:
+                batch_size: int | None = None, tick: Any = None) -> np.ndarray:
     """ODIN scores of float images x (N, C, H, W) in [0, 1] at every (T, eps): float64 (nT, nE, N).
 
-    `tick()` is called once per (chunk, temperature), for a progress bar.
+    `tick()` is called once per (chunk, temperature), for a progress bar. `batch_size`: images per chunk
+    (default: `dla.runtime.eval_batch_size`); it changes no score beyond float rounding.
     """
+    batch_size = batch_size or eval_batch_size(x.device)
     nt, ne, n = len(temperatures), len(eps), x.shape[0]
     out = np.empty((nt, ne, n))
-    steps = torch.tensor([e for e in eps if e > 0], dtype=x.dtype, device=x.device)  # (nE+,)
+    steps = [e for e in eps if e > 0]
     with eval_frozen(model):
         for lo in range(0, n, batch_size):
             chunk = x[lo: lo + batch_size].detach()  # (B, C, H, W)
-            b = chunk.shape[0]
-            with torch.no_grad():
-                logits0 = _logits(model, chunk)  # (B, K): every eps = 0 cell, as `msp` computes it
-            for i, t in enumerate(temperatures):
-                with torch.no_grad():
-                    msp_t = torch.softmax(logits0 / t, dim=1).amax(dim=1)
-                col = 0
-                if len(steps):
-                    d = odin_direction(model, chunk, t)  # (B, C, H, W), shared by every eps at this T
-                    with torch.no_grad():  # one forward per eps, each of the chunk's size: (nE+, B)
-                        # (not all the eps copies in one batch: at nE+ times the batch, a CPU forward pass
-                        # costs more than nE+ times as much, its activations falling out of cache)
-                        s = torch.stack([torch.softmax(_logits(model, (chunk + e * d).clamp_(0.0, 1.0)) / t,
-                                                       dim=1).amax(dim=1) for e in steps])
+            for i, (msp_t, d) in enumerate(_directions(model, chunk, temperatures, need_grad=bool(steps))):
+                stepped = iter(_stepped_msp(model, chunk, d, steps, temperatures[i]))
                 for j, e in enumerate(eps):
-                    if e > 0:
-                        out[i, j, lo: lo + b] = s[col].to("cpu", torch.float64).numpy()
-                        col += 1
-                    else:
-                        out[i, j, lo: lo + b] = msp_t.to("cpu", torch.float32).double().numpy()
+                    s = next(stepped) if e > 0 else msp_t
+                    out[i, j, lo: lo + chunk.shape[0]] = s.to("cpu", torch.float64).numpy()
                 if tick is not None:
                     tick()
     return out
 
 
+def _directions(model: nn.Module, chunk: torch.Tensor, temperatures: Sequence[float], *, need_grad: bool
+                ) -> Iterator[tuple[torch.Tensor, torch.Tensor | None]]:
+    """Per temperature: (MSP_T of the clean chunk (B,), ODIN's step direction (B, C, H, W) or None).
+
+    One forward pass serves every temperature: its logits give each eps = 0 cell (the same operations as
+    `score(..., "msp")`, so T = 1 equals MSP bit for bit), and its graph is kept for one backward pass per
+    temperature (ODIN's gradient at T differs only in the vector fed back through the same Jacobian).
+    """
+    with torch.set_grad_enabled(need_grad):
+        x_req = chunk.clone().requires_grad_(need_grad)
+        logits = _logits(model, x_req)  # (B, K)
+    for i, t in enumerate(temperatures):
+        msp_t = torch.softmax(logits.detach() / t, dim=1).amax(dim=1)
+        if not need_grad:
+            yield msp_t, None
+            continue
+        with torch.enable_grad():
+            log_msp = torch.log_softmax(logits / t, dim=1).amax(dim=1)
+            # Eval mode keeps samples independent, so the gradient of the sum is each sample's own gradient.
+            (grad,) = torch.autograd.grad(log_msp.sum(), x_req, retain_graph=i < len(temperatures) - 1)
+        yield msp_t, grad.sign()
+
+
+def _stepped_msp(model: nn.Module, chunk: torch.Tensor, d: torch.Tensor | None, steps: Sequence[float],
+                 t: float) -> list[torch.Tensor]:
+    """MSP_T (B,) of the chunk stepped by each eps > 0 along d, one forward pass per eps at the chunk's size.
+
+    (Not all the eps copies in one batch: at nE+ times the batch, a CPU forward pass costs more than nE+ times
+    as much, its activations falling out of cache.)
+    """
+    with torch.inference_mode():  # a list, not a generator: the mode must not outlive this call
+        return [torch.softmax(_logits(model, (chunk + e * d).clamp_(0.0, 1.0)) / t, dim=1).amax(dim=1)
+                for e in steps]
+
+
 def odin_grid(model: nn.Module, id_x: torch.Tensor, ood_x: torch.Tensor,
               temperatures: Sequence[float] = TEMPERATURES, eps: Sequence[float] = EPS, *,
-              batch_size: int = 500, progress_desc: str = "") -> OdinGrid:
+              batch_size: int | None = None, progress_desc: str = "") -> OdinGrid:
     """Validation metrics of ODIN at every (T, eps): ID and OOD float images (N, C, H, W) in [0, 1].
 
     Pass validation data only: the chosen cell (`OdinGrid.chosen`) is a function of these two sets alone.
@@ -157,6 +181,7 @@ def odin_grid(model: nn.Module, id_x: torch.Tensor, ood_x: torch.Tensor,
     eps = parse_values(list(eps), "ODIN eps values", minimum=0, strict=False)
     if len(id_x) == 0 or len(ood_x) == 0:
         raise OODError("the ODIN grid needs at least one ID and one OOD validation image")
+    batch_size = batch_size or eval_batch_size(id_x.device)
     chunks = -(-len(id_x) // batch_size) + -(-len(ood_x) // batch_size)
     bar = iter(progress(range(chunks * len(temperatures)), total=chunks * len(temperatures),
                         desc=progress_desc or "ODIN grid"))

@@ -25,6 +25,8 @@ def fingerprint(req: Any, run_dir: Path) -> dict[str, Any]:
     from dla.ood.features import checkpoint_key
 
     request = json.loads(json.dumps(dataclasses.asdict(req)))  # tuples -> lists, as results.json holds them
+    if request.get("amp") == "off":  # the default, as before the option existed: earlier results stay reusable
+        del request["amp"]
     return {"request": request, "checkpoint_sha256": checkpoint_key(run_dir / "checkpoints" / "best.pt")}
 
 

@@ -41,6 +41,7 @@ import torch
 from torch import nn
 
 from dla.data.registry import ImageSet
+from dla.nn.amp import amp_caption, check_amp, with_amp
 from dla.ood.data import (
     NOISE,
     IDData,
@@ -59,9 +60,9 @@ from dla.ood.odin_grid import EPS, TEMPERATURES, OdinGrid, eps_label, parse_valu
 from dla.ood.odin_grid import odin_grid as tune_odin
 from dla.ood.scores import score, score_many, score_names
 from dla.ood.tables import INVERTED_AUROC, Row, groups_json, is_inverted, ood_table, table_rows
+from dla.runtime import eval_batch_size
 
 DEFAULT_METHODS = "msp,maxlogit,energy,odin"
-BATCH = 500  # images per forward pass: bounds memory, changes no score
 TUNED = "odin tuned"
 
 
@@ -93,6 +94,7 @@ class OODRequest:
     grid_e: tuple[float, ...] = ()
     groups: tuple[tuple[str, str], ...] = ()  # --group SET=GROUP overrides
     fit_limit: int = 0  # ID training images the detectors are fitted on, the first N (0 = all)
+    amp: str = "off"  # "bf16": every forward pass under bf16 autocast (dla.nn.amp); never the default
 
 
 def method_names() -> list[str]:
@@ -116,8 +118,9 @@ def make_request(ood: str = "fashion_mnist,noise", methods: str | Sequence[str] 
                  recon_features: bool = False, recon_epochs: int = 3, recon_limit: int = 10000,
                  odin_grid: bool = False, odin_val: str = "same",
                  odin_temperatures: str | Sequence[float] = TEMPERATURES, odin_eps: str | Sequence[float] = EPS,
-                 groups: Sequence[str] | None = None, fit_limit: int = 0) -> OODRequest:
+                 groups: Sequence[str] | None = None, fit_limit: int = 0, amp: str = "off") -> OODRequest:
     """Check everything that does not depend on the run, with the CLI's option names in the messages."""
+    check_amp(amp)
     names = parse_methods(methods)
     group_map = parse_groups(list(groups or []))
     sources = parse_sources(ood, groups=group_map)  # names and --group checked once, before any run is loaded
@@ -142,13 +145,15 @@ def make_request(ood: str = "fashion_mnist,noise", methods: str | Sequence[str] 
         grid_e = parse_values(odin_eps, "--odin-eps", minimum=0, strict=False)
         _odin_val_sources(odin_val, sources)
     return OODRequest(ood, tuple(names), limit, temperature, eps, seed, recon_features, recon_epochs, recon_limit,
-                      odin_grid, odin_val, tuple(grid_t), tuple(grid_e), tuple(group_map.items()), fit_limit)
+                      odin_grid, odin_val, tuple(grid_t), tuple(grid_e), tuple(group_map.items()), fit_limit, amp)
 
 
 @torch.no_grad()
 def predict(model: nn.Module, x: torch.Tensor) -> torch.Tensor:
     """uint8 (N, C, H, W) -> predicted classes (N,) of the model in eval mode."""
-    return torch.cat([model(x[i: i + BATCH].float().div(255)).argmax(1) for i in range(0, len(x), BATCH)])
+    n = eval_batch_size(model)
+    with torch.inference_mode():
+        return torch.cat([model(x[i: i + n].float().div(255)).argmax(1) for i in range(0, len(x), n)])
 
 
 def _odin_val_sources(odin_val: str, tests: list[OODSource], id_dataset: str = "") -> dict[str, OODSource]:
@@ -182,7 +187,7 @@ class _Job:
 
     @property
     def model(self) -> nn.Module:
-        return self.run.model
+        return with_amp(self.run.model, self.req.amp)
 
     @property
     def name(self) -> str:
@@ -194,9 +199,9 @@ class _Job:
         xf = x.float().div(255)
         # One forward pass gives every detector its features and logits, and one more every logit score
         # (msp, maxlogit, energy): `score_many`. The rest (odin, recon) run on their own.
-        fs = extract(self.model, x, batch_size=BATCH) if self.detectors else None
+        fs = extract(self.model, x, batch_size=eval_batch_size(self.model)) if self.detectors else None
         plain = {m: self.options[m] for m in self.req.methods if m not in self.detectors}
-        out = score_many(self.model, xf, plain, batch_size=BATCH) if plain else {}
+        out = score_many(self.model, xf, plain, batch_size=eval_batch_size(self.model)) if plain else {}
         # One bar step per method (terminals only; CI logs keep the plain `log` lines).
         return {m: (self.detectors[m].score(fs) if m in self.detectors else out[m]).double().numpy()
                 for m in progress(self.req.methods, total=len(self.req.methods), desc=f"{what} scores")}
@@ -345,7 +350,7 @@ def _id_results(job: _Job) -> dict[str, Any]:
                "classes": splits.classes},
         "settings": {"limit": req.limit, "seed": req.seed, "methods": list(req.methods),
                      "temperature": req.temperature, "eps": req.eps, "recon": recon,
-                     "inverted_auroc": INVERTED_AUROC, "fit_limit": req.fit_limit,
+                     "inverted_auroc": INVERTED_AUROC, "fit_limit": req.fit_limit, "amp": req.amp,
                      "detectors": {m: d.options() for m, d in job.detectors.items()}},
         "ood": {},
     }
@@ -366,7 +371,7 @@ def _odin_grids(job: _Job, val_sets: dict[str, tuple[OODSource, ImageSet]], resu
         log(f"ODIN grid: {len(req.grid_t)} T x {len(req.grid_e)} eps on {len(id_val)} ID validation images and "
             f"{len(vdata)} {vsource.name} validation images...")
         g = tune_odin(job.model, id_val.float().div(255), vdata.x.float().div(255), req.grid_t, req.grid_e,
-                      batch_size=BATCH, progress_desc=f"ODIN grid ({vsource.name})")
+                      batch_size=eval_batch_size(job.model), progress_desc=f"ODIN grid ({vsource.name})")
         grids[vslug] = g
         plot_odin_grid(g.metrics["auroc"], g.temperatures, [eps_label(e) for e in g.eps], g.chosen,
                        out / f"odin_grid_{vslug}.png",
@@ -381,11 +386,12 @@ def _odin_grids(job: _Job, val_sets: dict[str, tuple[OODSource, ImageSet]], resu
 
 def _tuned(job: _Job, data: ImageSet, vsource: OODSource, g: OdinGrid) -> tuple[dict[str, Any], np.ndarray]:
     """ODIN at the grid's chosen (T, eps), on the ID test images and this OOD set: (metrics, OOD scores)."""
-    kw = {"temperature": g.chosen_temperature, "eps": g.chosen_eps}
+    kw: dict[str, Any] = {"temperature": g.chosen_temperature, "eps": g.chosen_eps,
+                          "batch_size": eval_batch_size(job.model)}
     if vsource.slug not in job.id_tuned:
-        job.id_tuned[vsource.slug] = score(job.model, job.id_x.float().div(255), "odin", batch_size=BATCH,
-                                           **kw).double().numpy()
-    tuned = score(job.model, data.x.float().div(255), "odin", batch_size=BATCH, **kw).double().numpy()
+        job.id_tuned[vsource.slug] = score(job.model, job.id_x.float().div(255), "odin", **kw).double().numpy()
+    tuned = score(job.model, data.x.float().div(255), "odin", **kw).double().numpy()
+    del kw["batch_size"]
     m = ood_metrics(job.id_tuned[vsource.slug], tuned)
     return {"validation_ood": vsource.name, **kw, **m, "inverted": is_inverted(m)}, tuned
 
@@ -459,7 +465,7 @@ def _caption(job: _Job, results: dict[str, Any], val_sets: dict[str, tuple[OODSo
             + (f" odin: T={req.temperature:g}, eps={req.eps:g}." if "odin" in names else "")
             + (f" Detectors fitted on {fit_n} ID training images' penultimate features: "
                f"{', '.join(m for m, d in job.detectors.items() if d.needs_fit)}." if fitted else "")
-            + (grid if req.odin_grid else ""))
+            + (grid if req.odin_grid else "") + amp_caption(req.amp))
 
 
 def _write(job: _Job, results: dict[str, Any], rows: list[Row],

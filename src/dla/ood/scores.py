@@ -10,7 +10,7 @@ dispatcher `score` does the rest once for all of them:
 - the input is never mutated; gradient-free scores run under `torch.no_grad()`;
 - `batch_size` splits a large `x` into chunks; the result is a CPU float32 tensor of shape (B,).
 
-Images are (B, C, H, W) in [0, 1]; normalisation is a module inside the model (DESIGN.md), so ODIN's input
+Images are (B, C, H, W) in [0, 1]; normalisation is a module inside the model (docs/ARCHITECTURE.md), so ODIN's input
 perturbation is in pixel units.
 """
 

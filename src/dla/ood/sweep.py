@@ -13,6 +13,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+from dla.nn.amp import amp_caption
 from dla.ood.tables import Row, sweep_table
 
 
@@ -49,7 +50,8 @@ def ood_sweep(sweep_dir: Path, req: Any, root: Path, log: Callable[[str], Any] =
     caption = (f"ID: {first['dataset']} test, the first {first['n']} images of each run's test split and of each "
                "OOD set, best checkpoint of each run. Each cell: mean ± sample std over the config's n runs; a "
                "group's mean row is each run's mean over the group's sets, then mean ± std over the runs."
-               + (" odin tuned: each run's own validation-chosen (T, eps)." if req.odin_grid else ""))
+               + (" odin tuned: each run's own validation-chosen (T, eps)." if req.odin_grid else "")
+               + amp_caption(req.amp))
     name = f"{sweep_dir.parent.name}/{sweep_dir.name}"
     text = f"# {name}: OOD detection\n\n" + sweep_table(list(configs.items()), caption)
     if unfinished:
@@ -58,7 +60,7 @@ def ood_sweep(sweep_dir: Path, req: Any, root: Path, log: Callable[[str], Any] =
     folder.mkdir(parents=True, exist_ok=True)
     write_json(folder / "results.json", {"sweep": str(sweep_dir), "settings": {"ood": req.ood,
                                          "methods": list(req.methods), "limit": req.limit, "seed": req.seed,
-                                         "odin_grid": req.odin_grid}, "runs": per_run})
+                                         "odin_grid": req.odin_grid, "amp": req.amp}, "runs": per_run})
     with atomic_write(folder / "summary.md", "w") as f:
         f.write(text)
     return folder, text

@@ -72,7 +72,9 @@ def check_teacher(run_path: str, cfg: ExperimentConfig) -> ExperimentConfig:
         raise ConfigError(f"distill.teacher={run_path!r} is not a finished run folder (it needs config.yaml and "
                           "checkpoints/best.pt); train the teacher with `dla run` first")
     tcfg = load_config(str(run.config))
-    if tcfg.data.name != cfg.data.name:
+    # Before the data is loaded the student may still fall back (data.fallback), and the teacher's config holds
+    # the dataset it really used; after loading, cfg.data.name is the student's real one and must match exactly.
+    if tcfg.data.name not in (cfg.data.name, cfg.data.fallback or cfg.data.name):
         raise ConfigError(f"the teacher in {run_path} was trained on {tcfg.data.name!r}, the student trains on "
                           f"{cfg.data.name!r}; distil on the same dataset")
     return tcfg
@@ -125,18 +127,20 @@ class Adversarial:
     """
 
     def __init__(self, model: nn.Module, method: str, eps: float, alpha: float, steps: int, random_start: bool,
-                 mix: float, label_smoothing: float, fraction: float = 1.0) -> None:
+                 mix: float, label_smoothing: float, fraction: float = 1.0, target: int = -1) -> None:
         self.model, self.method, self.eps, self.steps, self.random_start = model, method, eps, steps, random_start
         self.alpha = alpha or None  # 0 in the config = pgd's default, 2.5 * eps / steps
         self.mix, self.label_smoothing, self.fraction = mix, label_smoothing, fraction
+        # target >= 0: the copies are targeted at that class (the lab's experiment); the loss keeps the true labels
+        self.target = {"targeted": True, "target": target} if target >= 0 else {}
 
     def examples(self, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
         """Adversarial copies of the batch x (B, C, H, W) in [0, 1] with labels y (B,)."""
         from dla.attacks import fgsm, pgd  # here: dla.attacks imports dla.train.metrics, which imports this module
 
         if self.method == "fgsm":
-            return fgsm(self.model, x, y, self.eps)
-        return pgd(self.model, x, y, self.eps, self.alpha, self.steps, random_start=self.random_start)
+            return fgsm(self.model, x, y, self.eps, **self.target)
+        return pgd(self.model, x, y, self.eps, self.alpha, self.steps, random_start=self.random_start, **self.target)
 
     def __call__(self, logits: torch.Tensor, y: torch.Tensor, x: torch.Tensor, idx: torch.Tensor) -> torch.Tensor:
         clean = F.cross_entropy(logits, y, label_smoothing=self.label_smoothing)
@@ -269,8 +273,11 @@ def build_criterion(cfg: ExperimentConfig, splits: Splits, device: torch.device,
     if adv.method != "none":  # config.validate refuses it together with distillation
         if model is None:
             raise ValueError("adversarial training needs the model: build_criterion(cfg, splits, device, model)")
+        if adv.target >= 0 and adv.target >= len(splits.classes):
+            raise ConfigError(f"train.adversarial.target={adv.target} is not a class of {cfg.data.name} (0 .. "
+                              f"{len(splits.classes) - 1}); use -1 for untargeted adversarial training")
         return Adversarial(model, adv.method, adv.eps, adv.alpha, adv.steps, adv.random_start, adv.mix, ls,
-                           adv.fraction)
+                           adv.fraction, adv.target)
     oe = cfg.train.outlier_exposure
     if oe.dataset:  # config.validate refuses it together with distillation or adversarial training
         if model is None:
