@@ -116,9 +116,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("run_dir", help="a run folder written by `dla run`, or a sweep folder (then every finished run, "
                                    "and mean ± std over seeds)")
     p.add_argument("--method", default=None, help="registered attack: fgsm, pgd, apgd-ce, apgd-dlr, apgd-t, pgd-l2, "
-                                                  "cw-l2, deepfool (default: pgd)")
-    p.add_argument("--suite", default=None, help="instead of --method, an ensemble: autoattack (APGD-CE + APGD-T, "
-                                                 "robust accuracy per attack and worst case, masking checks)")
+                                                  "cw-l2, deepfool, square, fab-t (default: pgd)")
+    p.add_argument("--suite", default=None, help="instead of --method, an ensemble: autoattack (AutoAttack's "
+                                                 "standard APGD-CE, APGD-T, FAB-T, Square) or autoattack-fast "
+                                                 "(APGD-CE + APGD-T); worst case per image, masking checks")
+    p.add_argument("--queries", type=int, default=None, help="square (and --suite autoattack): Square's query "
+                                                             "budget (default: 5000)")
     p.add_argument("--no-checks", action="store_true", help="--suite: skip the gradient-masking probes")
     p.add_argument("--eps", default=None,
                    help="comma list of radii in pixel units (L_inf; L2 lengths for pgd-l2, cw-l2, deepfool), "
@@ -424,7 +427,7 @@ def cmd_attack(args: argparse.Namespace) -> None:
     request = make_request(method, eps, steps=args.steps, alpha=args.alpha,
                            restarts=args.restarts, targeted=args.targeted, variant=args.variant,
                            least_likely=args.least_likely, n=args.n, batch_size=args.batch_size, grid=args.grid,
-                           seed=args.seed, device=args.device, amp=args.amp)
+                           seed=args.seed, device=args.device, amp=args.amp, queries=args.queries)
     folder, text = attack_path(Path(args.run_dir), request, resolve_data_root(args.data_root))
     print(text, end="")
     print(f"attack folder: {folder}")
@@ -440,8 +443,10 @@ def cmd_attack_suite(args: argparse.Namespace) -> None:
              "--variant": None if args.variant == "standard" else args.variant}
     clash = [k for k, v in given.items() if v is not None]
     if clash:
-        raise AttackError(f"--suite runs its own attacks: drop {', '.join(clash)} (--steps, --eps, --n, --seed apply)")
-    request = make_suite_request(args.suite, "8/255" if args.eps is None else args.eps, steps=args.steps, n=args.n,
+        raise AttackError(f"--suite runs its own attacks: drop {', '.join(clash)} (--steps, --queries, --eps, --n, "
+                          f"--seed apply)")
+    request = make_suite_request(args.suite, "8/255" if args.eps is None else args.eps, steps=args.steps,
+                                 queries=args.queries, n=args.n,
                                  batch_size=args.batch_size, seed=args.seed, device=args.device,
                                  checks=not args.no_checks)
     folder, text = suite_path(Path(args.run_dir), request, resolve_data_root(args.data_root))

@@ -101,6 +101,19 @@ def test_pgd_with_a_seed_is_evaluate_attack_after_the_same_seed(capsys: pytest.C
 
 
 @needs_mnist
+def test_square_alone_takes_its_query_budget(capsys: pytest.CaptureFixture[str], run: Path,
+                                            trained: TrainedRun) -> None:
+    code, out, err = _cli(capsys, "attack", str(run), "--method", "square", "--queries", "30", "--eps", "0,0.1",
+                          "--n", "40", "--grid", "0", "--device", "cpu")
+    assert code == 0, err
+    results = json.loads((run / "attacks" / "square" / "results.json").read_text())
+    assert results["options"] == {"restarts": 1, "queries": 30}
+    want = evaluate_attack(trained.model, (trained.test_x[:40], trained.test_y[:40]), "square", [0, 0.1], queries=30)
+    _same_rows(results["rows"], want)
+    assert "queries=30" in out
+
+
+@needs_mnist
 @pytest.mark.parametrize(("argv", "folder", "kw"), [
     (["--targeted", "3", "--variant", "ovo"], "pgd_targeted-3_ovo", {"targeted": True, "target": 3, "variant": "ovo"}),
     (["--least-likely"], "pgd_least-likely", {"least_likely": True}),
@@ -123,11 +136,17 @@ def test_targeted_attacks_report_their_success_rate(capsys: pytest.CaptureFixtur
 
 @needs_mnist
 @pytest.mark.parametrize(("argv", "needles"), [
-    (["--method", "cw"], ["unknown attack 'cw'; known: apgd-ce, apgd-dlr, apgd-t, cw-l2, deepfool, fgsm, pgd"]),
+    (["--method", "cw"], ["unknown attack 'cw'; known: apgd-ce, apgd-dlr, apgd-t, cw-l2, deepfool, fab-t, fgsm, pgd"]),
     (["--suite", "autoattack", "--method", "pgd", "--restarts", "2"], ["--suite runs its own attacks: drop "
                                                                        "--method, --restarts"]),
-    (["--suite", "robustbench"], ["unknown suite 'robustbench'; known: autoattack"]),
+    (["--suite", "robustbench"], ["unknown suite 'robustbench'; known: autoattack, autoattack-fast"]),
     (["--suite", "autoattack", "--steps", "0"], ["--steps must be an integer >= 1; got 0"]),
+    (["--suite", "autoattack", "--queries", "0"], ["--queries must be an integer >= 1; got 0"]),
+    (["--suite", "autoattack-fast", "--queries", "9"], ["--queries is Square's budget, and suite 'autoattack-fast' "
+                                                        "does not run Square"]),
+    (["--method", "pgd", "--queries", "9"], ["--queries does not apply to pgd (its options: --steps, --alpha, "
+                                             "--restarts)"]),
+    (["--method", "square", "--queries", "0"], ["--queries must be an integer >= 1; got 0"]),
     (["--suite", "autoattack", "--eps", "0,2"], ["--eps values are L_inf radii of [0, 1] images"]),
     (["--eps", "0,abc"], ["--eps takes numbers such as 0.1 or 8/255; got 'abc'"]),
     (["--eps", "0,1/0"], ["--eps takes numbers such as 0.1 or 8/255; got '1/0'"]),
@@ -230,16 +249,20 @@ def test_eps_lists_and_their_labels() -> None:
 def test_the_autoattack_suite_on_a_run_is_evaluate_suite(capsys: pytest.CaptureFixture[str], run: Path,
                                                           trained: TrainedRun) -> None:
     code, out, err = _cli(capsys, "attack", str(run), "--suite", "autoattack", "--eps", "0,0.05,0.3", "--steps", "5",
-                          "--n", "40", "--seed", "2", "--device", "cpu")
+                          "--queries", "50", "--n", "40", "--seed", "2", "--device", "cpu")
     assert code == 0, err
     folder = run / "attacks" / "autoattack"
     assert out == (folder / "table.md").read_text() + f"attack folder: {folder}\n"
     results = json.loads((folder / "results.json").read_text())
-    want = evaluate_suite(trained.model, (trained.test_x[:40], trained.test_y[:40]), ["apgd-ce", "apgd-t"],
-                          [0, 0.05, 0.3], seed=2, options={"apgd-ce": {"steps": 5}, "apgd-t": {"steps": 5}})
+    want = evaluate_suite(trained.model, (trained.test_x[:40], trained.test_y[:40]),
+                          ["apgd-ce", "apgd-t", "fab-t", "square"], [0, 0.05, 0.3], seed=2,
+                          options={"apgd-ce": {"steps": 5}, "apgd-t": {"steps": 5}, "fab-t": {"steps": 5},
+                                   "square": {"queries": 50}})
     assert results["rows"] == want
-    assert "| eps | Clean | APGD-CE | APGD-T | Worst case |" in out
-    assert "the standard AutoAttack ensemble's FAB-T and Square are not run" in out
+    assert results["options"]["square"] == {"queries": 50} and results["options"]["fab-t"] == {"steps": 5}
+    assert "| eps | Clean | APGD-CE | APGD-T | FAB-T | SQUARE | Worst case |" in out
+    assert "autoattack: AutoAttack's standard ensemble, APGD-CE → APGD-T → FAB-T → SQUARE" in out
+    assert "steps=5, Square queries=50" in out
     row = want[2]
     assert row["worst"] <= min(row["attacks"].values()) < row["clean"]  # an MLP is not robust at 0.3
     assert f"| 0.3 | {100 * row['clean']:.2f}% | {100 * row['attacks']['apgd-ce']:.2f}% |" in out
@@ -252,10 +275,11 @@ def test_the_suite_on_a_sweep_is_mean_and_std_over_seeds(capsys: pytest.CaptureF
     sweep = tmp_path / "adv" / "s"
     for name in ("variant=a,seed=0", "variant=a,seed=1"):
         shutil.copytree(mlp_run.path, sweep / name)
-    code, out, err = _cli(capsys, "attack", str(sweep), "--suite", "autoattack", "--eps", "8/255", "--steps", "3",
-                          "--n", "20", "--no-checks", "--device", "cpu")
+    code, out, err = _cli(capsys, "attack", str(sweep), "--suite", "autoattack-fast", "--eps", "8/255", "--steps",
+                          "3", "--n", "20", "--no-checks", "--device", "cpu")
     assert code == 0, err
-    folder = sweep / "attacks" / "autoattack"
+    assert "autoattack-fast: APGD-CE → APGD-T, a subset of AutoAttack's standard ensemble" in out
+    folder = sweep / "attacks" / "autoattack-fast"
     assert out == (folder / "summary.md").read_text() + f"attack folder: {folder}\n"
     runs = json.loads((folder / "results.json").read_text())["runs"]
     row = runs["variant=a,seed=0"]["rows"][0]

@@ -173,7 +173,8 @@ def test_register_attack_checks_the_norm() -> None:
 
 
 def test_builtin_attacks_are_registered() -> None:
-    assert {"fgsm", "pgd", "apgd-ce", "apgd-dlr", "apgd-t", "pgd-l2", "cw-l2", "deepfool"} <= set(attack_names())
+    assert {"fgsm", "pgd", "apgd-ce", "apgd-dlr", "apgd-t", "pgd-l2", "cw-l2", "deepfool", "square",
+            "fab-t"} <= set(attack_names())
     assert {n for n in attack_names() if get_attack(n).norm == "l2"} == {"pgd-l2", "cw-l2", "deepfool"}
     assert get_attack("fgsm").fn is fgsm and get_attack("pgd").fn is pgd
     assert "steps" in get_attack("pgd").options() and "steps" not in get_attack("fgsm").options()
@@ -222,6 +223,15 @@ BAD_REQUESTS = [
     ("pgd", {"eps": -0.1}, "eps must be a finite number >= 0"),
     ("pgd", {"restarts": 0}, "restarts must be an integer >= 1"),
     ("pgd", {"restarts": 3, "random_start": False}, "restarts=3 needs random_start=True"),
+    ("square", {"queries": 0}, "queries must be an integer >= 1; got 0"),
+    ("square", {"p_init": 1.5}, r"p_init must be a fraction of the image in \(0, 1\]"),
+    ("square", {"loss": "dlr"}, "loss must be one of margin, ce; got 'dlr'"),
+    ("square", {"seed": 1.5}, "seed must be an integer"),
+    ("square", {"x": images(4)[:, 0]}, r"square attacks images \(B, C, H, W\)"),
+    ("fab-t", {"targets": 0}, "targets must be an integer >= 1; got 0"),
+    ("fab-t", {"alpha_max": 2.0}, r"alpha_max must be a number in \[0, 1\]"),
+    ("fab-t", {"beta": 0.0}, r"beta must be a number in \(0, 1\]"),
+    ("fab-t", {"eta": -1.0}, "eta must be a finite number > 0"),
 ]
 
 
@@ -235,7 +245,7 @@ def test_bad_requests_raise_one_clear_error(name: str, kw: dict[str, object], ma
 
 def test_unknown_attack_and_non_logit_models() -> None:
     with pytest.raises(AttackError, match="unknown attack 'cw'; known: apgd-ce, apgd-dlr, apgd-t, cw-l2, deepfool, "
-                                          "fgsm, pgd, pgd-l2"):
+                                          "fab-t, fgsm, pgd, pgd-l2, square"):
         get_attack("cw")
     with pytest.raises(AttackError, match=r"logits \(B, K\); the model returned \(2, 4, 6, 6\)"):
         fgsm(tiny_model()[:2], images(2), labels(2), 0.1)

@@ -184,3 +184,59 @@ def test_cw_l2_equals_torchattacks(dtype: torch.dtype, goal: str) -> None:
     found = (theirs != x).flatten(1).any(1)  # (B,) torchattacks found an adversarial image
     assert found.sum() >= 4
     torch.testing.assert_close(ours[found], theirs[found], rtol=0, atol=0)
+
+
+# ---- the black-box and boundary attacks of AutoAttack: Square, FAB-T ------------------------------------------
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+@pytest.mark.parametrize("eps", [2 / 255, 8 / 255])
+def test_square_equals_torchattacks(dtype: torch.dtype, eps: float) -> None:
+    # Randomised, seeded: ours draws from a private generator what torchattacks draws from the global RNG after
+    # torch.manual_seed(seed), in the same order, so the searches are the same: the same examples fooled, with the
+    # same images (to an ulp in float32: eps rounded down). Two restarts, so the second draws after the first.
+    model, x, y = _model_and_data(dtype)
+    ours = get_attack("square")(model, x, y, eps, queries=200, restarts=2, seed=3)
+    theirs = torchattacks.Square(model, eps=eps, n_queries=200, n_restarts=2, seed=3)(x, y)
+    f_ours, f_theirs = _fooled(model, ours, y), _fooled(model, theirs, y)
+    assert abs(int(f_ours.sum()) - int(f_theirs.sum())) <= 1  # the requirement; in fact equal:
+    assert torch.equal(f_ours, f_theirs)
+    assert (f_theirs & (model.eval()(x).argmax(1) == y)).any()  # not vacuous: some were attacked and fooled
+    torch.testing.assert_close(ours[f_theirs], theirs[f_theirs], rtol=0, atol=1e-7)
+    assert not torch.equal(get_attack("square")(model, x, y, eps, queries=200, restarts=2, seed=4), ours)
+
+
+@pytest.mark.parametrize("eps", [2 / 255, 8 / 255])
+@pytest.mark.parametrize("restarts", [1, 2])
+def test_fab_t_equals_torchattacks(eps: float, restarts: int) -> None:
+    # torchattacks' FAB with multi_targeted=True is FAB-T: n_classes - 1 targets (all 4 wrong classes here). One
+    # restart is deterministic (it starts at x); later ones start at random points, seeded as for APGD. Ours
+    # projects onto the linearised boundary by sorting (torchattacks bisects): the same steps to ~1e-7, the same
+    # examples fooled, the same images to a few ulps. float32 only: torchattacks' FAB fails on float64 inputs.
+    model, x, y = _model_and_data(torch.float32)
+    ours = get_attack("fab-t")(model, x, y, eps, steps=20, targets=4, restarts=restarts, seed=3)
+    theirs = torchattacks.FAB(model, eps=eps, steps=20, n_restarts=restarts, multi_targeted=True, n_classes=CLASSES,
+                              seed=3)(x, y)
+    f_ours, f_theirs = _fooled(model, ours, y), _fooled(model, theirs, y)
+    assert abs(int(f_ours.sum()) - int(f_theirs.sum())) <= 1  # the requirement; in fact equal:
+    assert torch.equal(f_ours, f_theirs)
+    assert (f_theirs & (model.eval()(x).argmax(1) == y)).any()
+    torch.testing.assert_close(ours[f_theirs], theirs[f_theirs], rtol=0, atol=1e-6)
+
+
+def test_fab_projection_equals_torchattacks() -> None:
+    # The minimal-L_inf step onto {w . z = b} within [0, 1]: every case, the hyperplane reached without the box
+    # binding, with it binding, out of the box's reach, zero weights and pixels at 0 and 1.
+    from torchattacks.attacks.fab import projection_linf
+
+    from dla.attacks.fab import project_onto_hyperplane
+
+    g = torch.Generator().manual_seed(0)
+    t, w = torch.rand(64, 300, generator=g, dtype=torch.float64), torch.randn(64, 300, generator=g, dtype=torch.float64)
+    w[:, :20], t[:, 20:50] = 0, t[:, 20:50].round()
+    b = (w * t).sum(1) + torch.randn(64, generator=g, dtype=torch.float64) * torch.logspace(-3, 2, 64).double()
+    ours = project_onto_hyperplane(t, w, b)
+    torch.testing.assert_close(ours, projection_linf(t, w, b), rtol=0, atol=1e-12)
+    assert ((t + ours).amin() >= -1e-12) and ((t + ours).amax() <= 1 + 1e-12)
+    reached = ((w * (t + ours)).sum(1) - b).abs() < 1e-9
+    assert 10 < int(reached.sum()) < 64  # both cases occur

@@ -5,10 +5,11 @@ robust to gradient attacks without being robust. The symptoms checked here, each
 
 - accuracy rises with eps: a larger ball contains the smaller one, so a working attack can only do better;
 - an unbounded attack (eps = 1 in L_inf: the whole [0, 1] image cube) does not reach 0% accuracy;
-- a much stronger attack (more steps and restarts) lowers accuracy by much: the standard one had not converged.
+- a much stronger attack (more steps and restarts) lowers accuracy by much: the standard one had not converged;
+- a black-box attack beats a white-box one (Square, which never sees a gradient, below PGD-20): the gradients
+  the white-box attack follows do not point where the model's decisions change (run with the Square suites).
 
-A black-box attack beating the white-box ones (Square vs APGD) is the fourth classic symptom; `dla` has no
-Square attack yet, so it is not checked. The checks are evidence, not proof: a quiet check is no guarantee.
+The checks are evidence, not proof: a quiet check is no guarantee.
 """
 
 from __future__ import annotations
@@ -22,6 +23,7 @@ from torch import nn
 from dla.attacks.common import attack_mode, logits_of
 from dla.attacks.pgd import pgd
 from dla.attacks.plots import fmt_eps
+from dla.attacks.square import square
 
 Row = dict[str, Any]
 PROBE = 64  # images the probing attacks run on (the first ones): enough to see 0% vs not, and cheap
@@ -75,13 +77,30 @@ def more_effort(model: nn.Module, x: torch.Tensor, y: torch.Tensor, eps: float, 
     return []
 
 
+def square_beats_pgd(model: nn.Module, x: torch.Tensor, y: torch.Tensor, eps: float, seed: int = 0,
+                     queries: int = 5000) -> list[str]:
+    """Square (black-box, `queries` queries) against PGD-20 at eps: Square lower by more than one image warns."""
+    torch.manual_seed(seed)
+    white = _accuracy(model, pgd(model, x, y, eps, steps=20), y)
+    black = _accuracy(model, square(model, x, y, eps, queries, seed=seed), y)
+    if white - black > _slack(len(y)):
+        return [f"WARNING (gradient masking?): black-box Square ({queries} queries) beats white-box PGD-20 at eps "
+                f"{fmt_eps(eps)}: {100 * black:.2f}% against {100 * white:.2f}% on the first {len(y)} images"]
+    return []
+
+
 def masking_warnings(model: nn.Module, x: torch.Tensor, y: torch.Tensor, rows: Sequence[Row],
-                     seed: int = 0) -> list[str]:
-    """Every check: `rows` from `evaluate_suite`; x (B, C, H, W) in [0, 1], y (B,): the probes' images."""
+                     seed: int = 0, square_queries: int | None = None) -> list[str]:
+    """Every check: `rows` from `evaluate_suite`; x (B, C, H, W) in [0, 1], y (B,): the probes' images.
+
+    `square_queries`: Square's budget for the black-box check; None skips it (a suite without Square).
+    """
     x, y = x[:PROBE], y[:PROBE]
     eps_max = max(r["eps"] for r in rows)
     warnings = non_monotone(rows) if len(rows) > 1 else []
     warnings += unbounded(model, x, y)
     if eps_max > 0:
         warnings += more_effort(model, x, y, eps_max, seed)
+        if square_queries is not None:
+            warnings += square_beats_pgd(model, x, y, eps_max, seed, square_queries)
     return warnings

@@ -58,7 +58,8 @@ class AttackSpec:
 
 _REGISTRY: dict[str, AttackSpec] = {}
 BUILTIN = ("dla.attacks.fgsm", "dla.attacks.pgd", "dla.attacks.apgd", "dla.attacks.apgd_t", "dla.attacks.pgd_l2",
-           "dla.attacks.cw", "dla.attacks.deepfool")
+           "dla.attacks.cw", "dla.attacks.deepfool", "dla.attacks.square",
+           "dla.attacks.fab")
 
 
 def register_attack(name: str, description: str, targeted: bool = True, direction: AttackFn | None = None,

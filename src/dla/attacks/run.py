@@ -77,7 +77,7 @@ class AttackRequest:
 
     method: str = "pgd"
     eps: tuple[float, ...] = (0.0, 1 / 255, 2 / 255, 4 / 255, 8 / 255)
-    options: dict[str, Any] = field(default_factory=dict)  # the attack's own options: steps, alpha, restarts
+    options: dict[str, Any] = field(default_factory=dict)  # the attack's own options: steps, alpha, restarts, queries
     targeted: int | str | None = None  # class index or name
     variant: str = "standard"
     least_likely: bool = False
@@ -109,7 +109,8 @@ class AttackRequest:
 def make_request(method: str = "pgd", eps: str | Sequence[float] = DEFAULT_EPS, *, steps: int | None = None,
                  alpha: str | float | None = None, restarts: int | None = None, targeted: int | str | None = None,
                  variant: str = "standard", least_likely: bool = False, n: int | None = None, batch_size: int = 256,
-                 grid: int = 8, seed: int = 0, device: str = "auto", amp: str = "off") -> AttackRequest:
+                 grid: int = 8, seed: int = 0, device: str = "auto", amp: str = "off",
+                 queries: int | None = None) -> AttackRequest:
     """Check everything that does not depend on the run, with the CLI's option names in the messages."""
     from dla.runtime import pick_device
 
@@ -117,22 +118,22 @@ def make_request(method: str = "pgd", eps: str | Sequence[float] = DEFAULT_EPS, 
 
     spec = get_attack(method)  # unknown method: one line listing the known ones
     eps_list = parse_eps(eps)
-    given = {"steps": steps, "alpha": alpha, "restarts": restarts}
+    given = {"steps": steps, "alpha": alpha, "restarts": restarts, "queries": queries}
     options: dict[str, Any] = {}
     for name, value in given.items():
         if value is None:
             continue
         if name not in spec.options():
-            useful = [f"--{o}" for o in ("steps", "alpha", "restarts") if o in spec.options()]
+            useful = [f"--{o}" for o in given if o in spec.options()]
             raise AttackError(f"--{name} does not apply to {method}"
                               + (f" (its options: {', '.join(useful)})" if useful else " (it has no step options)"))
         options[name] = value
     if "alpha" in options:
         a = options["alpha"]
         options["alpha"] = check_alpha(parse_number(a, "--alpha") if isinstance(a, str) else a, "--alpha")
-    for name in ("steps", "restarts"):
+    for name in ("steps", "restarts", "queries"):
         v = options.get(name)
-        low = 1 if name == "restarts" else 0
+        low = 0 if name == "steps" else 1
         if v is not None and (isinstance(v, bool) or not isinstance(v, int) or v < low):
             raise AttackError(f"--{name} must be an integer >= {low}; got {v!r}")
     if variant not in VARIANTS:
@@ -186,9 +187,10 @@ class Outcome:
 
 
 def effective_options(method: str, options: dict[str, Any]) -> dict[str, Any]:
-    """The step options the attack runs with: the ones given, else its defaults (pgd: steps=10, restarts=1)."""
+    """The step options the attack runs with: the ones given, else its defaults (pgd: steps=10, restarts=1;
+    square: queries=5000, restarts=1)."""
     params = inspect.signature(get_attack(method).fn).parameters
-    return {k: options.get(k, params[k].default) for k in ("steps", "alpha", "restarts") if k in params}
+    return {k: options.get(k, params[k].default) for k in ("steps", "alpha", "restarts", "queries") if k in params}
 
 
 def _fmt_option(name: str, value: Any) -> str:

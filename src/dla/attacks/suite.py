@@ -1,10 +1,12 @@
-"""An AutoAttack-style ensemble: several attacks on the same images, robust accuracy per attack and worst case.
+"""AutoAttack's ensemble: several attacks in turn, each on the images the previous ones left robust, worst case.
 
-AutoAttack's "standard" ensemble (Croce & Hein, 2020; RobustBench's evaluation) is APGD-CE, APGD-T, FAB-T and
-Square. `dla` has the first two, so the "autoattack" suite here is APGD-CE + APGD-T (100 steps each, 9 target
-classes, as in the standard version), without FAB-T and Square: its worst case is an upper bound on what the
-full ensemble would report. An image counts as robust at eps only if it is classified correctly clean and
-after every attack of the suite (the worst case per example); each attack's own robust accuracy is reported too.
+AutoAttack's "standard" version (Croce & Hein, 2020; RobustBench's evaluation) runs APGD-CE, APGD-T, FAB-T and
+Square in that order, each only on the images still robust after the attacks before it, and counts an image as
+robust at eps only if it is classified correctly clean and survives all of them (the worst case per example).
+`--suite autoattack` is that ensemble (with each attack's standard settings unless `options` change them:
+100 steps, 9 target classes, 5000 Square queries); `--suite autoattack-fast` is its cheaper part, APGD-CE +
+APGD-T, whose worst case is an upper bound on what the full ensemble would report. Each attack's column is the
+robust accuracy after it and every attack before it, as AutoAttack reports it; the last equals the worst case.
 """
 
 from __future__ import annotations
@@ -19,8 +21,9 @@ from dla.attacks.common import AttackError, attack_mode, check_eps, logits_of
 from dla.attacks.evaluate import Batch, _batches, _model_device_dtype
 from dla.attacks.registry import get_attack
 
-SUITES: dict[str, tuple[str, ...]] = {"autoattack": ("apgd-ce", "apgd-t")}
-MISSING: dict[str, str] = {"autoattack": "FAB-T and Square"}  # of the standard ensemble, not in dla
+SUITES: dict[str, tuple[str, ...]] = {"autoattack": ("apgd-ce", "apgd-t", "fab-t", "square"),
+                                      "autoattack-fast": ("apgd-ce", "apgd-t")}
+MISSING: dict[str, str] = {"autoattack-fast": "FAB-T and Square"}  # of the standard ensemble, not run
 Row = dict[str, Any]
 
 
@@ -31,10 +34,14 @@ def suite_attacks(suite: str) -> tuple[str, ...]:
 
 
 def caption(suite: str) -> str:
-    """What the suite is, for a table's caption: the attacks it runs and those of the standard ensemble it lacks."""
-    names = " + ".join(a.upper() for a in suite_attacks(suite))
-    missing = f"; the standard AutoAttack ensemble's {MISSING[suite]} are not run" if suite in MISSING else ""
-    return f"{suite} subset: {names}{missing}"
+    """What the suite ran, for a table's caption: its attacks in order and those of the standard ensemble it lacks."""
+    names = " → ".join(a.upper() for a in suite_attacks(suite))
+    if suite in MISSING:
+        return (f"{suite}: {names}, a subset of AutoAttack's standard ensemble ({MISSING[suite]} not run: an upper "
+                f"bound on its worst case); each attack on the images the previous left robust, each column the "
+                f"robust accuracy after it and those before it")
+    return (f"{suite}: AutoAttack's standard ensemble, {names}, each attack on the images the previous left "
+            f"robust, each column the robust accuracy after it and those before it")
 
 
 def _robust(model: nn.Module, name: str, x: torch.Tensor, y: torch.Tensor, eps: float, seed: int,
@@ -54,9 +61,9 @@ def evaluate_suite(model: nn.Module, data: Iterable[Batch] | Batch, attacks: Seq
     """Per eps: {"eps", "n", "clean", "worst", "attacks": {name: robust accuracy}} over the whole dataset.
 
     `data` as in `evaluate_attack` (uint8 or [0, 1] images); `options[name]` are that attack's options (e.g.
-    {"apgd-ce": {"steps": 20}}); attacks that take a `seed` get `seed` unless given one. Each attack runs on
-    the images classified correctly clean, so its robust accuracy is its own; "worst" is the fraction robust
-    to all of them at once.
+    {"apgd-ce": {"steps": 20}}); attacks that take a `seed` get `seed` unless given one. The attacks run in
+    order, each on the images of the batch classified correctly clean and not broken by the attacks before it;
+    attacks["name"] is the fraction robust after that attack and every earlier one, "worst" after all of them.
     """
     eps_list = [check_eps(e) for e in eps_list]
     options = {a: dict((options or {}).get(a, {})) for a in attacks}
@@ -78,12 +85,12 @@ def evaluate_suite(model: nn.Module, data: Iterable[Batch] | Batch, attacks: Seq
             n, clean = n + y.shape[0], clean + int(ok.sum())
             xc, yc = x[ok], y[ok]
             for i, eps in enumerate(eps_list):
-                worst = torch.ones_like(yc, dtype=torch.bool)
+                robust = torch.ones_like(yc, dtype=torch.bool)
                 for a in attacks:
-                    r = _robust(model, a, xc, yc, eps, seed, options[a])
-                    counts[i][a] += int(r.sum())
-                    worst &= r
-                counts[i]["worst"] += int(worst.sum())
+                    idx = robust.nonzero()[:, 0]
+                    robust[idx] = _robust(model, a, xc[idx], yc[idx], eps, seed, options[a])
+                    counts[i][a] += int(robust.sum())
+                counts[i]["worst"] += int(robust.sum())
     if n == 0:
         raise AttackError("no examples to attack: the data yielded no batches")
     return [{"eps": eps, "n": n, "clean": clean / n, "worst": c["worst"] / n,

@@ -14,6 +14,7 @@ from typing import Any
 from dla.attacks.common import AttackError, check_count
 from dla.attacks.masking import PROBE, masking_warnings
 from dla.attacks.plots import fmt_eps
+from dla.attacks.registry import get_attack
 from dla.attacks.run import parse_eps, run_label
 from dla.attacks.suite import caption, evaluate_suite, suite_attacks
 from dla.data.files import atomic_write
@@ -29,27 +30,37 @@ Row = dict[str, Any]
 class SuiteRequest:
     suite: str = "autoattack"
     eps: tuple[float, ...] = (8 / 255,)
-    steps: int | None = None  # every attack's steps; None = each attack's default (100 for the APGDs)
+    steps: int | None = None  # every attack's steps; None = each attack's default (100 for the APGDs and FAB-T)
+    queries: int | None = None  # Square's query budget; None = its default (5000)
     n: int | None = None
     batch_size: int = 256
     seed: int = 0
     device: str = "cpu"
-    checks: bool = True  # the gradient-masking probes (three extra PGD runs on the first PROBE images)
+    checks: bool = True  # the gradient-masking probes (extra PGD runs, and Square, on the first PROBE images)
 
     @property
     def attacks(self) -> tuple[str, ...]:
         return suite_attacks(self.suite)
 
     def options(self) -> dict[str, dict[str, Any]]:
-        return {a: ({"steps": self.steps} if self.steps is not None else {}) for a in self.attacks}
+        """Each attack's options: --steps for those that take steps, --queries for Square."""
+        given = {"steps": self.steps, "queries": self.queries}
+        return {a: {k: v for k, v in given.items() if v is not None and k in get_attack(a).options()}
+                for a in self.attacks}
+
+    @property
+    def square_queries(self) -> int | None:
+        """Square's budget when the suite runs Square (then the black-box masking check runs too), else None."""
+        return (self.queries or 5000) if "square" in self.attacks else None
 
     def describe(self) -> str:
+        budget = f", Square queries={self.square_queries}" if self.square_queries is not None else ""
         return f"{self.suite} ({' + '.join(a.upper() for a in self.attacks)}, steps=" \
-               f"{self.steps if self.steps is not None else 100})"
+               f"{self.steps if self.steps is not None else 100}{budget})"
 
 
-def make_suite_request(suite: str, eps: str, *, steps: int | None = None, n: int | None = None,
-                       batch_size: int = 256, seed: int = 0, device: str = "auto",
+def make_suite_request(suite: str, eps: str, *, steps: int | None = None, queries: int | None = None,
+                       n: int | None = None, batch_size: int = 256, seed: int = 0, device: str = "auto",
                        checks: bool = True) -> SuiteRequest:
     """Check everything that does not depend on the run, with the CLI's option names in the messages."""
     from dla.runtime import pick_device
@@ -57,6 +68,10 @@ def make_suite_request(suite: str, eps: str, *, steps: int | None = None, n: int
     suite_attacks(suite)
     if steps is not None:
         check_count(steps, "--steps", 1)
+    if queries is not None:
+        check_count(queries, "--queries", 1)
+        if "square" not in suite_attacks(suite):
+            raise AttackError(f"--queries is Square's budget, and suite {suite!r} does not run Square")
     if n is not None and (isinstance(n, bool) or n < 1):
         raise AttackError(f"--n must be a positive number of test images; got {n!r}")
     if isinstance(batch_size, bool) or batch_size < 1:
@@ -64,7 +79,7 @@ def make_suite_request(suite: str, eps: str, *, steps: int | None = None, n: int
     if seed < 0:
         raise AttackError(f"--seed must be >= 0; got {seed}")
     values = sorted(set(parse_eps(eps)))
-    return SuiteRequest(suite, tuple(values), steps, n, batch_size, seed, str(pick_device(device)), checks)
+    return SuiteRequest(suite, tuple(values), steps, queries, n, batch_size, seed, str(pick_device(device)), checks)
 
 
 @dataclass
@@ -88,7 +103,8 @@ def attack_run_with_suite(run: TrainedRun, request: SuiteRequest) -> SuiteOutcom
     warnings: list[str] = []
     if request.checks:
         xp = x[:PROBE].to(request.device).float().div(255)
-        warnings = masking_warnings(model, xp, y[:PROBE].to(request.device), rows, request.seed)
+        warnings = masking_warnings(model, xp, y[:PROBE].to(request.device), rows, request.seed,
+                                    request.square_queries)
     return SuiteOutcome(run, request, rows, warnings)
 
 
