@@ -440,7 +440,8 @@ def cmd_attack_suite(args: argparse.Namespace) -> None:
 
     given = {"--method": args.method, "--alpha": args.alpha, "--restarts": args.restarts,
              "--targeted": args.targeted, "--least-likely": args.least_likely or None,
-             "--variant": None if args.variant == "standard" else args.variant}
+             "--variant": None if args.variant == "standard" else args.variant,
+             "--amp": None if args.amp == "off" else args.amp}  # the suite's robust accuracy stays float32
     clash = [k for k, v in given.items() if v is not None]
     if clash:
         raise AttackError(f"--suite runs its own attacks: drop {', '.join(clash)} (--steps, --queries, --eps, --n, "

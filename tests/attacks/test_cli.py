@@ -139,6 +139,7 @@ def test_targeted_attacks_report_their_success_rate(capsys: pytest.CaptureFixtur
     (["--method", "cw"], ["unknown attack 'cw'; known: apgd-ce, apgd-dlr, apgd-t, cw-l2, deepfool, fab-t, fgsm, pgd"]),
     (["--suite", "autoattack", "--method", "pgd", "--restarts", "2"], ["--suite runs its own attacks: drop "
                                                                        "--method, --restarts"]),
+    (["--suite", "autoattack", "--amp", "bf16"], ["--suite runs its own attacks: drop --amp"]),
     (["--suite", "robustbench"], ["unknown suite 'robustbench'; known: autoattack, autoattack-fast"]),
     (["--suite", "autoattack", "--steps", "0"], ["--steps must be an integer >= 1; got 0"]),
     (["--suite", "autoattack", "--queries", "0"], ["--queries must be an integer >= 1; got 0"]),
