@@ -132,6 +132,15 @@ def detector_names() -> list[str]:
     return sorted(_REGISTRY)
 
 
+def detector_defaults(name: str) -> dict[str, Any]:
+    """The options of detector `name` and their defaults, e.g. {"k": 50} for knn."""
+    _ensure_builtin()
+    if name not in _REGISTRY:
+        raise OODError(f"unknown OOD detector {name!r}; known: {', '.join(sorted(_REGISTRY))}")
+    params = list(inspect.signature(_REGISTRY[name].__init__).parameters.values())[1:]
+    return {p.name: p.default for p in params}
+
+
 def make_detector(name: str, **options: Any) -> Detector:
     """A new, unfitted detector `name` with `options` (e.g. `make_detector("knn", k=10)`)."""
     _ensure_builtin()
