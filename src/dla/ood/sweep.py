@@ -13,7 +13,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from dla.ood.tables import Row, sweep_table
+from dla.ood.tables import Row, group_summary_table, sweep_table
 
 
 def ood_sweep(sweep_dir: Path, req: Any, root: Path, log: Callable[[str], Any] = print,
@@ -54,6 +54,9 @@ def ood_sweep(sweep_dir: Path, req: Any, root: Path, log: Callable[[str], Any] =
                + detector_caption(next(iter(per_run.values()))["detectors"]))
     name = f"{sweep_dir.parent.name}/{sweep_dir.name}"
     text = f"# {name}: OOD detection\n\n" + sweep_table(list(configs.items()), caption)
+    for label, runs in configs.items():  # OpenOOD's layout: a method per row, its group means side by side
+        text += (f"\n## {label}: group means over {len(runs)} run{'s' if len(runs) > 1 else ''} (mean ± std; best "
+                 "per column in bold)\n\n" + group_summary_table(runs))
     if unfinished:
         text += f"\nNot scored (unfinished runs): {', '.join(p.name for p in unfinished)}\n"
     folder = sweep_dir / "ood"
