@@ -125,8 +125,11 @@ def measure(name: str, train: FeatureSet, test: FeatureSet, peer: tuple, repeats
 # On real CIFAR-10 features at dla's default d = D/2, ViM's cut falls where neighbouring eigenvalues are ~1% apart
 # (0.00666 vs 0.00673 with 17.4 the largest): pytorch-ood's float32 eigendecomposition mixes the two sides of the
 # cut, dla's float64 one does not (dla's fit with a float32 eigh gives pytorch-ood's scores to 2e-4; with float64,
-# dla's own to 4e-8). Its scores then differ by a few percent of their scale; every other detector agrees to 1e-4.
-TOLERANCE = {"vim": 0.1}
+# dla's own to 4e-8). Its scores then differ by a few percent of their scale. GEN: pytorch-ood clamps the softmax
+# probabilities to [1e-7, 1 - 1e-7], and the trained CNN's confident predictions lie beyond: (1 - p)^0.1 of
+# 1 - p = 1e-9 is 0.13, clamped 0.2, so its scores differ by up to ~15% of their scale (the reference tests keep
+# every probability inside the clamp and agree to 1e-5). Every other detector agrees to 1e-4.
+TOLERANCE = {"vim": 0.1, "gen": 0.3}
 
 
 def _agree(name: str, ours: torch.Tensor, theirs: torch.Tensor) -> float:
