@@ -128,8 +128,10 @@ def measure(name: str, train: FeatureSet, test: FeatureSet, peer: tuple, repeats
 # dla's own to 4e-8). Its scores then differ by a few percent of their scale. GEN: pytorch-ood clamps the softmax
 # probabilities to [1e-7, 1 - 1e-7], and the trained CNN's confident predictions lie beyond: (1 - p)^0.1 of
 # 1 - p = 1e-9 is 0.13, clamped 0.2, so its scores differ by up to ~15% of their scale (the reference tests keep
-# every probability inside the clamp and agree to 1e-5). Every other detector agrees to 1e-4.
-TOLERANCE = {"vim": 0.1, "gen": 0.3}
+# every probability inside the clamp and agree to 1e-5). mahalanobis_pre: dla clamps the stepped image to [0, 1]
+# (as its ODIN does), pytorch-ood does not, and CIFAR-10 images have saturated pixels. Every other detector agrees
+# to 1e-4.
+TOLERANCE = {"vim": 0.1, "gen": 0.3, "mahalanobis_pre": 0.05}
 
 
 def _agree(name: str, ours: torch.Tensor, theirs: torch.Tensor) -> float:
