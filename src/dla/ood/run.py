@@ -216,8 +216,9 @@ def ood_run(run_dir: str | Path, ood: str = "fashion_mnist,noise", methods: str 
     """Score ID vs every OOD set with every method; write RUN_DIR/ood/ (see the module docstring).
 
     `options` are `make_request`'s: limit, temperature, eps, seed, recon_*, odin_grid, odin_val, odin_temperatures,
-    odin_eps, groups, fit_limit, detector_options (["knn.k=10", ...], `dla.ood.detector_options`). `odin_grid=True` also tunes ODIN (`dla.ood.odin_grid`) on validation data and adds an "odin
-    tuned" row per OOD set. Validation ID = the run's validation split (carved from train, never the test images
+    odin_eps, groups, fit_limit, detector_options (["knn.k=10", ...], `dla.ood.detector_options`).
+    `odin_grid=True` also tunes ODIN (`dla.ood.odin_grid`) on validation data and adds an "odin tuned" row per OOD
+    set. Validation ID = the run's validation split (carved from train, never the test images
     scored here). Validation OOD (`odin_val`): "same" (default) = for each test OOD set, disjoint images of the
     same source (a dataset's train split, tiny_imagenet's val images, another noise stream, the held-out classes'
     training images, FGSM on the ID validation images): Liang et al.'s protocol, which assumes a sample of the OOD
