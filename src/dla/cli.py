@@ -159,10 +159,13 @@ def build_parser() -> argparse.ArgumentParser:
                         "its benchmark group against the run's dataset; repeatable")
     p.add_argument("--methods", default="msp,maxlogit,energy,odin",
                    help="comma list of scores (msp, maxlogit, energy, odin, recon) and feature-space detectors fitted "
-                        "on the ID training set (mahalanobis, knn, vim, react, dice, ash, entropy, gen), or all "
-                        "(default: msp,maxlogit,energy,odin)")
+                        "on the ID training set (mahalanobis, mahalanobis_pre, knn, vim, react, dice, ash, entropy, "
+                        "gen), or all (default: msp,maxlogit,energy,odin)")
     p.add_argument("--fit-limit", type=int, default=0,
                    help="detectors: ID training images they are fitted on, the first N (default: 0 = all)")
+    p.add_argument("--option", action="append", default=None, metavar="DETECTOR.OPTION=VALUE",
+                   help="a detector's option, e.g. knn.k=10, react.percentile=0.95, mahalanobis_pre.eps=0.001 "
+                        "(a number, a fraction a/b, true, false or none); repeatable")
     p.add_argument("--limit", type=int, default=2000, help="images per set, the first N (default: 2000; 0 = all)")
     p.add_argument("--temperature", type=float, default=1000.0, help="odin: softmax temperature (default: 1000)")
     p.add_argument("--eps", type=float, default=0.0014, help="odin: input step in pixel units (default: 0.0014)")
@@ -462,7 +465,8 @@ def cmd_ood(args: argparse.Namespace) -> None:
     request = make_request(args.ood, args.methods, limit=args.limit, temperature=args.temperature, eps=args.eps,
                            seed=args.seed, recon_features=args.recon_features, recon_epochs=args.recon_epochs,
                            odin_grid=args.odin_grid, odin_val=args.odin_val, odin_temperatures=args.odin_temperatures,
-                           odin_eps=args.odin_eps, groups=args.group, fit_limit=args.fit_limit, amp=args.amp)
+                           odin_eps=args.odin_eps, groups=args.group, fit_limit=args.fit_limit,
+                           detector_options=args.option, amp=args.amp)
     folder, text = ood_path(Path(args.run_dir), request, resolve_data_root(args.data_root),
                             log=lambda line: print(line, file=sys.stderr, flush=True),  # stdout: the table only
                             rescore=args.rescore)

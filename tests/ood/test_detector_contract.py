@@ -37,9 +37,12 @@ def test_detector_contract(name: str) -> None:
     s = detector.score(test)
     assert s.shape == (60,) and s.dtype == torch.float32 and s.device.type == "cpu" and torch.isfinite(s).all()
     assert torch.equal(test.features, before[0]) and torch.equal(test.logits, before[1])  # inputs untouched
-    # Sample i's score is its own: scoring in two parts gives the same scores (exact: no batch statistics).
-    parts = [make(test.features[:25]), make(test.features[25:])]
-    torch.testing.assert_close(torch.cat([detector.score(p) for p in parts]), s, rtol=1e-6, atol=1e-6)
+    # Sample i's score is its own: scoring in two parts gives the same scores (no batch statistics). A detector
+    # that runs the network again inherits its float32 forward's last-bit dependence on the batch size (the SIMD
+    # and remainder paths of elementwise kernels), magnified by the Mahalanobis precision: 1e-5, not 1e-6.
+    parts = [test.select(slice(0, 25)), test.select(slice(25, None))]
+    tol = 1e-5 if detector.needs_inputs else 1e-6
+    torch.testing.assert_close(torch.cat([detector.score(p) for p in parts]), s, rtol=tol, atol=tol)
     assert torch.equal(detector.score(test), s)  # deterministic
     assert detector.score(make(torch.empty(0, D))).shape == (0,)
 

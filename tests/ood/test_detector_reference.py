@@ -7,6 +7,8 @@ smaller; its GEN averages the top-M terms where the paper (and we) sum them. The
 largest score (atol = 1e-5 * max |score|) because pytorch-ood computes in float32 and dla in float64: a score
 near 0 keeps float32's absolute rounding of the larger terms it is a difference of (ViM: energy - virtual logit).
 The toy features keep every softmax probability above 1e-7, where pytorch-ood clips probabilities (entropy, GEN).
+mahalanobis_pre is compared with pytorch-ood's MahalanobisODIN on the same network and images (the toy net's,
+and a small dla MLP's below), images inside [0, 1] so that dla's clamp to the image range never acts.
 """
 
 from __future__ import annotations
@@ -20,7 +22,7 @@ from dla.ood.detectors import make_detector
 from dla.ood.features import FeatureSet
 
 from . import pood
-from .features_toy import K, id_set, make, ood_set, trained_head
+from .features_toy import NET, K, id_set, make, ood_set, trained_head
 
 
 def _train_and_test() -> tuple[FeatureSet, FeatureSet]:
@@ -37,6 +39,11 @@ def _close(ours: torch.Tensor, reference: torch.Tensor) -> None:
 def _mahalanobis(train: FeatureSet, test: FeatureSet) -> torch.Tensor:
     ref = pood.detector("mahalanobis").Mahalanobis(None).fit_features(train.features, train.labels)
     return -len(train) * ref.predict_features(test.features)
+
+
+def _mahalanobis_pre(train: FeatureSet, test: FeatureSet) -> torch.Tensor:
+    ref = pood.detector("mahalanobis").MahalanobisODIN(NET.penultimate, eps=0.002)
+    return -len(train) * ref.fit_features(train.features, train.labels).predict(test.inputs).detach()
 
 
 def _knn(train: FeatureSet, test: FeatureSet) -> torch.Tensor:
@@ -76,6 +83,7 @@ def _gen(train: FeatureSet, test: FeatureSet) -> torch.Tensor:
 
 REFERENCES: dict[str, tuple[dict[str, object], Callable[[FeatureSet, FeatureSet], torch.Tensor]]] = {
     "mahalanobis": ({}, _mahalanobis),
+    "mahalanobis_pre": ({"eps": 0.002}, _mahalanobis_pre),
     "knn": ({"k": 50}, _knn),
     "vim": ({"d": 4}, _vim),
     "react": ({"percentile": 0.9}, _react),
@@ -100,3 +108,32 @@ def test_scores_equal_pytorch_ood(name: str) -> None:
 def test_the_toy_head_is_not_degenerate() -> None:
     # ViM's origin -W^+ b and DICE's contributions are only compared meaningfully with a full-rank head.
     assert torch.linalg.matrix_rank(trained_head().weight) == K
+
+
+@pytest.mark.parametrize("eps", [0.002, 0.01])
+def test_mahalanobis_pre_equals_pytorch_ood_on_a_dla_network(eps: float) -> None:
+    # A dla MLP (GELU: no dead units, a well-conditioned covariance, since pytorch-ood inverts it in float32; a
+    # ReLU net with cond ~ 4e3 takes the very same input steps, and its plain Mahalanobis scores already differ by
+    # ~1e-4 from that float32 inverse). Images inside [0.05, 0.95]: dla's clamp to [0, 1] never acts.
+    from dla.models import ModelInputs, build_model
+    from dla.models.mlp import MLPConfig
+    from dla.ood.features import extract
+
+    torch.manual_seed(0)
+    net = build_model(MLPConfig(width=16, depth=2, activation="gelu"), ModelInputs((1, 8, 8), 4, (0.5,), (0.25,)))
+    g = torch.Generator().manual_seed(4)
+    x_train, x_test = (0.05 + 0.9 * torch.rand(n, 1, 8, 8, generator=g) for n in (400, 64))
+    train, test = extract(net.eval(), x_train, torch.arange(400) % 4), extract(net, x_test)
+    ours = make_detector("mahalanobis_pre", eps=eps).fit(train).score(test)
+    ref = pood.detector("mahalanobis").MahalanobisODIN(net.penultimate, eps=eps)
+    _close(ours, -len(train) * ref.fit_features(train.features, train.labels).predict(x_test).detach())
+    plain = make_detector("mahalanobis").fit(train).score(test)
+    assert (ours > plain).all()  # the step moved every image closer to its class mean
+
+
+def test_the_toy_preprocessing_step_changes_the_scores() -> None:
+    train, test = _train_and_test()
+    pre, plain = (make_detector(n, **o).fit(train).score(test) for n, o in (("mahalanobis_pre", {"eps": 0.002}),
+                                                                               ("mahalanobis", {})))
+    assert (pre > plain).all() and float((pre - plain).abs().max()) > 1e-2 * float(plain.abs().max())
+    assert torch.equal(make_detector("mahalanobis_pre", eps=0).fit(train).score(test), plain)

@@ -74,9 +74,35 @@ def test_all_methods_equal_a_recomputation_and_features_are_extracted_once(
 
 
 @needs_mnist
+def test_detector_options_reach_results_and_caption(capsys: pytest.CaptureFixture[str], cnn_run: RunDir,
+                                                     tmp_path: Path) -> None:
+    run = tmp_path / "run"
+    shutil.copytree(cnn_run.path, run, ignore=shutil.ignore_patterns("ood"))
+    code, out, err = _cli(capsys, "ood", str(run), "--ood", "noise", "--methods", "knn,mahalanobis_pre,react",
+                          "--option", "knn.k=10", "--option", "mahalanobis_pre.eps=2/255", "--limit", str(LIMIT),
+                          "--fit-limit", str(FIT), "--data-root", str(DATA_ROOT))
+    assert code == 0, err
+    results = json.loads((run / "ood" / "results.json").read_text())
+    assert results["settings"]["detectors"] == {"knn": {"k": 10}, "mahalanobis_pre": {"eps": pytest.approx(2 / 255)},
+                                                "react": {"percentile": 0.9}}
+    assert "Detector options: knn k=10; mahalanobis_pre eps=0.00784314; react percentile=0.9." in out
+    trained = load_trained(run, DATA_ROOT)
+    train = extract(trained.model, trained.splits.train.x[:FIT], trained.splits.train.y[:FIT])
+    id_fs = extract(trained.model, trained.splits.test.x[:LIMIT])
+    ood_fs = extract(trained.model, noise_images(LIMIT, (1, 28, 28), seed=0))
+    for name, options in (("knn", {"k": 10}), ("mahalanobis_pre", {"eps": 2 / 255})):
+        d = make_detector(name, **options).fit(train)
+        expected = metrics(d.score(id_fs).double().numpy(), d.score(ood_fs).double().numpy())
+        got = results["ood"]["noise"]["methods"][name]
+        assert all(got[k] == pytest.approx(v, abs=1e-6) for k, v in expected.items()), name
+
+
+@needs_mnist
 @pytest.mark.parametrize(("argv", "needles"), [
     (["--methods", "all,nearest"], ["unknown OOD method 'nearest'", "knn", "or all"]),
     (["--methods", "knn", "--fit-limit", "-1"], ["--fit-limit must be a number of training images >= 0"]),
+    (["--methods", "knn", "--option", "knn.k=0"], ["--option knn.k=0", "k must be a positive integer"]),
+    (["--methods", "knn", "--option", "vim.d=4"], ["applies to the vim detector", "add vim to --methods"]),
 ])
 def test_bad_detector_requests_are_one_line(capsys: pytest.CaptureFixture[str], cnn_run: RunDir, tmp_path: Path,
                                             argv: list[str], needles: list[str]) -> None:

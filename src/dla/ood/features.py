@@ -35,15 +35,31 @@ class LinearHead:
 
 @dataclass(frozen=True)
 class FeatureSet:
-    """What the detectors see of N images: features (N, D) or None, logits (N, K), labels (N,) or None."""
+    """What the detectors see of N images: features (N, D) or None, logits (N, K), labels (N,) or None.
+
+    `extract` also keeps the images and the model they went through (`inputs`, `model`), for the one kind of
+    detector that must run the network again (input preprocessing, `mahalanobis_pre`); the cached training
+    features have neither, and every other detector ignores them.
+    """
 
     features: torch.Tensor | None  # float32, None for a model without `penultimate`
     logits: torch.Tensor  # float32
     head: LinearHead | None  # None for a model without `penultimate` and `head`
     labels: torch.Tensor | None = None  # int64, the ID training labels a detector is fitted with
+    inputs: torch.Tensor | None = None  # (N, C, H, W) the images, uint8 or float in [0, 1], as given to `extract`
+    model: nn.Module | None = None  # the network that gave `features` from `inputs`
 
     def __len__(self) -> int:
         return self.logits.shape[0]
+
+    def select(self, index: slice | torch.Tensor) -> FeatureSet:
+        """The samples `index` (a slice, or an index / boolean tensor) of every per-sample field."""
+
+        def take(t: torch.Tensor | None) -> torch.Tensor | None:
+            return None if t is None else t[index]
+
+        return FeatureSet(take(self.features), self.logits[index], self.head, take(self.labels), take(self.inputs),
+                          self.model)
 
 
 def linear_head(model: nn.Module) -> LinearHead | None:
@@ -65,6 +81,8 @@ def extract(model: nn.Module, x: torch.Tensor, labels: torch.Tensor | None = Non
             batch_size: int | None = None) -> FeatureSet:
     """Images (N, C, H, W), uint8 or float in [0, 1] -> their FeatureSet, the model in eval mode (restored after).
 
+    The FeatureSet keeps a reference to `x` and `model` (no copy), see `FeatureSet.inputs`.
+
     A model without `penultimate` gives logits only (features and head None): the logit detectors still work.
     `batch_size`: images per forward pass (default: `dla.runtime.eval_batch_size`).
     """
@@ -82,10 +100,10 @@ def extract(model: nn.Module, x: torch.Tensor, labels: torch.Tensor | None = Non
             logits.append(head(f))  # the model's logits without a second pass (the contract test checks it)
     labels = None if labels is None else labels.long().cpu()
     if head is None:
-        return FeatureSet(None, torch.cat(logits) if logits else torch.empty(0, 0), None, labels)
+        return FeatureSet(None, torch.cat(logits) if logits else torch.empty(0, 0), None, labels, x, model)
     k, d = head.weight.shape
     return FeatureSet(torch.cat(feats) if feats else torch.empty(0, d),
-                      torch.cat(logits) if logits else torch.empty(0, k), head, labels)
+                      torch.cat(logits) if logits else torch.empty(0, k), head, labels, x, model)
 
 
 def checkpoint_key(path: Path) -> str:

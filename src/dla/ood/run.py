@@ -52,6 +52,7 @@ from dla.ood.data import (
     parse_sources,
     validation_kind,
 )
+from dla.ood.detector_options import parse_detector_options
 from dla.ood.detectors import Detector, detector_names, make_detector
 from dla.ood.features import FeatureSet, extract, has_features, train_features
 from dla.ood.metrics import OODError
@@ -94,7 +95,12 @@ class OODRequest:
     grid_e: tuple[float, ...] = ()
     groups: tuple[tuple[str, str], ...] = ()  # --group SET=GROUP overrides
     fit_limit: int = 0  # ID training images the detectors are fitted on, the first N (0 = all)
+    detector_options: tuple[tuple[str, tuple[tuple[str, Any], ...]], ...] = ()  # --option DETECTOR.OPTION=VALUE
     amp: str = "off"  # "bf16": every forward pass under bf16 autocast (dla.nn.amp); never the default
+
+    def options_of(self, detector: str) -> dict[str, Any]:
+        """The --option values given for `detector` (the others keep their defaults)."""
+        return dict(dict(self.detector_options).get(detector, ()))
 
 
 def method_names() -> list[str]:
@@ -118,7 +124,8 @@ def make_request(ood: str = "fashion_mnist,noise", methods: str | Sequence[str] 
                  recon_features: bool = False, recon_epochs: int = 3, recon_limit: int = 10000,
                  odin_grid: bool = False, odin_val: str = "same",
                  odin_temperatures: str | Sequence[float] = TEMPERATURES, odin_eps: str | Sequence[float] = EPS,
-                 groups: Sequence[str] | None = None, fit_limit: int = 0, amp: str = "off") -> OODRequest:
+                 groups: Sequence[str] | None = None, fit_limit: int = 0,
+                 detector_options: Sequence[str] | None = None, amp: str = "off") -> OODRequest:
     """Check everything that does not depend on the run, with the CLI's option names in the messages."""
     check_amp(amp)
     names = parse_methods(methods)
@@ -144,8 +151,10 @@ def make_request(ood: str = "fashion_mnist,noise", methods: str | Sequence[str] 
         grid_t = parse_values(odin_temperatures, "--odin-temperatures", minimum=0, strict=True)
         grid_e = parse_values(odin_eps, "--odin-eps", minimum=0, strict=False)
         _odin_val_sources(odin_val, sources)
+    chosen = parse_detector_options(detector_options, names)
     return OODRequest(ood, tuple(names), limit, temperature, eps, seed, recon_features, recon_epochs, recon_limit,
-                      odin_grid, odin_val, tuple(grid_t), tuple(grid_e), tuple(group_map.items()), fit_limit, amp)
+                      odin_grid, odin_val, tuple(grid_t), tuple(grid_e), tuple(group_map.items()), fit_limit,
+                      tuple((d, tuple(o.items())) for d, o in chosen.items()), amp)
 
 
 @torch.no_grad()
@@ -212,8 +221,9 @@ def ood_run(run_dir: str | Path, ood: str = "fashion_mnist,noise", methods: str 
     """Score ID vs every OOD set with every method; write RUN_DIR/ood/ (see the module docstring).
 
     `options` are `make_request`'s: limit, temperature, eps, seed, recon_*, odin_grid, odin_val, odin_temperatures,
-    odin_eps, groups. `odin_grid=True` also tunes ODIN (`dla.ood.odin_grid`) on validation data and adds an "odin
-    tuned" row per OOD set. Validation ID = the run's validation split (carved from train, never the test images
+    odin_eps, groups, fit_limit, detector_options (["knn.k=10", ...], `dla.ood.detector_options`).
+    `odin_grid=True` also tunes ODIN (`dla.ood.odin_grid`) on validation data and adds an "odin tuned" row per OOD
+    set. Validation ID = the run's validation split (carved from train, never the test images
     scored here). Validation OOD (`odin_val`): "same" (default) = for each test OOD set, disjoint images of the
     same source (a dataset's train split, tiny_imagenet's val images, another noise stream, the held-out classes'
     training images, FGSM on the ID validation images): Liang et al.'s protocol, which assumes a sample of the OOD
@@ -320,7 +330,7 @@ def _fit_detectors(req: OODRequest, run: Any, out: Path, log: Callable[[str], An
     names = [m for m in req.methods if m in detector_names()]
     if not names:
         return {}
-    detectors = {m: make_detector(m) for m in names}
+    detectors = {m: make_detector(m, **req.options_of(m)) for m in names}
     train: FeatureSet | None = None
     if any(d.needs_fit for d in detectors.values()):
         train = train_features(out, run, req.fit_limit, log)
@@ -465,7 +475,15 @@ def _caption(job: _Job, results: dict[str, Any], val_sets: dict[str, tuple[OODSo
             + (f" odin: T={req.temperature:g}, eps={req.eps:g}." if "odin" in names else "")
             + (f" Detectors fitted on {fit_n} ID training images' penultimate features: "
                f"{', '.join(m for m, d in job.detectors.items() if d.needs_fit)}." if fitted else "")
+            + detector_caption({m: d.options() for m, d in job.detectors.items()})
             + (grid if req.odin_grid else "") + amp_caption(req.amp))
+
+
+def detector_caption(options: dict[str, dict[str, Any]]) -> str:
+    """' Detector options: knn k=50, react percentile=0.9.' for the detectors that have options, else ''."""
+    parts = [f"{m} " + ", ".join(f"{k}={v:g}" if isinstance(v, float) else f"{k}={v}" for k, v in o.items())
+             for m, o in options.items() if o]
+    return f" Detector options: {'; '.join(parts)}." if parts else ""
 
 
 def _write(job: _Job, results: dict[str, Any], rows: list[Row],

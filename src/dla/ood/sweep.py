@@ -14,7 +14,7 @@ from pathlib import Path
 from typing import Any
 
 from dla.nn.amp import amp_caption
-from dla.ood.tables import Row, sweep_table
+from dla.ood.tables import Row, group_summary_table, sweep_table
 
 
 def ood_sweep(sweep_dir: Path, req: Any, root: Path, log: Callable[[str], Any] = print,
@@ -23,7 +23,7 @@ def ood_sweep(sweep_dir: Path, req: Any, root: Path, log: Callable[[str], Any] =
     A run already scored with the same request on the same weights is reused (`dla.ood.reuse`) unless `rescore`."""
     from dla.data.files import atomic_write
     from dla.ood.reuse import saved_results, saved_rows
-    from dla.ood.run import prepare, score_prepared
+    from dla.ood.run import detector_caption, prepare, score_prepared
     from dla.ood.tables import table_rows
     from dla.report.collect import finished_sweep_runs, group_name
     from dla.runs import write_json
@@ -46,21 +46,27 @@ def ood_sweep(sweep_dir: Path, req: Any, root: Path, log: Callable[[str], Any] =
             results, rows = report.results, report.rows
         configs.setdefault(group_name(path.name), []).append(rows)
         per_run[path.name] = {k: results[k] for k in ("id", "ood", "groups")}
+        per_run[path.name]["detectors"] = results["settings"].get("detectors", {})
     first = next(iter(per_run.values()))["id"]
     caption = (f"ID: {first['dataset']} test, the first {first['n']} images of each run's test split and of each "
                "OOD set, best checkpoint of each run. Each cell: mean ± sample std over the config's n runs; a "
                "group's mean row is each run's mean over the group's sets, then mean ± std over the runs."
                + (" odin tuned: each run's own validation-chosen (T, eps)." if req.odin_grid else "")
-               + amp_caption(req.amp))
+               + detector_caption(next(iter(per_run.values()))["detectors"]) + amp_caption(req.amp))
     name = f"{sweep_dir.parent.name}/{sweep_dir.name}"
     text = f"# {name}: OOD detection\n\n" + sweep_table(list(configs.items()), caption)
+    for label, runs in configs.items():  # OpenOOD's layout: a method per row, its group means side by side
+        text += (f"\n## {label}: group means over {len(runs)} run{'s' if len(runs) > 1 else ''} (mean ± std; best "
+                 "per column in bold)\n\n" + group_summary_table(runs))
     if unfinished:
         text += f"\nNot scored (unfinished runs): {', '.join(p.name for p in unfinished)}\n"
     folder = sweep_dir / "ood"
     folder.mkdir(parents=True, exist_ok=True)
     write_json(folder / "results.json", {"sweep": str(sweep_dir), "settings": {"ood": req.ood,
                                          "methods": list(req.methods), "limit": req.limit, "seed": req.seed,
-                                         "odin_grid": req.odin_grid, "amp": req.amp}, "runs": per_run})
+                                         "odin_grid": req.odin_grid, "fit_limit": req.fit_limit,
+                                         "detectors": next(iter(per_run.values()))["detectors"], "amp": req.amp},
+                                         "runs": per_run})
     with atomic_write(folder / "summary.md", "w") as f:
         f.write(text)
     return folder, text

@@ -132,3 +132,33 @@ def sweep_table(configs: Sequence[tuple[str, Sequence[Sequence[Row]]]], caption:
     if inverted:
         lines += ["", FOOTNOTE.replace("AUROC <=", "mean AUROC <=")]
     return "\n".join(lines) + "\n"
+
+
+GROUP_COLUMNS = (("auroc", "AUROC", max), ("fpr95", "FPR95", min))
+
+
+def group_summary_table(runs: Sequence[Sequence[Row]]) -> str:
+    """OpenOOD v1.5's layout: one row per method, per group its mean AUROC and FPR95 (mean over the group's sets,
+    then mean ± sample std over `runs`, each a run's `table_rows`); the best mean of each column in bold."""
+    keyed: dict[tuple[str, str], list[float]] = {}
+    methods: dict[str, None] = {}
+    groups: dict[str, None] = {}
+    for rows in runs:
+        for m in (r for r in rows if r.members):  # the group-mean rows
+            methods[m.method] = None
+            groups[m.group] = None
+            for key, _, _ in GROUP_COLUMNS:
+                keyed.setdefault((m.group, m.method, key), []).append(m.metrics[key])
+    order = sorted(groups, key=group_rank)
+    columns = [(g, key, head, best) for g in order for key, head, best in GROUP_COLUMNS]
+    winners = {(g, key): best(methods, key=lambda m, g=g, key=key: mean_std(keyed[(g, m, key)])[0])
+               for g, key, _, best in columns}
+    lines = ["| method | " + " | ".join(f"{g} {head}" for g, _, head, _ in columns) + " |",
+             "|---|" + "---:|" * len(columns)]
+    for method in methods:
+        cells = []
+        for g, key, _, _ in columns:
+            cell = fmt_mean_std(key, keyed[(g, method, key)])
+            cells.append(f"**{cell}**" if winners[(g, key)] == method and len(methods) > 1 else cell)
+        lines.append(f"| {method} | " + " | ".join(cells) + " |")
+    return "\n".join(lines) + "\n"

@@ -32,6 +32,7 @@ class Detector:
     description: ClassVar[str] = ""
     needs_fit: ClassVar[bool] = True  # False: scores from the test features alone (entropy, GEN, ASH)
     needs_features: ClassVar[bool] = True  # False: reads the logits only, so any classifier works
+    needs_inputs: ClassVar[bool] = False  # True: runs the network again on the images (FeatureSet.inputs, .model)
 
     def __init__(self) -> None:
         self.fitted = False
@@ -60,6 +61,9 @@ class Detector:
                                "ones; score features of the model it was fitted with")
         if len(data) == 0:
             return torch.empty(0)
+        if self.needs_inputs and (data.inputs is None or data.model is None or len(data.inputs) != len(data)):
+            raise OODError(f"detector {self.name!r} steps the input images through the network again, and this "
+                           "feature set has no images or model: score `dla.ood.features.extract(model, images)`")
         s = self._score(data)
         if s.shape != (len(data),):
             raise OODError(f"detector {self.name!r} returned {tuple(s.shape)} for {len(data)} samples")
@@ -126,6 +130,15 @@ def _ensure_builtin() -> None:
 def detector_names() -> list[str]:
     _ensure_builtin()
     return sorted(_REGISTRY)
+
+
+def detector_defaults(name: str) -> dict[str, Any]:
+    """The options of detector `name` and their defaults, e.g. {"k": 50} for knn."""
+    _ensure_builtin()
+    if name not in _REGISTRY:
+        raise OODError(f"unknown OOD detector {name!r}; known: {', '.join(sorted(_REGISTRY))}")
+    params = list(inspect.signature(_REGISTRY[name].__init__).parameters.values())[1:]
+    return {p.name: p.default for p in params}
 
 
 def make_detector(name: str, **options: Any) -> Detector:

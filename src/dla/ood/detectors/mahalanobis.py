@@ -4,7 +4,7 @@ fit: class means mu_k (K, D) and the pooled within-class covariance Sigma = sum_
 (f_i - mu_k)^T / N (D, D), as the paper's code (sklearn's EmpiricalCovariance on the centred features). score:
 -1/2 min_k (f - mu_k)^T Sigma^+ (f - mu_k), the log-density of the closest class up to a constant. The
 pseudo-inverse (float64) keeps a singular covariance (N < D, dead ReLU units) usable. Without the paper's input
-preprocessing: that one needs gradients through the network, and this detector only sees features.
+preprocessing, which needs gradients through the network: that is `mahalanobis_pre`.
 """
 
 from __future__ import annotations
@@ -30,9 +30,12 @@ class Mahalanobis(Detector):
         cov = centred.T @ centred / len(f)
         self.precision = torch.linalg.pinv(cov, hermitian=True)
 
-    def _score(self, data: FeatureSet) -> torch.Tensor:
-        f = data.features.double()  # (N, D)
+    def distances(self, f: torch.Tensor) -> torch.Tensor:
+        """(N, D) features -> (N, K) squared Mahalanobis distances to every class mean, float64 (differentiable)."""
+        f = f.double()
         # (f - mu)^T P (f - mu) = f^T P f - 2 f^T P mu + mu^T P mu, for all K classes at once: (N, K)
-        fp = f @ self.precision
-        d2 = (fp * f).sum(1, keepdim=True) - 2 * fp @ self.means.T + ((self.means @ self.precision) * self.means).sum(1)
-        return -0.5 * d2.amin(1)
+        fp, mp = f @ self.precision, self.means @ self.precision
+        return (fp * f).sum(1, keepdim=True) - 2 * fp @ self.means.T + (mp * self.means).sum(1)
+
+    def _score(self, data: FeatureSet) -> torch.Tensor:
+        return -0.5 * self.distances(data.features).amin(1)
