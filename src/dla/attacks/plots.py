@@ -8,7 +8,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from dla.report.plots import _save, plt
+from dla.report.plots import plt, save_figure
 
 
 def fmt_eps(eps: float) -> str:
@@ -44,7 +44,7 @@ def plot_accuracy_vs_eps(series: Sequence[tuple[str, Sequence[float], Sequence[f
     if len(series) > 1 or series[0][0]:
         ax.legend()
     ax.set_title(title, fontsize=10)
-    _save(fig, path)
+    save_figure(fig, path)
     return path
 
 
@@ -93,5 +93,5 @@ def plot_attack_grid(x: torch.Tensor, adv: Sequence[tuple[float, torch.Tensor, t
                            fontsize=7)
     fig.suptitle(title, fontsize=9)
     fig.tight_layout()
-    _save(fig, path)
+    save_figure(fig, path)
     return path

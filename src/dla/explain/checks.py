@@ -39,7 +39,7 @@ def curves_table(curves: dict[str, dict[str, list[float]]], labels: dict[str, st
 
 def plot_sanity(layers: list[str], curves: dict[str, list[float]], path: Path, title: str) -> Path:
     """`path`: each method's mean Spearman correlation (1 for the trained model) against the layers randomised."""
-    from dla.report.plots import _save, plt
+    from dla.report.plots import plt, save_figure
 
     fig, ax = plt.subplots(figsize=(max(5.0, 0.35 * len(layers) + 2), 3.6))
     steps = range(len(layers) + 1)
@@ -53,7 +53,7 @@ def plot_sanity(layers: list[str], curves: dict[str, list[float]], path: Path, t
     ax.legend(fontsize=7)
     ax.set_title(title, fontsize=9)
     fig.tight_layout()
-    _save(fig, path)
+    save_figure(fig, path)
     return path
 
 

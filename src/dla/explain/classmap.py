@@ -17,7 +17,7 @@ from torch import nn
 
 from dla.explain.base import ExplainError
 from dla.explain.grid import to_rgb
-from dla.report.plots import _save, plt
+from dla.report.plots import plt, save_figure
 
 
 def fully_convolutional(model: nn.Module) -> nn.Module:
@@ -80,7 +80,7 @@ def classmap_run(model: nn.Module, x: torch.Tensor, y: torch.Tensor, classes: Se
             ax.axis("off")
     fig.suptitle(title, fontsize=9)
     fig.tight_layout()
-    _save(fig, path)
+    save_figure(fig, path)
     return path
 
 

@@ -10,7 +10,7 @@ import matplotlib
 import numpy as np
 import torch
 
-from dla.report.plots import _save, plt
+from dla.report.plots import plt, save_figure
 
 TITLES = {"cam": "CAM", "gradcam": "Grad-CAM", "saliency": "saliency", "smoothgrad": "SmoothGrad",
           "integrated_gradients": "Integrated Gradients", "gradcam++": "Grad-CAM++", "layercam": "LayerCAM",
@@ -66,5 +66,5 @@ def plot_explanations(images: torch.Tensor, maps: Mapping[str, torch.Tensor], tr
                 over_ax.set_title(f"{label}\noverlay", fontsize=8)
     fig.suptitle(title, fontsize=10)
     fig.tight_layout()
-    _save(fig, path)
+    save_figure(fig, path)
     return path

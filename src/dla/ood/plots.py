@@ -1,6 +1,6 @@
 """OOD plots: ROC and PR curves of every score, ID vs OOD score histograms, sorted scores, where OOD inputs go.
 
-Every figure is written atomically (`dla.report.plots._save`), so a reader never sees half a PNG.
+Every figure is written atomically (`dla.report.plots.save_figure`), so a reader never sees half a PNG.
 """
 
 from __future__ import annotations
@@ -17,7 +17,7 @@ from matplotlib.patches import Rectangle
 
 from dla.ood.metrics import metrics as ood_metrics
 from dla.ood.metrics import pr_curve, roc_curve
-from dla.report.plots import _save, draw_count_matrix
+from dla.report.plots import draw_count_matrix, save_figure
 
 Scores = Mapping[str, tuple[np.ndarray, np.ndarray]]  # method -> (ID scores, OOD scores)
 
@@ -38,7 +38,7 @@ def plot_roc(scores: Scores, path: Path, title: str = "") -> None:
     ax.grid(alpha=0.3)
     ax.legend(fontsize=7, loc="lower right")
     ax.set_title(title, fontsize=9)
-    _save(fig, path)
+    save_figure(fig, path)
 
 
 def plot_pr(scores: Scores, path: Path, title: str = "") -> None:
@@ -55,7 +55,7 @@ def plot_pr(scores: Scores, path: Path, title: str = "") -> None:
         ax.grid(alpha=0.3)
         ax.legend(fontsize=7, loc="lower left")
     fig.suptitle(title, fontsize=9)
-    _save(fig, path)
+    save_figure(fig, path)
 
 
 def plot_histogram(ids: np.ndarray, oods: np.ndarray, path: Path, method: str, ood_name: str, title: str = "") -> None:
@@ -70,7 +70,7 @@ def plot_histogram(ids: np.ndarray, oods: np.ndarray, path: Path, method: str, o
     ax.grid(alpha=0.3)
     ax.legend(fontsize=8)
     ax.set_title(title, fontsize=9)
-    _save(fig, path)
+    save_figure(fig, path)
 
 
 def plot_sorted(ids: np.ndarray, oods: np.ndarray, path: Path, method: str, ood_name: str, title: str = "") -> None:
@@ -83,7 +83,7 @@ def plot_sorted(ids: np.ndarray, oods: np.ndarray, path: Path, method: str, ood_
     ax.grid(alpha=0.3)
     ax.legend(fontsize=8)
     ax.set_title(title, fontsize=9)
-    _save(fig, path)
+    save_figure(fig, path)
 
 
 def plot_ood_predictions(pred: np.ndarray, classes: Sequence[str], path: Path, title: str = "",
@@ -111,7 +111,7 @@ def plot_ood_predictions(pred: np.ndarray, classes: Sequence[str], path: Path, t
         ax2.set_xlabel("predicted ID class")
         ax2.set_ylabel("OOD class")
     fig.suptitle(title, fontsize=9)
-    _save(fig, path)
+    save_figure(fig, path)
 
 
 def plot_odin_grid(auroc: np.ndarray, temperatures: Sequence[float], eps_labels: Sequence[str],
@@ -136,4 +136,4 @@ def plot_odin_grid(auroc: np.ndarray, temperatures: Sequence[float], eps_labels:
     ax.set_ylabel("temperature T")
     fig.colorbar(im, ax=ax, fraction=0.05, pad=0.02, label="validation AUROC")
     ax.set_title(title, fontsize=8)
-    _save(fig, path)
+    save_figure(fig, path)

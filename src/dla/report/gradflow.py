@@ -14,7 +14,7 @@ from pathlib import Path
 
 import numpy as np
 
-from dla.report.plots import _save, plt
+from dla.report.plots import plt, save_figure
 
 
 @dataclass
@@ -69,7 +69,7 @@ def plot_gradflow(runs: Sequence[tuple[str, GradFlow]], folder: Path) -> list[Pa
         ax.grid(alpha=0.3, which="both")
         ax.legend(fontsize=7)
     axes[0][0].set_ylabel("gradient norm ||dL/dW||")
-    _save(fig, out[0])
+    save_figure(fig, out[0])
 
     fig, axes = plt.subplots(2, n, figsize=(5.5 * n, 7), squeeze=False, layout="constrained")
     for row, (field, what) in enumerate((("grad", "log10 ||dL/dW||"), ("ratio", "log10 update / weight"))):
@@ -84,7 +84,7 @@ def plot_gradflow(runs: Sequence[tuple[str, GradFlow]], folder: Path) -> list[Pa
             ax.set_xlabel("step")
             ax.set_ylabel("layer")
         fig.colorbar(im, ax=list(axes[row]), shrink=0.9)
-    _save(fig, out[1])
+    save_figure(fig, out[1])
 
     fig, ax = plt.subplots(figsize=(7, 3.8))
     for label, g in runs:
@@ -94,5 +94,5 @@ def plot_gradflow(runs: Sequence[tuple[str, GradFlow]], folder: Path) -> list[Pa
     ax.set_ylabel("first layer gradient norm")
     ax.grid(alpha=0.3, which="both")
     ax.legend(fontsize=8)
-    _save(fig, out[2])
+    save_figure(fig, out[2])
     return out

@@ -9,7 +9,7 @@ from typing import Any
 
 import matplotlib.pyplot as plt
 
-from dla.report.plots import _save, _series
+from dla.report.plots import _series, save_figure
 
 
 def plot_lm_curves(rows: Sequence[dict[str, Any]], path: Path, title: str = "") -> None:
@@ -25,4 +25,4 @@ def plot_lm_curves(rows: Sequence[dict[str, Any]], path: Path, title: str = "") 
     bits = ax.secondary_yaxis("right", functions=(lambda x: x / math.log(2), lambda b: b * math.log(2)))
     bits.set_ylabel("bits per token")
     ax.set_title(title)
-    _save(fig, path)
+    save_figure(fig, path)

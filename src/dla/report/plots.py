@@ -15,7 +15,7 @@ import numpy as np
 from dla.data.files import atomic_write
 
 
-def _save(fig: Any, path: Path) -> None:
+def save_figure(fig: Any, path: Path) -> None:
     with atomic_write(path) as f:
         fig.savefig(f, format="png", dpi=120, bbox_inches="tight")
     plt.close(fig)
@@ -39,7 +39,7 @@ def plot_curves(rows: Sequence[dict[str, Any]], path: Path, title: str = "") -> 
         ax.grid(alpha=0.3)
         ax.legend()
     fig.suptitle(title)
-    _save(fig, path)
+    save_figure(fig, path)
 
 
 def draw_count_matrix(ax: Any, cm: np.ndarray, rows: Sequence[str], cols: Sequence[str], cmap: str,
@@ -66,7 +66,7 @@ def plot_confusion(cm: np.ndarray, classes: Sequence[str], path: Path, title: st
     ax.set_xlabel("predicted")
     ax.set_ylabel("true")
     ax.set_title(title)
-    _save(fig, path)
+    save_figure(fig, path)
 
 
 def plot_overlay(groups: Sequence[tuple[str, Sequence[Sequence[dict[str, Any]]]]], split: str, metric: str,
@@ -96,4 +96,4 @@ def plot_overlay(groups: Sequence[tuple[str, Sequence[Sequence[dict[str, Any]]]]
     ax.grid(alpha=0.3)
     ax.legend(fontsize=7, ncol=2 if len(groups) > 8 else 1, loc="best")
     ax.set_title(title)
-    _save(fig, path)
+    save_figure(fig, path)

@@ -12,7 +12,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from dla.text.hf import _from_pretrained, load_tokenizer, require_transformers, resolve_pretrained
+from dla.text.hf import from_pretrained_checked, load_tokenizer, require_transformers, resolve_pretrained
 
 
 def resolve_encoder(name: str, data_root: Path) -> str:
@@ -25,7 +25,7 @@ def load_encoder(name: str, data_root: Path) -> tuple[Any, nn.Module]:
     tf = require_transformers()
     where = resolve_encoder(name, data_root)
     tok = load_tokenizer(where, data_root)
-    model = _from_pretrained(tf.AutoModel, where, name, "encoder")
+    model = from_pretrained_checked(tf.AutoModel, where, name, "encoder")
     return tok, model
 
 

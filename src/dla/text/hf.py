@@ -102,7 +102,7 @@ def _packaged_folder(name: str) -> str | None:
     return str(folder) if folder.is_dir() else None
 
 
-def _from_pretrained(loader: Any, where: str, name: str, kind: str, **kw: Any) -> Any:
+def from_pretrained_checked(loader: Any, where: str, name: str, kind: str, **kw: Any) -> Any:
     """`loader.from_pretrained` with local-only loading for folders and a one-line error for unusable ones."""
     local = Path(where).is_dir()
     try:
@@ -125,9 +125,9 @@ def load_tokenizer(name: str, data_root: Path, *, padding_side: str = "right") -
     folder = Path(where)
     if folder.is_dir() and (folder / "vocab.json").is_file() and (folder / "merges.txt").is_file() \
             and not (folder / "tokenizer_config.json").is_file() and not (folder / "config.json").is_file():
-        tok = _from_pretrained(tf.GPT2TokenizerFast, where, name, "tokenizer")
+        tok = from_pretrained_checked(tf.GPT2TokenizerFast, where, name, "tokenizer")
     else:
-        tok = _from_pretrained(tf.AutoTokenizer, where, name, "tokenizer")
+        tok = from_pretrained_checked(tf.AutoTokenizer, where, name, "tokenizer")
     tok.padding_side = padding_side
     return tok
 
@@ -226,7 +226,7 @@ def _load_causal_lm(where: str, model: str, data_root: Path) -> tuple[Any, Any]:
     tok = load_tokenizer(where, data_root, padding_side="left")
     if tok.pad_token is None:
         tok.pad_token = tok.eos_token  # GPT-2 has none; the attention mask hides these positions anyway
-    return tok, _from_pretrained(tf.AutoModelForCausalLM, where, model, "model")
+    return tok, from_pretrained_checked(tf.AutoModelForCausalLM, where, model, "model")
 
 
 def _resolve_causal_lm(model: str, data_root: Path) -> str:

@@ -41,7 +41,7 @@ from dla.text.generate import Sampling, generate
 from dla.tracking import NullTracker, Tracker, check_tracking, progress, read_metrics
 from dla.train.checkpoint import load_checkpoint, rng_state, save_checkpoint, set_rng_state
 from dla.train.interrupt import StepClock
-from dla.train.loop import TrainingDiverged, _open_run_dir, fit_interruptibly, storage_errors
+from dla.train.loop import TrainingDiverged, fit_interruptibly, open_run_dir, storage_errors
 from dla.train.optim import build_optimizer, lr_factor
 
 
@@ -245,7 +245,7 @@ def run_lm(cfg: ExperimentConfig, parent: Path, data_root: Path) -> RunDir:
     model = model.to(device)
     prompt = lm.sample_prompt or _first_line(corpus)
     corpus.tokenizer.encode(prompt)  # an unknown character fails now, not after training
-    run = _open_run_dir(parent, cfg, device, dist)  # rank 0 creates (or checks, on resume) the one run folder
+    run = open_run_dir(parent, cfg, device, dist)  # rank 0 creates (or checks, on resume) the one run folder
     n_params = sum(p.numel() for p in model.parameters())  # tied head counted once
     if dist.main:
         _write_tokenizer(run, corpus, model)

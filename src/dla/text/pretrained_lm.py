@@ -19,7 +19,7 @@ from torch import nn
 
 from dla.data.files import atomic_write
 from dla.errors import ConfigError, DlaError
-from dla.text.hf import _from_pretrained, require_transformers, resolve_pretrained
+from dla.text.hf import from_pretrained_checked, require_transformers, resolve_pretrained
 
 FOLDER = "pretrained"  # inside the run folder: config.json + tokenizer files
 
@@ -100,14 +100,14 @@ def load_pretrained(name: str, data_root: Path, block_size: int) -> tuple[Pretra
         hint = f" (e.g. lm.init_from={example})" if example else ""
         raise DlaError(f"lm.init_from={name!r}: {exc}; offline, set lm.init_from to a local folder holding "
                        f"config.json, model.safetensors and the tokenizer files{hint}") from None
-    tok = _from_pretrained(tf.AutoTokenizer, where, name, "tokenizer")
-    hf_model = _from_pretrained(tf.AutoModelForCausalLM, where, name, "model")
+    tok = from_pretrained_checked(tf.AutoTokenizer, where, name, "tokenizer")
+    hf_model = from_pretrained_checked(tf.AutoModelForCausalLM, where, name, "model")
     return PretrainedLM(hf_model, block_size).train(), HFTokenizer(tok)  # from_pretrained leaves eval mode
 
 
 def load_saved_tokenizer(folder: Path) -> HFTokenizer:
     tf = require_transformers()
-    return HFTokenizer(_from_pretrained(tf.AutoTokenizer, str(folder), str(folder), "tokenizer"))
+    return HFTokenizer(from_pretrained_checked(tf.AutoTokenizer, str(folder), str(folder), "tokenizer"))
 
 
 def rebuild_from_run(run_path: Path, block_size: int) -> tuple[PretrainedLM, HFTokenizer]:
@@ -117,5 +117,5 @@ def rebuild_from_run(run_path: Path, block_size: int) -> tuple[PretrainedLM, HFT
     if not (folder / "config.json").is_file():
         raise DlaError(f"run {run_path} fine-tuned a pretrained model but has no {FOLDER}/config.json; it cannot "
                        "be rebuilt")
-    config = _from_pretrained(tf.AutoConfig, str(folder), str(folder), "config")
+    config = from_pretrained_checked(tf.AutoConfig, str(folder), str(folder), "config")
     return PretrainedLM(tf.AutoModelForCausalLM.from_config(config), block_size), load_saved_tokenizer(folder)

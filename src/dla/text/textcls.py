@@ -39,7 +39,7 @@ from dla.text.lora import apply_lora, check_trainable, plan_lora, trainable_para
 from dla.text.rotten import SentenceSplits
 from dla.tracking import check_tracking, read_metrics
 from dla.train.checkpoint import save_checkpoint
-from dla.train.loop import Trainer, _open_run_dir, fit_and_test, storage_errors
+from dla.train.loop import Trainer, fit_and_test, open_run_dir, storage_errors
 from dla.train.losses import CrossEntropy
 
 
@@ -178,7 +178,7 @@ def run_textcls(cfg: ExperimentConfig, parent: Path, data_root: Path) -> RunDir:
     cache_dir = parent / ".feature-cache"
     model, splits, lengths, n_params, info = build_textcls(cfg, data, data_root, cache_dir, device)
     model.to(device)
-    run = _open_run_dir(parent, cfg, device, dist)
+    run = open_run_dir(parent, cfg, device, dist)
     n_train = trainable_parameters(model)
     where = dist.where(device)
     if dist.main:

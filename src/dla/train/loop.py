@@ -429,7 +429,7 @@ def run_experiment(cfg: ExperimentConfig, parent: Path, data_root: Path) -> RunD
     if dist.active and device.type == "cuda":
         model = nn.SyncBatchNorm.convert_sync_batchnorm(model)  # batch statistics over the global batch
     criterion = build_criterion(cfg, splits, device, model)  # a bad teacher run fails here, before the run folder
-    run = _open_run_dir(parent, cfg, device, dist)
+    run = open_run_dir(parent, cfg, device, dist)
     n_params = sum(p.numel() for p in model.parameters())
     where = dist.where(device)
     if dist.main:
@@ -493,7 +493,7 @@ def storage_errors(run: RunDir) -> Iterator[None]:
 _STORAGE_ERRORS = {errno.ENOSPC, errno.EDQUOT, errno.EROFS, errno.EIO, errno.EFBIG}
 
 
-def _open_run_dir(parent: Path, cfg: ExperimentConfig, device: torch.device, dist: Dist) -> RunDir:
+def open_run_dir(parent: Path, cfg: ExperimentConfig, device: torch.device, dist: Dist) -> RunDir:
     """Rank 0 creates (or checks, on resume) the run folder; every rank learns its path or the same error."""
     outcome: tuple[str, str] = ("", "")
     if dist.main:
