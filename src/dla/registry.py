@@ -51,9 +51,7 @@ class Registry(Generic[T]):
         self._load()
         if name not in self._entries:
             known = self.names()
-            close = difflib.get_close_matches(str(name), known, n=1)
-            hint = f" (did you mean {close[0]!r}?)" if close else ""
-            raise self.error(f"unknown {self.kind} {name!r}{hint}; known: {', '.join(known)}")
+            raise self.error(f"unknown {self.kind} {name!r}; known: {', '.join(known)}" + _did_you_mean(name, known))
         return self._entries[name]
 
     @property
@@ -83,6 +81,12 @@ def check_options(fn: Callable[..., Any], given: Iterable[str], who: str, error:
     known = [p.name for p in params if p.kind is not inspect.Parameter.VAR_POSITIONAL]
     for key in given:
         if key not in known:
-            close = difflib.get_close_matches(key, known, n=1)
-            hint = f" (did you mean {close[0]!r}?)" if close else ""
-            raise error(f"{who} has no option {key!r}{hint}; its options: {', '.join(known) or 'none'}")
+            raise error(f"{who} has no option {key!r}; its options: {', '.join(known) or 'none'}"
+                        + _did_you_mean(key, known))
+
+
+def _did_you_mean(word: object, known: list[str]) -> str:
+    """'; did you mean 'pgd'?' for the closest known name, or ''. Last in the line, so the line still starts with
+    what is wrong and what is allowed."""
+    close = difflib.get_close_matches(str(word), known, n=1)
+    return f"; did you mean {close[0]!r}?" if close else ""

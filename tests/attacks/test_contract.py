@@ -181,7 +181,7 @@ def test_builtin_attacks_are_registered() -> None:
 
 
 def test_register_a_new_attack(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr(registry_module, "_REGISTRY", dict(registry_module._REGISTRY))
+    monkeypatch.setattr(registry_module.ATTACKS, "_entries", dict(registry_module.ATTACKS.entries))
 
     @register_attack("noise", "a random sign step: the baseline a real attack must beat", targeted=False)
     def noise(model: nn.Module, x: torch.Tensor, y: torch.Tensor | None, eps: float, *, seed: int = 0) -> torch.Tensor:

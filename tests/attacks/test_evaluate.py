@@ -181,11 +181,11 @@ def test_fgsm_table_takes_one_gradient_per_batch_and_equals_the_per_eps_loop(mon
         shared = evaluate_attack(model, (x, y), "fgsm", eps_list, batch_size=16, **kw)
         assert len(calls) == 3  # 40 images in batches of 16: one gradient per batch
         spec = registry.get_attack("fgsm")
-        monkeypatch.setitem(registry._REGISTRY, "fgsm", dataclasses.replace(spec, direction=None))
+        monkeypatch.setitem(registry.ATTACKS.entries, "fgsm", dataclasses.replace(spec, direction=None))
         calls.clear()
         naive = evaluate_attack(model, (x, y), "fgsm", eps_list, batch_size=16, **kw)
         assert len(calls) == 3 * (len(eps_list) - 1)  # once per batch and eps > 0
-        monkeypatch.setitem(registry._REGISTRY, "fgsm", spec)
+        monkeypatch.setitem(registry.ATTACKS.entries, "fgsm", spec)
         assert shared == naive
 
 

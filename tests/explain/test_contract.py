@@ -147,7 +147,8 @@ def test_unknown_methods_and_options_are_named() -> None:
 
 
 def test_a_new_method_is_one_small_class(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr(base_module, "_REGISTRY", dict(base_module._REGISTRY))  # leave the real registry as it was
+    # leave the real registry as it was
+    monkeypatch.setattr(base_module.METHODS, "_entries", dict(base_module.METHODS.entries))
 
     @register_method("input_times_gradient", "x * d score / d x, summed over channels")
     class InputTimesGradient(Explainer):

@@ -120,7 +120,7 @@ def test_builtin_scores_are_registered() -> None:
 
 
 def test_register_a_new_score(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr(scores_module, "_REGISTRY", dict(scores_module._REGISTRY))
+    monkeypatch.setattr(scores_module.SCORES, "_entries", dict(scores_module.SCORES.entries))
 
     @register_score("neg_entropy", "negative entropy of the softmax")
     def neg_entropy(model: nn.Module, x: torch.Tensor) -> torch.Tensor:
@@ -151,7 +151,7 @@ def test_bad_requests_raise_one_clear_error(monkeypatch: pytest.MonkeyPatch) -> 
         score(model, x, "msp", batch_size=0)
     with pytest.raises(OODError, match=r"logits \(B, K\); the model returned \(2, 4, 6, 6\)"):
         score(model[:2], x, "msp")
-    monkeypatch.setattr(scores_module, "_REGISTRY", dict(scores_module._REGISTRY))
+    monkeypatch.setattr(scores_module.SCORES, "_entries", dict(scores_module.SCORES.entries))
     register_score("broken", "returns one number per batch")(lambda model, x: model(x).sum())
     with pytest.raises(OODError, match=r"'broken' returned \(\) for a batch of 2; it must be \(B,\)"):
         score(model, x, "broken")

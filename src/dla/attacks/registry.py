@@ -17,6 +17,7 @@ from dataclasses import dataclass
 import torch
 
 from dla.attacks.common import AttackError
+from dla.registry import Registry, check_options
 
 AttackFn = Callable[..., torch.Tensor]
 NORMS: tuple[str, ...] = ("linf", "l2")
@@ -40,14 +41,7 @@ class AttackSpec:
 
     def check_options(self, kw: dict[str, object]) -> None:
         """One clear error for a misspelt option, before any work, rather than a TypeError mid-evaluation."""
-        params = inspect.signature(self.fn).parameters.values()
-        if any(p.kind is inspect.Parameter.VAR_KEYWORD for p in params):
-            return
-        known = self.options()
-        for k in kw:
-            if k not in known:
-                options = ", ".join(known) or "none"
-                raise AttackError(f"attack {self.name!r} has no option {k!r}; its options: {options}")
+        check_options(self.fn, kw, f"attack {self.name!r}", AttackError, skip=4)
 
     def __call__(
         self, model: torch.nn.Module, x: torch.Tensor, y: torch.Tensor | None, eps: float, **kw: object
@@ -56,7 +50,6 @@ class AttackSpec:
         return self.fn(model, x, y, eps, **kw)
 
 
-_REGISTRY: dict[str, AttackSpec] = {}
 BUILTIN = ("dla.attacks.fgsm", "dla.attacks.pgd", "dla.attacks.apgd", "dla.attacks.apgd_t", "dla.attacks.pgd_l2",
            "dla.attacks.cw", "dla.attacks.deepfool", "dla.attacks.square",
            "dla.attacks.fab")
@@ -69,9 +62,7 @@ def register_attack(name: str, description: str, targeted: bool = True, directio
         raise ValueError(f"attack {name!r}: norm must be one of {', '.join(NORMS)}; got {norm!r}")
 
     def decorate(fn: AttackFn) -> AttackFn:
-        if name in _REGISTRY:
-            raise ValueError(f"attack {name!r} registered twice")
-        _REGISTRY[name] = AttackSpec(name, fn, description, targeted, direction, norm)
+        ATTACKS.add(name, AttackSpec(name, fn, description, targeted, direction, norm))
         return fn
 
     return decorate
@@ -83,14 +74,13 @@ def _ensure_builtin() -> None:
         importlib.import_module(module)
 
 
+ATTACKS: Registry[AttackSpec] = Registry("attack", AttackError, builtin=_ensure_builtin)
+
+
 def attack_names() -> list[str]:
-    _ensure_builtin()
-    return sorted(_REGISTRY)
+    return ATTACKS.names()
 
 
 def get_attack(name: str) -> AttackSpec:
     """The registered attack `name`; call it like the function: `get_attack("pgd")(model, x, y, eps, steps=20)`."""
-    _ensure_builtin()
-    if name not in _REGISTRY:
-        raise AttackError(f"unknown attack {name!r}; known: {', '.join(sorted(_REGISTRY))}")
-    return _REGISTRY[name]
+    return ATTACKS.get(name)

@@ -36,6 +36,7 @@ from torch import nn
 from dla.errors import DlaError
 from dla.nn import UnfoldConv2d
 from dla.nn.modes import eval_frozen
+from dla.registry import Registry
 
 Target = int | Sequence[int] | torch.Tensor | None
 
@@ -244,7 +245,9 @@ def find_layer(model: nn.Module, layer: str | nn.Module | None) -> tuple[str, nn
 
 # ---- the registry --------------------------------------------------------------------------------------------
 
-_REGISTRY: dict[str, type[Explainer]] = {}
+# Registration order (the order of the grids' columns): the package's __init__ imports every built-in method
+# before anyone can reach this module.
+METHODS: Registry[type[Explainer]] = Registry("explanation method", ExplainError, ordered=True)
 
 
 def register_method(name: str, description: str) -> Callable[[type[Explainer]], type[Explainer]]:
@@ -252,24 +255,19 @@ def register_method(name: str, description: str) -> Callable[[type[Explainer]], 
     contract tests (tests/explain/test_contract.py) pick it up without further edits."""
 
     def decorate(cls: type[Explainer]) -> type[Explainer]:
-        if name in _REGISTRY:
-            raise ValueError(f"explanation method {name!r} registered twice")
+        METHODS.add(name, cls)
         cls.name, cls.description = name, description
-        _REGISTRY[name] = cls
         return cls
 
     return decorate
 
 
 def method_names() -> list[str]:
-    # The package's __init__ imports every built-in method before anyone can reach this module.
-    return list(_REGISTRY)  # registration order (the order of the grids' columns): the package's imports
+    return METHODS.names()
 
 
 def method_class(name: str) -> type[Explainer]:
-    if name not in _REGISTRY:
-        raise ExplainError(f"unknown explanation method {name!r}; known: {', '.join(_REGISTRY)}")
-    return _REGISTRY[name]
+    return METHODS.get(name)
 
 
 def explain(model: nn.Module, x: torch.Tensor, method: str, target: Target = None, *, raw: bool = False,

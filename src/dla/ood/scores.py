@@ -25,6 +25,7 @@ from torch import nn
 
 from dla.nn.modes import classifier_logits, eval_frozen
 from dla.ood.metrics import OODError
+from dla.registry import Registry
 
 ScoreFn = Callable[..., torch.Tensor]
 
@@ -38,7 +39,7 @@ class ScoreSpec:
     of_logits: ScoreFn | None = None  # a score of the logits alone: `of_logits(logits (B, K), **options) -> (B,)`
 
 
-_REGISTRY: dict[str, ScoreSpec] = {}
+SCORES: Registry[ScoreSpec] = Registry("OOD score", OODError)  # built-ins: this module's own decorators
 
 
 def register_score(name: str, description: str, needs_grad: bool = False) -> Callable[[ScoreFn], ScoreFn]:
@@ -49,9 +50,7 @@ def register_score(name: str, description: str, needs_grad: bool = False) -> Cal
     """
 
     def decorate(fn: ScoreFn) -> ScoreFn:
-        if name in _REGISTRY:
-            raise ValueError(f"score {name!r} registered twice")
-        _REGISTRY[name] = ScoreSpec(name, fn, description, needs_grad)
+        SCORES.add(name, ScoreSpec(name, fn, description, needs_grad))
         return fn
 
     return decorate
@@ -71,22 +70,18 @@ def register_logit_score(name: str, description: str) -> Callable[[ScoreFn], Sco
         # The option check reads (model, x, options...): fn's options after its logits.
         head = [inspect.Parameter(n, inspect.Parameter.POSITIONAL_OR_KEYWORD) for n in ("model", "x")]
         on_model.__signature__ = inspect.Signature([*head, *list(inspect.signature(fn).parameters.values())[1:]])
-        if name in _REGISTRY:
-            raise ValueError(f"score {name!r} registered twice")
-        _REGISTRY[name] = ScoreSpec(name, on_model, description, False, fn)
+        SCORES.add(name, ScoreSpec(name, on_model, description, False, fn))
         return fn
 
     return decorate
 
 
 def score_names() -> list[str]:
-    return sorted(_REGISTRY)
+    return SCORES.names()
 
 
 def score_spec(name: str) -> ScoreSpec:
-    if name not in _REGISTRY:
-        raise OODError(f"unknown OOD score {name!r}; known: {', '.join(sorted(_REGISTRY))}")
-    return _REGISTRY[name]
+    return SCORES.get(name)
 
 
 def _check_options(spec: ScoreSpec, kw: dict[str, object]) -> None:

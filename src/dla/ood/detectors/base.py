@@ -21,6 +21,7 @@ import torch
 
 from dla.ood.features import FeatureSet
 from dla.ood.metrics import OODError
+from dla.registry import Registry, check_options
 
 D = TypeVar("D", bound="Detector")
 
@@ -97,19 +98,16 @@ class Detector:
         raise NotImplementedError
 
 
-_REGISTRY: dict[str, type[Detector]] = {}
-
-
 def register_detector(name: str, description: str) -> Callable[[type[D]], type[D]]:
     """Decorate a `Detector` subclass; its constructor's keyword options need defaults."""
 
     def decorate(cls: type[D]) -> type[D]:
         from dla.ood.scores import score_names
 
-        if name in _REGISTRY or name in score_names():
+        if name in score_names():  # scores and detectors share `--methods`
             raise ValueError(f"OOD method {name!r} registered twice")
+        DETECTORS.add(name, cls)
         cls.name, cls.description = name, description
-        _REGISTRY[name] = cls
         return cls
 
     return decorate
@@ -127,28 +125,21 @@ def _ensure_builtin() -> None:
             importlib.import_module(f"{package.__name__}.{info.name}")
 
 
+DETECTORS: Registry[type[Detector]] = Registry("OOD detector", OODError, builtin=_ensure_builtin)
+
+
 def detector_names() -> list[str]:
-    _ensure_builtin()
-    return sorted(_REGISTRY)
+    return DETECTORS.names()
 
 
 def detector_defaults(name: str) -> dict[str, Any]:
     """The options of detector `name` and their defaults, e.g. {"k": 50} for knn."""
-    _ensure_builtin()
-    if name not in _REGISTRY:
-        raise OODError(f"unknown OOD detector {name!r}; known: {', '.join(sorted(_REGISTRY))}")
-    params = list(inspect.signature(_REGISTRY[name].__init__).parameters.values())[1:]
+    params = list(inspect.signature(DETECTORS.get(name).__init__).parameters.values())[1:]
     return {p.name: p.default for p in params}
 
 
 def make_detector(name: str, **options: Any) -> Detector:
     """A new, unfitted detector `name` with `options` (e.g. `make_detector("knn", k=10)`)."""
-    _ensure_builtin()
-    if name not in _REGISTRY:
-        raise OODError(f"unknown OOD detector {name!r}; known: {', '.join(sorted(_REGISTRY))}")
-    cls = _REGISTRY[name]
-    known = list(inspect.signature(cls.__init__).parameters)[1:]
-    for k in options:
-        if k not in known:
-            raise OODError(f"detector {name!r} has no option {k!r}; its options: {', '.join(known) or 'none'}")
+    cls = DETECTORS.get(name)
+    check_options(cls.__init__, options, f"detector {name!r}", OODError, skip=1)
     return cls(**options)
