@@ -333,22 +333,13 @@ def _run_in_processes(todo: Sequence[int], experiment: str, overrides: Sequence[
     running: dict[int, tuple[int, subprocess.Popen, Any]] = {}  # slot -> (point, process, log file)
     try:
         while pending or running:
-            for i in list(pending):  # a dependency that failed: this point cannot run
-                bad = [d for d in deps[i] if status.get(d, "done") != "done"]
-                if bad:
-                    pending.remove(i)
-                    status[names[i]] = "not run"
-                    live.finished(names[i], "not run", sweep_dir / names[i])
-                    live.say(f"  {names[i]} not run: it needs {', '.join(sorted(bad))}, which did not finish")
+            drop_blocked(pending, names, deps, status, live, sweep_dir)
             free = [s for s in range(jobs) if s not in running]
             while free and pending:
                 ready = [i for i in pending if all(status.get(d) == "done" for d in deps[i])]
                 if not ready:
                     if not running:  # waiting on nothing: a cycle
-                        for i in pending:
-                            status[names[i]] = "not run"
-                            live.finished(names[i], "not run", sweep_dir / names[i])
-                        pending.clear()
+                        mark_not_run(list(pending), pending, names, status, live, sweep_dir)
                     break
                 i, slot = ready[0], free.pop(0)
                 pending.remove(i)
@@ -371,6 +362,24 @@ def _run_in_processes(todo: Sequence[int], experiment: str, overrides: Sequence[
         for _i, _proc, log in running.values():
             log.close()
         raise
+
+
+def drop_blocked(pending: list[int], names: Sequence[str], deps: Sequence[set[str]], status: dict[str, str],
+                 live: LiveTable, sweep_dir: Path) -> None:
+    """Take out of `pending`, as "not run", every point a dependency of which ended without finishing."""
+    for i in list(pending):
+        bad = [d for d in deps[i] if status.get(d, "done") != "done"]  # no status yet: still to run, or running
+        if bad:
+            mark_not_run([i], pending, names, status, live, sweep_dir)
+            live.say(f"  {names[i]} not run: it needs {', '.join(sorted(bad))}, which did not finish")
+
+
+def mark_not_run(points: Sequence[int], pending: list[int], names: Sequence[str], status: dict[str, str],
+                 live: LiveTable, sweep_dir: Path) -> None:
+    for i in points:
+        pending.remove(i)
+        status[names[i]] = "not run"
+        live.finished(names[i], "not run", sweep_dir / names[i])
 
 
 def _stop(procs: Sequence[subprocess.Popen]) -> None:

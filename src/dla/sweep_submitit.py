@@ -69,13 +69,12 @@ def run_with_submitit(todo: Sequence[int], experiment: str, overrides: Sequence[
                       options: dict[str, Any], status: dict[str, str], live: Any) -> None:
     """Submit every point whose dependencies are done, wait, repeat; a failed dependency leaves its
     dependents "not run". `status` and `live` are `dla.sweep.run_sweep`'s."""
+    from dla.sweep import drop_blocked, mark_not_run
+
     executor = make_executor(sweep_dir / "submitit", options)
     pending, running = list(todo), {}
     while pending or running:
-        for i in [i for i in pending if any(status.get(d, "done") != "done" for d in deps[i])]:
-            pending.remove(i)
-            status[names[i]] = "not run"
-            live.finished(names[i], "not run", sweep_dir / names[i])
+        drop_blocked(pending, names, deps, status, live, sweep_dir)
         for i in [i for i in pending if all(status.get(d) == "done" for d in deps[i])]:
             pending.remove(i)
             job = {"experiment": experiment, "overrides": list(overrides[i]), "parent": str(sweep_dir),
@@ -83,10 +82,7 @@ def run_with_submitit(todo: Sequence[int], experiment: str, overrides: Sequence[
             running[i] = executor.submit(run_point_job, job)
             live.say(f"-> {names[i]} (submitit job {running[i].job_id})")
         if pending and not running:  # waiting on nothing: a cycle
-            for i in pending:
-                status[names[i]] = "not run"
-                live.finished(names[i], "not run", sweep_dir / names[i])
-            pending.clear()
+            mark_not_run(list(pending), pending, names, status, live, sweep_dir)
         for i, job in list(running.items()):
             if job.done():
                 del running[i]

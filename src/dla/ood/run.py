@@ -33,6 +33,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
+from functools import cached_property
 from pathlib import Path
 from typing import Any
 
@@ -194,8 +195,8 @@ class _Job:
     id_tuned: dict[str, np.ndarray] = field(default_factory=dict)  # validation slug -> tuned ODIN ID scores
     detectors: dict[str, Detector] = field(default_factory=dict)  # method name -> detector fitted on ID train
 
-    @property
-    def model(self) -> nn.Module:
+    @cached_property
+    def model(self) -> nn.Module:  # one bf16 wrapper per job (--amp bf16), else the run's model itself
         return with_amp(self.run.model, self.req.amp)
 
     @property
