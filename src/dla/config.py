@@ -242,6 +242,8 @@ class LMConfig(Checked):
                              "gpt2 (online); its own tokenizer replaces lm.tokenizer")
     block_size: int = opt(64, "context length in tokens", ge=2, le=8192)
     train_fraction: float = opt(0.9, "the first fraction of the text trains, the rest validates", gt=0, lt=1)
+    test_fraction: float = opt(0.0, "the last fraction of the text tests, scored once with the best checkpoint (val "
+                                    "lies between); 0 = no test text, val doubles as the test", ge=0, lt=1)
     max_iters: int = opt(2000, "optimizer steps", ge=1)
     eval_interval: int = opt(250, "estimate train/val loss every N steps (and at the last step)", ge=1)
     eval_iters: int = opt(200, "batches averaged per loss estimate (fixed, seeded, the same at every evaluation)",

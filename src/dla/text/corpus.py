@@ -16,7 +16,7 @@ import json
 import re
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Protocol
+from typing import Any, Protocol
 
 import torch
 
@@ -153,47 +153,64 @@ class Corpus:
     val: torch.Tensor  # (N_val,)
     train_chars: int = 0  # characters of the original text in each split; 0 = one per token
     val_chars: int = 0
+    test: torch.Tensor | None = None  # (N_test,) the text's tail when lm.test_fraction > 0; None = val is the test
+    test_chars: int = 0
+
+    def ids(self, split: str) -> torch.Tensor:
+        if split == "test" and self.test is None:
+            raise ValueError("this corpus has no test split (lm.test_fraction=0): val is its test")
+        return {"train": self.train, "val": self.val, "test": self.test}[split]
 
     def chars(self, split: str) -> int:
-        ids, n = (self.train, self.train_chars) if split == "train" else (self.val, self.val_chars)
-        return n or len(ids)
+        n = {"train": self.train_chars, "val": self.val_chars, "test": self.test_chars}[split]
+        return n or len(self.ids(split))
 
 
 def load_corpus(name: str, data_root: Path, tokenizer: str | Tokenizer, train_fraction: float, block_size: int,
-                path: str = "", *, word_min_count: int = 2, word_vocab_size: int = 0) -> Corpus:
-    """The text split into train/val ids; `tokenizer` is "char", "gpt2", "word" (vocabulary from the training
-    part only: word_min_count, word_vocab_size), or a tokenizer (a pretrained model's)."""
+                path: str = "", *, word_min_count: int = 2, word_vocab_size: int = 0,
+                test_fraction: float = 0.0) -> Corpus:
+    """The text split by position into train / val (/ test) ids: the first `train_fraction` trains, the last
+    `test_fraction` (if any) tests, what lies between validates. `tokenizer` is "char", "gpt2", "word" (vocabulary
+    from the training part only: word_min_count, word_vocab_size), or a tokenizer (a pretrained model's)."""
+    if train_fraction + test_fraction >= 1:
+        raise DlaError(f"lm.train_fraction={train_fraction} and lm.test_fraction={test_fraction} leave no text to "
+                       f"validate on; keep their sum below 1 (e.g. 0.9 and 0.05)")
     text = read_corpus(name, data_root, path)
     if tokenizer == "word":
-        train, val, tok, chars = _word_split(text, train_fraction, word_min_count, word_vocab_size)
+        parts, tok, chars = _word_split(text, train_fraction, test_fraction, word_min_count, word_vocab_size)
     else:
         if isinstance(tokenizer, str):
             tok = CharTokenizer.from_text(text) if tokenizer == "char" else GPT2Tokenizer(data_root)
         else:
             tok = tokenizer
-        ids = torch.tensor(tok.encode(text), dtype=torch.long)
-        n = int(train_fraction * len(ids))
-        train, val = ids[:n], ids[n:]
+        parts = _cut(torch.tensor(tok.encode(text), dtype=torch.long), train_fraction, test_fraction)
         # A BPE split can fall inside a multi-byte character: the count is then off by one at the boundary.
-        chars = (n, len(ids) - n) if tok.name == "char" else (len(tok.decode(train.tolist())),
-                                                             len(tok.decode(val.tolist())))
-    if min(len(train), len(val)) <= block_size:
-        raise DlaError(f"with lm.train_fraction={train_fraction} the corpus gives {len(train)} train and "
-                       f"{len(val)} val tokens, too few for lm.block_size={block_size}; lower the block size")
-    return Corpus(tok, train, val, *chars)
+        chars = [len(p) if tok.name == "char" else len(tok.decode(p.tolist())) for p in parts]
+    if min(len(p) for p in parts) <= block_size:
+        sizes = " / ".join(f"{len(p):,}" for p in parts)
+        raise DlaError(f"lm.train_fraction={train_fraction}, lm.test_fraction={test_fraction} give {sizes} "
+                       f"train / val{' / test' if test_fraction else ''} tokens, too few for "
+                       f"lm.block_size={block_size}; lower the block size or raise the fractions")
+    test = parts[2] if test_fraction else None
+    return Corpus(tok, parts[0], parts[1], chars[0], chars[1], test, chars[2] if test_fraction else 0)
 
 
-def _word_split(text: str, train_fraction: float, min_count: int,
-                max_size: int) -> tuple[torch.Tensor, torch.Tensor, Tokenizer, tuple[int, int]]:
+def _cut(seq: Any, train_fraction: float, test_fraction: float) -> list[Any]:
+    """[train, val] or [train, val, test] by position: the head trains, the tail tests."""
+    n = len(seq)
+    a, b = int(train_fraction * n), n - int(test_fraction * n)
+    return [seq[:a], seq[a:b], seq[b:n]] if test_fraction else [seq[:a], seq[a:]]
+
+
+def _word_split(text: str, train_fraction: float, test_fraction: float, min_count: int,
+                max_size: int) -> tuple[list[torch.Tensor], Tokenizer, list[int]]:
     """Cut into pieces, split them by position, then build the vocabulary from the training pieces alone."""
     from dla.text.words import WordTokenizer, pieces
 
-    ps = pieces(text)
-    n = int(train_fraction * len(ps))
-    tok = WordTokenizer.from_pieces(ps[:n], min_count, max_size)
-    train = torch.tensor(tok.encode_pieces(ps[:n]), dtype=torch.long)
-    val = torch.tensor(tok.encode_pieces(ps[n:]), dtype=torch.long)
-    return train, val, tok, (sum(map(len, ps[:n])), sum(map(len, ps[n:])))
+    parts = _cut(pieces(text), train_fraction, test_fraction)
+    tok = WordTokenizer.from_pieces(parts[0], min_count, max_size)
+    ids = [torch.tensor(tok.encode_pieces(p), dtype=torch.long) for p in parts]
+    return ids, tok, [sum(map(len, p)) for p in parts]
 
 
 class BlockSampler:

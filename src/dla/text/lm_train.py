@@ -140,7 +140,7 @@ class LMTrainer:
     @torch.no_grad()
     def estimate_loss(self, split: str) -> float:
         """Mean loss over lm.eval_iters fixed batches: the same blocks at every evaluation, so curves compare."""
-        ids = self.corpus.train if split == "train" else self.corpus.val
+        ids = self.corpus.ids(split)
         batches = BlockSampler(ids, self.cfg.lm.block_size, self.cfg.data.batch_size, seed=1_000_003)
         self.model.eval()
         total = 0.0
@@ -184,8 +184,7 @@ class LMTrainer:
 
     def bpc(self, split: str, loss: float) -> float:
         """A loss per token in bits per character of the split's original text (the same for char tokens)."""
-        ids = self.corpus.train if split == "train" else self.corpus.val
-        return estimate_bpc(loss, len(ids), self.corpus.chars(split))
+        return estimate_bpc(loss, len(self.corpus.ids(split)), self.corpus.chars(split))
 
     # ---------------------------------------------------------------------------------------------
     def autocast(self) -> contextlib.AbstractContextManager:
@@ -249,8 +248,11 @@ def run_lm(cfg: ExperimentConfig, parent: Path, data_root: Path) -> RunDir:
     n_params = sum(p.numel() for p in model.parameters())  # tied head counted once
     if dist.main:
         _write_tokenizer(run, corpus, model)
-        print(f"{cfg.experiment}: {describe_model(cfg, n_params)} on {cfg.data.name} ({len(corpus.train):,} / "
-              f"{len(corpus.val):,} train / val {corpus.tokenizer.name} tokens, vocabulary "
+        sizes, names = f"{len(corpus.train):,} / {len(corpus.val):,}", "train / val"
+        if corpus.test is not None:
+            sizes, names = f"{sizes} / {len(corpus.test):,}", f"{names} / test"
+        print(f"{cfg.experiment}: {describe_model(cfg, n_params)} on {cfg.data.name} ({sizes} {names} "
+              f"{corpus.tokenizer.name} tokens, vocabulary "
               f"{corpus.tokenizer.vocab_size}), {dist.where(device)}, run {run.path}", flush=True)
 
     t0 = time.perf_counter()
@@ -280,23 +282,26 @@ def _model_and_corpus(cfg: ExperimentConfig, data_root: Path) -> tuple[torch.nn.
         from dla.text.pretrained_lm import load_pretrained
 
         model, tok = load_pretrained(lm.init_from, data_root, lm.block_size)
-        return model, load_corpus(cfg.data.name, data_root, tok, lm.train_fraction, lm.block_size, cfg.data.path)
+        return model, load_corpus(cfg.data.name, data_root, tok, lm.train_fraction, lm.block_size, cfg.data.path,
+                                  test_fraction=lm.test_fraction)
     corpus = load_corpus(cfg.data.name, data_root, lm.tokenizer, lm.train_fraction, lm.block_size, cfg.data.path,
-                         word_min_count=lm.word_min_count, word_vocab_size=lm.word_vocab_size)
+                         word_min_count=lm.word_min_count, word_vocab_size=lm.word_vocab_size,
+                         test_fraction=lm.test_fraction)
     return build_model(cfg.model, TextInputs(corpus.tokenizer.vocab_size, lm.block_size), training=True), corpus
 
 
-def full_val(trainer: LMTrainer) -> dict[str, Any]:
-    """The best checkpoint on the whole validation text, every token predicted once (the training text's last
+def full_split(trainer: LMTrainer, split: str = "val") -> dict[str, Any]:
+    """The best checkpoint on a whole held-out split, every token predicted once (the preceding split's last
     token as the first one's context): total nats, and bits per character of the original text."""
     c, lm = trainer.corpus, trainer.cfg.lm
-    nats = split_nats(trainer.model, c.val, lm.block_size, trainer.cfg.data.batch_size, trainer.device,
-                      context=c.train, autocast=trainer.autocast)
-    chars = c.chars("val")
-    out: dict[str, Any] = {"nats": nats, "tokens": len(c.val), "characters": chars, "loss": nats / len(c.val),
+    ids = c.ids(split)
+    nats = split_nats(trainer.model, ids, lm.block_size, trainer.cfg.data.batch_size, trainer.device,
+                      context=c.train if split == "val" else c.val, autocast=trainer.autocast)
+    chars = c.chars(split)
+    out: dict[str, Any] = {"nats": nats, "tokens": len(ids), "characters": chars, "loss": nats / len(ids),
                            "bpc": bits_per_character(nats, chars)}
     if c.tokenizer.name == "word":  # the share of <unk>: a word model's bpc ignores how an unknown word is spelt
-        out["unknown_tokens"] = int((c.val == 0).sum())
+        out["unknown_tokens"] = int((ids == 0).sum())
     return out
 
 
@@ -334,25 +339,28 @@ def finish_lm(run: RunDir, cfg: ExperimentConfig, trainer: LMTrainer, prompt: st
             f.write(sample + "\n")
     train_at_best = next((r["loss"] for r in rows if r["split"] == "train" and r["epoch"] == trainer.best_step),
                          math.nan)
-    test = {"loss": trainer.best_val, "bpc": trainer.bpc("val", trainer.best_val)}
+    val = {"loss": trainer.best_val, "bpc": trainer.bpc("val", trainer.best_val)}
+    # With lm.test_fraction the tail of the text is the test, scored whole once; without, val doubles as it.
+    test = full_split(trainer, "test") if trainer.corpus.test is not None else val
     results: dict[str, Any] = {
         "experiment": cfg.experiment, "run": run.path.name, "model": model_label(cfg), "dataset": cfg.data.name,
         "seed": cfg.seed, "parameters": n_params, "tokenizer": tok.name, "vocab_size": tok.vocab_size,
         "best_epoch": trainer.best_step, "epochs_run": trainer.step, "train_seconds": round(train_seconds, 2),
         "device": device,
-        "val": test,
+        "val": val,
         "train": {"loss": train_at_best, "bpc": trainer.bpc("train", train_at_best)},
-        "val_full": full_val(trainer),
-        # No separate test text: the held-out tail is the test of a language model here (val = test).
+        "val_full": full_split(trainer, "val"),
         "test": test,
     }
     full = results["val_full"]
     summary = (f"# {cfg.experiment} / {run.path.name}\n\n"
                f"{model_label(cfg)}, {n_params:,} parameters, {tok.name} tokens on {cfg.data.name}; best val loss "
-               f"{trainer.best_val:.4f} per token ({test['bpc']:.3f} bits per character) "
+               f"{trainer.best_val:.4f} per token ({val['bpc']:.3f} bits per character) "
                f"at step {trainer.best_step} of {trainer.step}; {train_seconds:.1f} s on {device}. On the whole "
                f"validation text: {full['bpc']:.3f} bits per character ({full['nats']:,.0f} nats over "
-               f"{full['characters']:,} characters, {full['tokens']:,} tokens).\n\n"
+               f"{full['characters']:,} characters, {full['tokens']:,} tokens)"
+               + (f"; on the test text (lm.test_fraction={lm.test_fraction}): loss {test['loss']:.4f} per token, "
+                  f"{test['bpc']:.3f} bits per character" if trainer.corpus.test is not None else "") + ".\n\n"
                + (f"Sample (best checkpoint, temperature {lm.temperature}, top-k {lm.top_k}, top-p {lm.top_p}):\n\n"
                   + "```\n" + sample + "\n```\n" if sample else ""))
     with atomic_write(run.summary, "w") as f:
