@@ -134,10 +134,29 @@ def test_an_experiment_without_a_model_section_trains_the_default_model(capsys: 
     assert "x: mlp (" in stdout and (tmp_path / "runs" / "x").is_dir()
 
 
-def test_console_script_is_installed() -> None:
+COMMANDS = ["list", "run", "sweep", "report", "compare", "show", "lab", "verdicts", "docs", "explain", "attack", "ood",
+            "generate", "config", "tokenize"]
+
+
+def test_every_command_is_registered_in_order_with_its_handler() -> None:
+    import argparse
+
+    from dla.cli import build_parser
+
+    parser = build_parser()
+    sub = next(a for a in parser._actions if isinstance(a, argparse._SubParsersAction))
+    assert list(sub.choices) == COMMANDS  # the order `dla --help` lists them in
+    for name, command in sub.choices.items():
+        assert command.get_default("func").__name__ == f"cmd_{name}", name
+
+
+@pytest.mark.parametrize("launch", ["console script", "python -m dla", "python -m dla.cli"])
+def test_console_script_is_installed(launch: str) -> None:
+    # `python -m dla.cli` is how torchrun and accelerate launch the command (docs/usage.md).
     env = {**os.environ, "DLA_OFFLINE": "1"}
-    exe = Path(sys.executable).with_name("dla")
-    proc = subprocess.run([str(exe), "run", "nope"], capture_output=True, text=True, env=env, timeout=120)
+    exe = {"console script": [str(Path(sys.executable).with_name("dla"))],
+           "python -m dla": [sys.executable, "-m", "dla"], "python -m dla.cli": [sys.executable, "-m", "dla.cli"]}
+    proc = subprocess.run([*exe[launch], "run", "nope"], capture_output=True, text=True, env=env, timeout=120)
     assert proc.returncode == 2
     assert proc.stderr.strip().splitlines() == [proc.stderr.strip()]
     assert "Traceback" not in proc.stderr

@@ -28,3 +28,13 @@ def test_the_loop_is_still_reachable_from_the_package() -> None:
         import dla.train
 
         dla.train.fit  # noqa: B018
+
+
+def test_the_command_line_parser_loads_only_itself() -> None:
+    # `dla --help` and a mistyped option answer at once: building the parser imports no torch, no library module
+    # outside dla.cli (each handler imports what it calls) and nothing heavy.
+    code = ("import sys, dla.cli; dla.cli.build_parser(); "
+            "print(','.join(sorted(m for m in sys.modules if m.split('.')[0] in ('dla', 'torch', 'numpy', "
+            f"'matplotlib') and not m.startswith('dla.cli') or m in {HEAVY!r})))")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
+    assert out.strip() == "dla,dla.errors", f"building the dla parser loaded {out.strip()}"
