@@ -720,17 +720,14 @@ def validate(cfg: ExperimentConfig) -> ExperimentConfig:
         raise ConfigError("distill.teacher_outputs=cached needs the same images every epoch, but augmentation is on; "
                           "use distill.teacher_outputs=online, or data.augment.flip=false "
                           "data.augment.crop_padding=0")
+    from dla.train.objectives import check_objectives
+
+    check_objectives(cfg)  # two training objectives at once: each objective declares what it excludes
     adv = cfg.train.adversarial
-    if adv.method != "none" and cfg.distill.teacher:
-        raise ConfigError("train.adversarial and distill.teacher are not supported together (each is a training "
-                          "objective); set train.adversarial.method=none or distill.teacher=''")
     if adv.method != "none" and adv.eps == 0:
         raise ConfigError(f"train.adversarial.method={adv.method} needs train.adversarial.eps > 0 (e.g. 0.1 on "
                           "MNIST, 8/255 on CIFAR-10); eps=0 would train on the clean images twice")
     oe = cfg.train.outlier_exposure
-    if oe.dataset and (cfg.distill.teacher or adv.method != "none"):
-        raise ConfigError("train.outlier_exposure is not supported together with distill.teacher or "
-                          "train.adversarial (each is a training objective); set train.outlier_exposure.dataset=''")
     if oe.dataset == cfg.data.name and oe.path == cfg.data.path:
         raise ConfigError(f"train.outlier_exposure.dataset={oe.dataset!r} is the training set itself: its images "
                           "would be pushed to uniform and to their labels at once (with data.classes too: its "

@@ -10,6 +10,9 @@ from dla.report.tables import best_index, fmt, fmt_mean_std, mean_std_table, met
 def test_columns_come_from_the_results() -> None:
     lm = [{"loss": 1.2, "bpc": 1.73}, {"loss": 1.1, "bpc": 1.59}]
     assert metric_columns(lm) == ["loss", "bpc"]
+    # A test split's sizes and total nats are not metrics: no column to average or bold.
+    whole = [{"loss": 1.5, "bpc": 2.2, "nats": 14406.9, "tokens": 9381, "characters": 9381, "unknown_tokens": 3}]
+    assert metric_columns(whole) == ["loss", "bpc"]
     assert metric_columns([{"f1": 0.5, "accuracy": 0.9, "zeta": 2, "method": "lora", "ok": True}]) == \
         ["accuracy", "f1", "zeta"]
     table = runs_table([("a", lm[0]), ("b", lm[1])])

@@ -98,7 +98,7 @@ def _labels(labels: torch.Tensor | int, batch: int, device: torch.device, name: 
     return labels.detach().to(device=device, dtype=torch.long)
 
 
-@torch.no_grad()
+@torch.no_grad()  # not inference_mode: the targets go on into the attack's loss, which saves them for backward
 def least_likely_target(model: nn.Module, x: torch.Tensor) -> torch.Tensor:
     """(B,) the class with the smallest clean logit per example (Kurakin et al. 2017's y_LL = argmin_k p(k | x)).
 

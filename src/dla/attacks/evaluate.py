@@ -84,8 +84,9 @@ def evaluate_attack(
     device, dtype = _model_device_dtype(model)
 
     accs: list[MetricAccumulator] = []
-    hits = [0] * len(eps_list)
-    eligible = 0
+    # Counted on the device and read once at the end: a per-batch int() would stall a GPU's queue every batch.
+    hits = torch.zeros(len(eps_list), dtype=torch.long, device=device)
+    eligible = torch.zeros((), dtype=torch.long, device=device)
     offset = 0
     with attack_mode(model):
         for x, y in _batches(data, batch_size):
@@ -107,7 +108,7 @@ def evaluate_attack(
             if targeted:
                 t = torch.full_like(y, target) if isinstance(target, int) else target.to(device)
                 mask = t != y  # (b,)
-                eligible += int(mask.sum())
+                eligible += mask.sum()
             extra = {"target": target} if target is not None else {}
             # One gradient for every eps where the attack's step is linear in eps (FGSM): the same x_adv, bit for bit.
             direction = spec.direction(model, x, y, **kw, **extra) if spec.direction else None
@@ -116,13 +117,13 @@ def evaluate_attack(
                     x_adv = step_along(x, direction, eps)
                 else:
                     x_adv = spec(model, x, y, eps, **kw, **extra)
-                with torch.no_grad():
+                with torch.inference_mode():  # the scoring pass: no graph, no version counters
                     z = logits_of(model, x_adv)  # (b, K)
                     if not accs:
                         accs = [MetricAccumulator(z.shape[1]) for _ in eps_list]
                     accs[i].update(F.cross_entropy(z, y), z, y)
                     if targeted:
-                        hits[i] += int(((z.argmax(1) == t) & mask).sum())
+                        hits[i] += ((z.argmax(1) == t) & mask).sum()
         if offset == 0:
             raise AttackError("no examples to attack: the data yielded no batches")
         if isinstance(target_all, torch.Tensor) and target_all.ndim == 1 and target_all.shape[0] != offset:
@@ -134,6 +135,6 @@ def evaluate_attack(
         row.update(accs[i].compute())
         row["targeted"] = targeted
         if targeted:
-            row["success_rate"] = hits[i] / eligible if eligible else 0.0
+            row["success_rate"] = int(hits[i]) / int(eligible) if int(eligible) else 0.0
         rows.append(row)
     return rows

@@ -59,7 +59,7 @@ def classmap_run(model: nn.Module, x: torch.Tensor, y: torch.Tensor, classes: Se
     """x: test images (N, C, H, W) in [0, 1]. Writes mosaic | per-location argmax class | quadrant agreement."""
     fcn = fully_convolutional(model)
     tiles, labels = mosaics(x, y, n)
-    with torch.no_grad():
+    with torch.inference_mode():
         scores = fcn(tiles)  # (n, K, h, w): a class score per location
     big = F.interpolate(scores, size=tiles.shape[-2:], mode="nearest")  # (n, K, 2H, 2W), each cell as a block
     votes = big.argmax(dim=1)  # (n, 2H, 2W)
@@ -87,7 +87,7 @@ def classmap_run(model: nn.Module, x: torch.Tensor, y: torch.Tensor, classes: Se
 def quadrant_agreement(model: nn.Module, x: torch.Tensor, y: torch.Tensor, n: int) -> float:
     """Fraction of mosaic locations whose argmax class is the class of the image in their quadrant."""
     tiles, labels = mosaics(x, y, n)
-    with torch.no_grad():
+    with torch.inference_mode():
         votes = fully_convolutional(model)(tiles).argmax(dim=1)  # (n, h, w)
     h, w = votes.shape[-2:]
     # Each cell belongs to the quadrant its centre falls in; with an odd map size the middle row / column

@@ -31,7 +31,7 @@ KEYS = ("average_drop", "increase")
 HEADERS = {"average_drop": "Average drop (lower is better)", "increase": "Increase in confidence"}
 
 
-@torch.no_grad()
+@torch.inference_mode()
 def confidence_change(model: nn.Module, x: torch.Tensor, maps: torch.Tensor, target: torch.Tensor
                       ) -> dict[str, float]:
     """Average drop and increase in confidence of `maps` (B, H, W) in [0, 1] for images x (B, C, H, W) in [0, 1] and
@@ -59,7 +59,7 @@ def blurred(x: torch.Tensor, sigma: float | None = None) -> torch.Tensor:
     return F.conv2d(F.pad(x, (0, 0, r, r), mode="replicate"), k.transpose(2, 3), groups=x.shape[1])  # along H
 
 
-@torch.no_grad()
+@torch.inference_mode()
 def curve(model: nn.Module, start: torch.Tensor, end: torch.Tensor, maps: torch.Tensor, target: torch.Tensor,
           steps: int = 32) -> torch.Tensor:
     """p_c along the path that moves the pixels from `start` to `end` (both (B, C, H, W)), most important pixel

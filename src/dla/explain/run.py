@@ -102,7 +102,7 @@ def _explain_loaded(run_dir: Path, model: nn.Module, test_x: torch.Tensor, test_
     t = parse_target(target, classes)
     x = test_x[:n].float().div(255)  # (N, C, H, W) in [0, 1]: the first n test images
     y = test_y[:n]
-    with torch.no_grad():
+    with torch.inference_mode():
         pred = model(x).argmax(dim=1)  # (N,)
 
     def maps_of(m: nn.Module) -> dict[str, torch.Tensor]:  # every method's maps (N, H, W) of model m

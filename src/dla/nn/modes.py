@@ -1,4 +1,5 @@
-"""Borrowing a model: eval mode and frozen weights for the length of an attack, a score or an explanation."""
+"""Borrowing a model: eval mode and frozen weights for the length of an attack, a score or an explanation; and
+BatchNorm modes for a training objective's extra forward passes (outlier exposure's auxiliary batch)."""
 
 from __future__ import annotations
 
@@ -31,6 +32,36 @@ def eval_frozen(model: nn.Module) -> Iterator[None]:
             m.training = training
         for p, requires_grad in flags:
             p.requires_grad_(requires_grad)
+
+
+@contextmanager
+def batchnorm_eval(model: nn.Module) -> Iterator[None]:
+    """Every BatchNorm layer in eval mode inside (running statistics used, not updated); modes restored after."""
+    norms = [(m, m.training) for m in model.modules() if isinstance(m, nn.modules.batchnorm._BatchNorm)]
+    for m, _ in norms:
+        m.eval()
+    try:
+        yield
+    finally:
+        for m, training in norms:
+            m.train(training)
+
+
+@contextmanager
+def batchnorm_batch_stats(model: nn.Module) -> Iterator[None]:
+    """Every BatchNorm in train mode normalises with the batch's own statistics inside, and leaves its running
+    statistics and batch counter as they were (`track_running_stats` off); modes and flags restored after."""
+    norms = [(m, m.training, m.track_running_stats) for m in model.modules()
+             if isinstance(m, nn.modules.batchnorm._BatchNorm)]
+    for m, _, _ in norms:
+        m.train()
+        m.track_running_stats = False
+    try:
+        yield
+    finally:
+        for m, training, track in norms:
+            m.train(training)
+            m.track_running_stats = track
 
 
 def classifier_logits(model: nn.Module, x: torch.Tensor, error: type[DlaError], who: str) -> torch.Tensor:

@@ -49,12 +49,17 @@ def numeric_metrics(results: Mapping[str, Any]) -> dict[str, float]:
             if isinstance(v, int | float) and not isinstance(v, bool)}
 
 
+# Sizes and sums a result carries beside its metrics (a language model's test split: its tokens, characters and
+# total nats): the same for every run, or not a quality, so never a column to average and bold.
+COUNTS = {"tokens", "characters", "nats", "unknown_tokens"}
+
+
 def metric_columns(results: Sequence[Mapping[str, Any]]) -> list[str]:
     """Every numeric metric any of `results` has: known ones in their usual order, then the rest sorted."""
     present: set[str] = set()
     for r in results:
         present |= {k for k, v in r.items() if v is not None and isinstance(v, int | float)
-                    and not isinstance(v, bool)}
+                    and not isinstance(v, bool) and k not in COUNTS}
     return [m for m in KNOWN if m in present] + sorted(present - set(KNOWN))
 
 

@@ -40,7 +40,8 @@ from dla.text.rotten import SentenceSplits
 from dla.tracking import check_tracking, read_metrics
 from dla.train.checkpoint import save_checkpoint
 from dla.train.loop import Trainer, fit_and_test, open_run_dir, storage_errors
-from dla.train.losses import CrossEntropy
+from dla.train.objectives import active_objectives
+from dla.train.objectives.cross_entropy import CrossEntropy
 
 
 class TextTrainer(Trainer):
@@ -77,12 +78,10 @@ class TextTrainer(Trainer):
 
 
 def _check_config(cfg: ExperimentConfig) -> None:
-    t, adv, oe = cfg.train, cfg.train.adversarial, cfg.train.outlier_exposure
-    unsupported = [name for name, on in (("distill.teacher", cfg.distill.teacher), ("train.adversarial.method",
-                   adv.method != "none"), ("train.outlier_exposure.dataset", oe.dataset),
-                   ("data.augment", cfg.data.augment.flip or cfg.data.augment.crop_padding),
-                   ("train.grad_flow_every", t.grad_flow_every), ("train.channels_last", t.channels_last))
-                   if on]
+    t = cfg.train
+    unsupported = [o.key for o in active_objectives(cfg)]  # textcls trains with cross-entropy only
+    unsupported += [name for name, on in (("data.augment", cfg.data.augment.flip or cfg.data.augment.crop_padding),
+                    ("train.grad_flow_every", t.grad_flow_every), ("train.channels_last", t.channels_last)) if on]
     if unsupported:
         raise ConfigError(f"task=textcls does not support {', '.join(unsupported)} (image-training options); "
                           "remove them from the config")

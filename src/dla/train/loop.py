@@ -47,8 +47,8 @@ from dla.train.checkpoint import load_checkpoint, position
 from dla.train.early_stopping import EarlyStopping
 from dla.train.engine import Engine
 from dla.train.guard import AdversarialGuard
-from dla.train.losses import Criterion, CrossEntropy, build_criterion, check_teacher
 from dla.train.metrics import MetricAccumulator
+from dla.train.objectives import Objective, build_criterion, select_objective
 from dla.train.optim import build_optimizer, build_scheduler
 
 
@@ -137,7 +137,7 @@ def default_callbacks(trainer: Trainer) -> list[Callback]:
 
 class Trainer(Engine):
     def __init__(self, cfg: ExperimentConfig, model: nn.Module, splits: Splits, device: torch.device,
-                 run: RunDir, dist: Dist = SINGLE, criterion: Criterion | None = None,
+                 run: RunDir, dist: Dist = SINGLE, criterion: Objective | None = None,
                  callbacks: list[Callback] | None = None) -> None:
         self.cfg, self.model, self.splits, self.device, self.run, self.dist = cfg, model, splits, device, run, dist
         d = cfg.data
@@ -148,7 +148,7 @@ class Trainer(Engine):
                                          world=dist.world, with_index=True)
         self.val_loader = self.shard_loader(splits.val.x, splits.val.y)
         self.num_classes = len(splits.classes)
-        # Cross-entropy, or distillation from a teacher: what the loop minimises.
+        # What the loop minimises: the config's objective (dla.train.objectives), cross-entropy by default.
         self.criterion = criterion or build_criterion(cfg, splits, device, model)
         self.optimizer = build_optimizer(model, cfg.optim)
         self.scheduler = build_scheduler(self.optimizer, cfg.schedule, len(self.train_loader), cfg.train.epochs)
@@ -239,7 +239,7 @@ class Trainer(Engine):
         self.optimizer.step()
         self.emit("after_update", step)
         self.scheduler.step()
-        if not isinstance(self.criterion, CrossEntropy) or self.cfg.train.label_smoothing > 0:
+        if not getattr(self.criterion, "plain_ce", False):  # any callable may stand in for an objective
             loss = F.cross_entropy(logits.detach().float(), y)  # log plain CE, comparable with val and test
         acc.update(loss, logits, y)
         save, stop = self.clock.poll()
@@ -376,8 +376,7 @@ def run_experiment(cfg: ExperimentConfig, parent: Path, data_root: Path) -> RunD
     device = device_for(dist, pick_device(cfg.device))
     check_batch(dist, cfg.data.batch_size)
     check_tracking(cfg.tracking)
-    if cfg.distill.teacher:  # a wrong teacher folder is refused before the dataset is loaded
-        check_teacher(cfg.distill.teacher, cfg)
+    select_objective(cfg).precheck(cfg)  # e.g. a wrong teacher folder is refused before the dataset is loaded
     seed_everything(cfg.seed)  # same seed on every rank: identical initial weights
     splits = load_splits(cfg.data, data_root, cfg.seed)
     if splits.spec.name != cfg.data.name:  # data.fallback: the run is of the fallback, and its config says so
