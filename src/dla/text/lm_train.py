@@ -9,7 +9,6 @@ val loss.
 
 from __future__ import annotations
 
-import contextlib
 import dataclasses
 import math
 import time
@@ -19,35 +18,35 @@ from typing import Any
 import torch
 import torch.nn.functional as F
 
-from dla.config import ExperimentConfig
+from dla.config import EarlyStoppingConfig, ExperimentConfig
 from dla.data.files import atomic_write
 from dla.distributed import (
     SINGLE,
     Dist,
     all_reduce_sum,
-    broadcast_object,
     check_batch,
     device_for,
     init_from_env,
 )
-from dla.errors import DlaError
 from dla.models import TextInputs, build_model
 from dla.report.lm import plot_lm_curves
 from dla.runs import RunDir, write_json, write_results
-from dla.runtime import autocast, pick_device, seed_everything
+from dla.runtime import pick_device, seed_everything
 from dla.text.bpc import bits_per_character, estimate_bpc, split_nats
 from dla.text.corpus import BlockSampler, Corpus, load_corpus
 from dla.text.generate import Sampling, generate
-from dla.tracking import NullTracker, Tracker, check_tracking, progress, read_metrics
-from dla.train.checkpoint import load_checkpoint, rng_state, save_checkpoint, set_rng_state
-from dla.train.interrupt import StepClock
+from dla.tracking import check_tracking, progress, read_metrics
+from dla.train.callbacks import Callback
+from dla.train.checkpoint import load_checkpoint
+from dla.train.early_stopping import EarlyStopping
+from dla.train.engine import Engine
 from dla.train.loop import TrainingDiverged, fit_interruptibly, open_run_dir, storage_errors
 from dla.train.optim import build_optimizer, lr_factor
 
 
-class LMTrainer:
+class LMTrainer(Engine):
     def __init__(self, cfg: ExperimentConfig, model: torch.nn.Module, corpus: Corpus, device: torch.device,
-                 run: RunDir, dist: Dist = SINGLE) -> None:
+                 run: RunDir, dist: Dist = SINGLE, callbacks: list[Callback] | None = None) -> None:
         self.cfg, self.model, self.corpus, self.device, self.run, self.dist = cfg, model, corpus, device, run, dist
         lm = cfg.lm
         self.train_batches = BlockSampler(corpus.train, lm.block_size, cfg.data.batch_size, cfg.seed)
@@ -56,28 +55,24 @@ class LMTrainer:
         decay = lm.lr_decay_iters or lm.max_iters
         schedule = dataclasses.replace(cfg.schedule, warmup_epochs=lm.warmup_iters)
         self.lr_at = lambda step: cfg.optim.lr * lr_factor(step, schedule, 1, decay)
+        # The image loop's early stopping, on val loss per evaluation: lm.patience evaluations without a new best.
+        self.stopper = EarlyStopping(EarlyStoppingConfig("val/loss", "min", lm.patience))
         # Under torchrun every rank draws the same global batch of blocks and trains on its rows `rank::world`;
         # DDP averages the gradients, so N processes take the steps of one (dla.distributed).
-        self.forward: torch.nn.Module = model
-        if dist.active:
-            from torch.nn.parallel import DistributedDataParallel
-
-            self.forward = DistributedDataParallel(model, device_ids=[device.index] if device.type == "cuda" else None)
-        if cfg.train.compile:
-            self.forward = torch.compile(self.forward)
-        self.step, self.best_val, self.best_step, self.bad_evals = 0, math.inf, 0, 0
-        self.resumed_at = -1
-        self.position = ""  # where last.pt stands, for messages
-        self.clock = StepClock(cfg.train.checkpoint_every_s, dist, device)
-        if dist.main:  # a kill -9 mid-write never became a checkpoint
-            for stale in run.checkpoints.glob(".*.tmp"):
-                stale.unlink(missing_ok=True)
+        self.setup(model, run, dist, device)
+        self.callbacks = callbacks or []
+        self.step, self.resumed_at = 0, -1
         if cfg.resume:
             self.restore(run.last)
-        if dist.rank:  # dropout masks differ across ranks; rank 0 keeps the single-process stream
-            torch.manual_seed(cfg.seed * 7919 + dist.rank * 104_729 + self.step)
-        self.tracker = Tracker(run.path, cfg.tracking, dataclasses.asdict(cfg), self.step, run.path.name) \
-            if dist.main else NullTracker()
+        self.start(self.step, self.step)
+
+    @property
+    def best_val(self) -> float:
+        return math.inf if math.isnan(self.stopper.best) else self.stopper.best
+
+    @property
+    def best_step(self) -> int:
+        return max(self.stopper.best_epoch, 0)
 
     # ---------------------------------------------------------------------------------------------
     def fit(self) -> None:
@@ -113,8 +108,7 @@ class LMTrainer:
         loss = F.cross_entropy(logits.float().view(-1, logits.shape[-1]), y.reshape(-1))
         self.optimizer.zero_grad(set_to_none=True)
         loss.backward()
-        if self.cfg.train.grad_clip > 0:
-            torch.nn.utils.clip_grad_norm_(self.model.parameters(), self.cfg.train.grad_clip)
+        self.clip_gradients()
         # Stop at the first non-finite loss, before it reaches the weights. (`.item()` syncs a GPU once
         # per step; at these model sizes that costs little next to training on garbage.)
         if not math.isfinite(loss.item()) or self._diverged_elsewhere(loss):
@@ -157,19 +151,13 @@ class LMTrainer:
         if not math.isfinite(val_loss):
             raise TrainingDiverged(f"val loss became {val_loss} at step {step}; the last good checkpoint is "
                                    f"{self.run.last if self.run.last.is_file() else 'none'}; lower optim.lr")
-        improved = val_loss < self.best_val
-        if improved:
-            self.best_val, self.best_step, self.bad_evals = val_loss, step, 0
-        else:
-            self.bad_evals += 1
-        if improved:  # best before last: a crash between the two never leaves last.pt ahead of its best.pt
-            self.save(self.run.best)
+        if self.stopper.step(val_loss, step):  # best before last: a crash between the two never leaves
+            self.save(self.run.best)            # last.pt ahead of its best.pt
         self.save(self.run.last)
         self.clock.saved()
-        patience = self.cfg.lm.patience
-        if patience and self.bad_evals >= patience:  # every rank evaluated the same weights on the same blocks
-            self._say(f"early stop at step {step}: no val loss improvement for {patience} evaluations "
-                  f"(best {self.best_val:.4f} at step {self.best_step})", flush=True)
+        if self.stopper.should_stop:  # every rank evaluated the same weights on the same blocks: no broadcast
+            self.say(f"early stop at step {step}: no val loss improvement for {self.cfg.lm.patience} "
+                     f"evaluations (best {self.best_val:.4f} at step {self.best_step})")
             return True
         return False
 
@@ -179,7 +167,7 @@ class LMTrainer:
             self.tracker.log(step, split, {"loss": loss, "bpc": self.bpc(split, loss)},  # bpc: TensorBoard only
                              lr=lr if split == "train" else None)
         speed = f"  {tokens_per_s * self.dist.world:,.0f} tok/s" if step else ""  # all ranks together
-        self._say(f"step {step:5d}/{self.cfg.lm.max_iters}  train loss {losses['train']:.4f}  val loss "
+        self.say(f"step {step:5d}/{self.cfg.lm.max_iters}  train loss {losses['train']:.4f}  val loss "
               f"{losses['val']:.4f} ({self.bpc('val', losses['val']):.3f} bpc)  lr {lr:.2e}{speed}")
 
     def bpc(self, split: str, loss: float) -> float:
@@ -187,49 +175,26 @@ class LMTrainer:
         return estimate_bpc(loss, len(self.corpus.ids(split)), self.corpus.chars(split))
 
     # ---------------------------------------------------------------------------------------------
-    def autocast(self) -> contextlib.AbstractContextManager:
-        return autocast(self.device, self.cfg.train.amp, self.cfg.train.amp_cpu)
-
-    def _say(self, text: str) -> None:
-        if self.dist.main:
-            print(text, flush=True)
-
     def save(self, path: Path, at: int | None = None, evaluated: bool = True) -> None:
         """At an evaluation (before step `at`'s update), or `evaluated=False`: between evaluations. Rank 0 writes."""
         at = self.step if at is None else at
         if path == self.run.last:
             self.position = f"the evaluation at step {at}" if evaluated else f"step {at} (between evaluations)"
-        if not self.dist.main:
-            return
-        save_checkpoint(path, {
-            "epoch": at,  # the step, under the key every dla checkpoint has
-            "evaluated": evaluated,
-            "experiment": self.cfg.experiment,
-            "model_name": self.cfg.model.name,
-            "model": self.model.state_dict(),
-            "optimizer": self.optimizer.state_dict(),
-            "best_val": self.best_val, "best_step": self.best_step, "bad_evals": self.bad_evals,
-            "sampler": self.train_batches.generator.get_state(),
-            "rng": rng_state(),
-        })
+        self.write_checkpoint(path, at, {"evaluated": evaluated, "early_stopping": self.stopper.state_dict(),
+                                         "sampler": self.train_batches.generator.get_state()})
 
     def restore(self, path: Path) -> None:
-        # Rank 0 reads the file and hands it to the others: no shared filesystem needed, any world size.
-        state = broadcast_object(load_checkpoint(path) if self.dist.main else None, self.dist)
-        if state.get("experiment") != self.cfg.experiment or state.get("model_name") != self.cfg.model.name:
-            raise DlaError(f"cannot resume from {path}: it belongs to experiment {state.get('experiment')!r} "
-                           f"with model {state.get('model_name')!r}")
-        self.model.load_state_dict(state["model"])
-        self.optimizer.load_state_dict(state["optimizer"])
-        self.best_val, self.best_step, self.bad_evals = state["best_val"], state["best_step"], state["bad_evals"]
+        state = self.read_checkpoint(path)
+        # Checkpoints written before the LM loop shared the image loop's early stopping kept its three numbers.
+        self.stopper.load_state_dict(state.get("early_stopping") or {
+            "best": state["best_val"], "best_epoch": state["best_step"], "bad_epochs": state["bad_evals"]})
         self.train_batches.generator.set_state(state["sampler"])
-        set_rng_state(state["rng"])
         # A checkpoint taken at an evaluation, before that step's update: pick up right after the evaluation (it
         # is not repeated, and its metrics rows are kept). One taken between evaluations: at its step, as is.
         self.step = int(state["epoch"])
         self.resumed_at = self.step if state.get("evaluated", True) else -1
         self.position = f"step {self.step}"
-        self._say(f"resuming {self.run.path} at step {self.step}")
+        self.say(f"resuming {self.run.path} at step {self.step}")
 
 
 def run_lm(cfg: ExperimentConfig, parent: Path, data_root: Path) -> RunDir:

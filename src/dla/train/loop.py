@@ -27,7 +27,6 @@ from dla.data.provenance import data_caption, data_provenance
 from dla.distributed import (
     SINGLE,
     Dist,
-    all_reduce_sum,
     broadcast_buffers,
     broadcast_object,
     check_batch,
@@ -41,13 +40,13 @@ from dla.report.gradflow import plot_gradflow, read_gradflow
 from dla.report.plots import plot_confusion, plot_curves
 from dla.report.tables import runs_table
 from dla.runs import RunDir, env_info, prepare_run_dir, write_config, write_json, write_results
-from dla.runtime import autocast, pick_device, seed_everything
-from dla.tracking import NullTracker, Tracker, check_tracking, progress, read_metrics
-from dla.train.checkpoint import load_checkpoint, position, rng_state, save_checkpoint, set_rng_state
+from dla.runtime import pick_device, seed_everything
+from dla.tracking import check_tracking, progress, read_metrics
+from dla.train.callbacks import Callback, GradFlow, OverfittingGuard
+from dla.train.checkpoint import load_checkpoint, position
 from dla.train.early_stopping import EarlyStopping
-from dla.train.gradflow import GradFlowRecorder
+from dla.train.engine import Engine
 from dla.train.guard import AdversarialGuard
-from dla.train.interrupt import StepClock
 from dla.train.metrics import MetricAccumulator
 from dla.train.objectives import Objective, build_criterion, select_objective
 from dla.train.optim import build_optimizer, build_scheduler
@@ -95,9 +94,51 @@ class LossWatch:
         return self.first_step + i, float(losses[i])  # this rank's value (finite if another rank went bad)
 
 
-class Trainer:
+class DivergenceWatch(Callback):
+    """Stops the epoch loop at the first non-finite training loss, before anything trained on it is saved."""
+
+    def on_epoch_start(self, engine: Trainer, epoch: int) -> None:
+        self.watch = LossWatch(engine.device)
+        self.epoch, self.steps_done = epoch, (epoch - 1) * len(engine.train_loader)
+
+    def on_loss(self, engine: Trainer, step: int, loss: torch.Tensor) -> None:
+        if self.watch.add(step, loss):
+            self.check(engine)
+
+    def before_checkpoint(self, engine: Trainer, epoch: int) -> None:
+        self.check(engine)  # a diverged step is never checkpointed
+
+    def on_epoch_end(self, engine: Trainer, epoch: int) -> None:
+        self.check(engine)  # the window's rest, before this epoch is saved
+
+    def check(self, engine: Trainer) -> None:
+        bad = self.watch.first_bad(engine.reduce)
+        if bad is None:
+            return
+        step, value = bad
+        shown = value if not math.isfinite(value) else "nan or inf on another rank"
+        raise TrainingDiverged(
+            f"training loss became {shown} at step {step} in epoch {self.epoch} (batch {step - self.steps_done} "
+            f"of {len(engine.train_loader)}); stopped before anything trained on it was saved; the last good "
+            f"checkpoint is {engine._last_good(self.epoch)}; lower optim.lr or set train.grad_clip")
+
+
+def default_callbacks(trainer: Trainer) -> list[Callback]:
+    """The optional behaviour a config asks for; the divergence watch is always on."""
+    cfg = trainer.cfg.train
+    out: list[Callback] = [DivergenceWatch()]
+    if cfg.adversarial.guarded:  # FGSM training: stop at catastrophic overfitting (dla.train.guard)
+        val = trainer.splits.val
+        out.append(OverfittingGuard(AdversarialGuard(cfg.adversarial, val.x, val.y, trainer.cfg.seed)))
+    if cfg.grad_flow_every and trainer.dist.main:
+        out.append(GradFlow(trainer, cfg.grad_flow_every))
+    return out
+
+
+class Trainer(Engine):
     def __init__(self, cfg: ExperimentConfig, model: nn.Module, splits: Splits, device: torch.device,
-                 run: RunDir, dist: Dist = SINGLE, criterion: Objective | None = None) -> None:
+                 run: RunDir, dist: Dist = SINGLE, criterion: Objective | None = None,
+                 callbacks: list[Callback] | None = None) -> None:
         self.cfg, self.model, self.splits, self.device, self.run, self.dist = cfg, model, splits, device, run, dist
         d = cfg.data
         # Every rank walks the same global batches and keeps its rows of each; evaluation sets are split
@@ -112,34 +153,14 @@ class Trainer:
         self.optimizer = build_optimizer(model, cfg.optim)
         self.scheduler = build_scheduler(self.optimizer, cfg.schedule, len(self.train_loader), cfg.train.epochs)
         self.stopper = EarlyStopping(cfg.train.early_stopping)
-        adv = cfg.train.adversarial  # FGSM training: stop at catastrophic overfitting (dla.train.guard)
-        self.guard = AdversarialGuard(adv, splits.val.x, splits.val.y, cfg.seed) if adv.guarded else None
-        self.forward = model
-        if dist.active:
-            from torch.nn.parallel import DistributedDataParallel
-
-            ids = [device.index] if device.type == "cuda" else None
-            self.forward = DistributedDataParallel(model, device_ids=ids)
-        if cfg.train.compile:
-            self.forward = torch.compile(self.forward)
+        self.setup(model, run, dist, device)
+        self.callbacks = default_callbacks(self) if callbacks is None else callbacks
         self.start_epoch = 0
         self.partial: dict[str, Any] | None = None  # a mid-epoch checkpoint's place in its epoch (resume)
-        self.position = ""  # where last.pt stands, for messages
-        self.clock = StepClock(cfg.train.checkpoint_every_s, dist, device)
-        if dist.main:  # temp files of a process killed mid-write (kill -9) never became checkpoints
-            for stale in run.checkpoints.glob(".*.tmp"):
-                stale.unlink(missing_ok=True)
         if cfg.resume:
             self.start_epoch = self.restore(run.last)
-        if dist.rank:  # dropout masks differ across ranks; rank 0 keeps the single-process stream
-            batch = self.partial["batch"] if self.partial else 0
-            torch.manual_seed(cfg.seed * 7919 + dist.rank * 104_729 + self.start_epoch + 1_000_003 * batch)
-        self.tracker = Tracker(run.path, cfg.tracking, to_dict(cfg), self.start_epoch, run.path.name) \
-            if dist.main else NullTracker()
-        self.gradflow = GradFlowRecorder(model, cfg.train.grad_flow_every, run.gradflow) \
-            if cfg.train.grad_flow_every and dist.main else None
-        if self.gradflow and cfg.resume:  # rows the interrupted process wrote after its checkpoint come again
-            self.gradflow.drop_after(self.start_epoch * len(self.train_loader) + (self.partial or {}).get("batch", 0))
+        batch = self.partial["batch"] if self.partial else 0
+        self.start(self.start_epoch, self.start_epoch * len(self.train_loader) + batch, 1_000_003 * batch)
 
     # ---------------------------------------------------------------------------------------------
     def fit(self) -> None:
@@ -153,15 +174,14 @@ class Trainer:
             self.epoch_t0 = time.perf_counter() - (self.partial["seconds"] if self.partial else 0.0)
             train = self.train_one_epoch(epoch)
             val = self.evaluate(self.val_loader)
-            if self.guard:
-                val["robust_accuracy"] = self.guard.measure(self.model, epoch)
+            self.emit("on_validate", epoch, val)
             seconds, lr = time.perf_counter() - self.epoch_t0, self.epoch_lr
 
             self.tracker.log(epoch, "train", train, lr=lr, seconds=seconds)
             self.tracker.log(epoch, "val", val)
-            if self.guard and broadcast_object(self.guard.collapsed, self.dist):
-                self.model.load_state_dict(self.guard.good_weights)  # neither checkpoint holds this epoch
-                self._say(self.guard.message(epoch))
+            reason = next((r for cb in self.callbacks if (r := cb.stop_reason(self, epoch))), None)
+            if reason:
+                self.say(reason)
                 break
             improved = self.stopper.step(val[metric], epoch)
             if self.dist.main:
@@ -175,9 +195,9 @@ class Trainer:
             self.clock.saved()
             # Every rank saw the same summed metrics; rank 0's decision is still the one that counts.
             if broadcast_object(self.stopper.should_stop, self.dist):
-                self._say(f"early stop: no {cfg.early_stopping.metric} improvement for "
-                          f"{cfg.early_stopping.patience} epochs (best {self.stopper.best:.4f} at epoch "
-                          f"{self.stopper.best_epoch})")
+                self.say(f"early stop: no {cfg.early_stopping.metric} improvement for "
+                         f"{cfg.early_stopping.patience} epochs (best {self.stopper.best:.4f} at epoch "
+                         f"{self.stopper.best_epoch})")
                 break
 
     def train_one_epoch(self, epoch: int) -> dict[str, float]:
@@ -190,12 +210,11 @@ class Trainer:
         batches = itertools.islice(enumerate(self.train_loader, 1), skip, None)
         bar = progress(batches, total=len(self.train_loader) - skip, desc=f"epoch {epoch}",
                        mode=self.cfg.tracking.progress)
-        steps_done = (epoch - 1) * len(self.train_loader)
-        watch = LossWatch(self.device)
+        self.emit("on_epoch_start", epoch)
         with self.clock.arm():  # SIGINT / SIGTERM: this step ends and is checkpointed first (dla.train.interrupt)
             for i, (x, y, idx) in bar:  # this rank's rows of each global batch: (B / world, C, H, W) uint8
-                self.train_step(epoch, i, x, y, idx, aug_rng, acc, watch)
-        self._stop_if_diverged(watch, epoch, steps_done)  # the window's rest, before this epoch is saved
+                self.train_step(epoch, i, x, y, idx, aug_rng, acc)
+        self.emit("on_epoch_end", epoch)
         stats = acc.compute(self.reduce)
         if not math.isfinite(stats["loss"]):  # the logged loss (plain CE) of a finite training objective
             raise TrainingDiverged(
@@ -204,32 +223,28 @@ class Trainer:
         return stats
 
     def train_step(self, epoch: int, i: int, x: torch.Tensor, y: torch.Tensor, idx: torch.Tensor,
-                   aug_rng: torch.Generator, acc: MetricAccumulator, watch: LossWatch) -> None:
+                   aug_rng: torch.Generator, acc: MetricAccumulator) -> None:
         """Batch i (from 1) of the epoch: forward, loss, backward, update; then a mid-epoch checkpoint if due."""
-        steps_done = (epoch - 1) * len(self.train_loader)
+        step = (epoch - 1) * len(self.train_loader) + i  # optimizer steps so far, this one included
         x = augment(x, self.cfg.data.augment, aug_rng, rank=self.dist.rank, world=self.dist.world)
         x = self.to_input(x)
         with self.autocast():
             logits = self.forward(x)  # (B, K)
             loss = self.criterion(logits.float(), y, x, idx)
-        if watch.add(steps_done + i, loss):
-            self._stop_if_diverged(watch, epoch, steps_done)
+        self.emit("on_loss", step, loss)
         self.optimizer.zero_grad(set_to_none=True)
         loss.backward()
-        if self.gradflow:
-            self.gradflow.before_step(steps_done + i, epoch)
-        if self.cfg.train.grad_clip > 0:
-            nn.utils.clip_grad_norm_(self.model.parameters(), self.cfg.train.grad_clip)
+        self.emit("before_update", step, epoch)
+        self.clip_gradients()
         self.optimizer.step()
-        if self.gradflow:
-            self.gradflow.after_step()
+        self.emit("after_update", step)
         self.scheduler.step()
         if not getattr(self.criterion, "plain_ce", False):  # any callable may stand in for an objective
             loss = F.cross_entropy(logits.detach().float(), y)  # log plain CE, comparable with val and test
         acc.update(loss, logits, y)
         save, stop = self.clock.poll()
         if save:
-            self._stop_if_diverged(watch, epoch, steps_done)  # a diverged step is never checkpointed
+            self.emit("before_checkpoint", epoch)
             self.save_within(epoch, i, aug_rng, acc)
         if stop:
             self.clock.stop()
@@ -244,17 +259,6 @@ class Trainer:
         if self.dist.main:  # rank 0 holds every rank's metrics so far; `compute` sums over ranks
             acc.load_state_dict(part["metrics"], self.device)
         return int(part["batch"])
-
-    def _stop_if_diverged(self, watch: LossWatch, epoch: int, steps_done: int) -> None:
-        bad = watch.first_bad(self.reduce)
-        if bad is None:
-            return
-        step, value = bad
-        shown = value if not math.isfinite(value) else "nan or inf on another rank"
-        raise TrainingDiverged(
-            f"training loss became {shown} at step {step} in epoch {epoch} (batch {step - steps_done} of "
-            f"{len(self.train_loader)}); stopped before anything trained on it was saved; the last good "
-            f"checkpoint is {self._last_good(epoch)}; lower optim.lr or set train.grad_clip")
 
     def _last_good(self, epoch: int) -> str:
         # Epoch e starts after epoch e - 1 was saved (by this process, or by the one this run resumes), and a
@@ -290,52 +294,19 @@ class Trainer:
         r, w = self.dist.rank, self.dist.world
         return TensorLoader(x[r::w], y[r::w], self.cfg.data.eval_batch_size, device=self.device)
 
-    def reduce(self, packed: torch.Tensor) -> torch.Tensor:
-        """Sum per-rank metric counts (on the device the backend wants: NCCL reduces CUDA tensors)."""
-        if not self.dist.active:
-            return packed
-        on = self.device if self.device.type == "cuda" else torch.device("cpu")
-        return all_reduce_sum(packed.to(on), self.dist).cpu()
-
-    def _say(self, text: str) -> None:
-        if self.dist.main:
-            print(text, flush=True)
-
     # ---------------------------------------------------------------------------------------------
     def to_input(self, x: torch.Tensor) -> torch.Tensor:
         """uint8 (B, C, H, W) -> float in [0, 1], NHWC in memory when the config asks for channels_last."""
         x = x.float().div_(255)
         return x.contiguous(memory_format=torch.channels_last) if self.cfg.train.channels_last else x
 
-    def autocast(self) -> contextlib.AbstractContextManager:
-        return autocast(self.device, self.cfg.train.amp, self.cfg.train.amp_cpu)
-
-    # What a checkpoint holds of the model, and what must match to resume from it: a subclass that trains
-    # only part of a model (dla.text.textcls) overrides these three, and save / restore / test follow.
-    def model_state(self) -> dict[str, torch.Tensor]:
-        return self.model.state_dict()
-
-    def load_model_state(self, state: dict[str, torch.Tensor]) -> None:
-        self.model.load_state_dict(state)
-
-    def identity(self) -> dict[str, Any]:
-        return {"experiment": self.cfg.experiment, "model_name": self.cfg.model.name}
-
     def save(self, path: Path, epoch: int, partial: dict[str, Any] | None = None) -> None:
         """`epoch` = epochs finished; `partial` = how far into the next one (a mid-epoch checkpoint)."""
-        state = {
-            "epoch": epoch,
-            **self.identity(),
-            "model": self.model_state(),
-            "optimizer": self.optimizer.state_dict(),
-            "scheduler": self.scheduler.state_dict(),
-            "early_stopping": self.stopper.state_dict(),
-            "rng": rng_state(),
-            **({"partial": partial} if partial else {}),
-        }
-        save_checkpoint(path, state)
+        extra = {"scheduler": self.scheduler.state_dict(), "early_stopping": self.stopper.state_dict(),
+                 **({"partial": partial} if partial else {})}
+        self.write_checkpoint(path, epoch, extra)
         if path == self.run.last:
-            self.position = position(state, len(self.train_loader))
+            self.position = position({"epoch": epoch, **extra}, len(self.train_loader))
 
     def save_within(self, epoch: int, batch: int, aug_rng: torch.Generator, acc: MetricAccumulator) -> None:
         """last.pt after `batch` batches of `epoch`: what `_continue_epoch` needs to replay the rest exactly."""
@@ -348,19 +319,12 @@ class Trainer:
         self.clock.saved()
 
     def restore(self, path: Path) -> int:
-        # Rank 0 reads the file and hands it to the others: no shared filesystem needed, any world size.
-        state = broadcast_object(load_checkpoint(path) if self.dist.main else None, self.dist)
-        if any(state.get(k) != v for k, v in self.identity().items()):
-            theirs = ", ".join(f"{k} {state.get(k)!r}" for k in self.identity())
-            raise DlaError(f"cannot resume from {path}: it belongs to {theirs}")
-        self.load_model_state(state["model"])
-        self.optimizer.load_state_dict(state["optimizer"])
+        state = self.read_checkpoint(path)
         self.scheduler.load_state_dict(state["scheduler"])
         self.stopper.load_state_dict(state["early_stopping"])
-        set_rng_state(state["rng"])
         self.partial, self.position = state.get("partial"), position(state, len(self.train_loader))
-        self._say(f"resuming {self.run.path} " + (f"in {self.position}" if self.partial
-                                                   else f"after epoch {state['epoch']}"))
+        self.say(f"resuming {self.run.path} " + (f"in {self.position}" if self.partial
+                                                  else f"after epoch {state['epoch']}"))
         return int(state["epoch"])
 
     def _print_epoch(self, epoch: int, train: dict[str, float], val: dict[str, float], seconds: float,
