@@ -59,6 +59,17 @@ def test_other_data_or_a_subset_is_not_comparable_and_the_jpeg_copy_is() -> None
     assert verdict(0.7679, [0.9], "a subset") == ("not comparable", "a subset")
 
 
+def test_a_loss_is_beaten_from_below_and_other_tokens_are_not_comparable() -> None:
+    assert verdict(5.97, [5.5, 5.51, 5.49], lower_is_better=True)[0] == "beaten"
+    assert verdict(5.97, [6.5, 6.51, 6.49], lower_is_better=True)[0] == "below"
+    llama = next(e for e in reported_numbers() if e.experiment == "dante_llama" and e.config == "n_head=4")
+    data = {"name": "dante_inferno"}
+    assert incomparable(llama, [{"dataset": "dante_inferno", "data": data, "tokenizer": "word",
+                                 "vocab_size": 5549}]) == ""
+    why = incomparable(llama, [{"dataset": "dante_inferno", "tokenizer": "char", "vocab_size": 72}])
+    assert why == "tokenizer 'char' here, 'word' in the report; vocab_size 72 here, 5549 in the report"
+
+
 @pytest.mark.parametrize("entry", reported_numbers(), ids=lambda e: f"{e.experiment}:{e.config}:{e.report}")
 def test_every_published_number_names_an_experiment_and_one_of_its_sweep_points(entry: Reported) -> None:
     cfg = load_config(entry.experiment)

@@ -3,11 +3,13 @@
 The rule, stated once (the sweep summaries and `dla verdicts` print it under their tables):
 
 - not comparable: the runs measured something else than the report: another dataset (the JPEG copy of CIFAR-10
-  counts as CIFAR-10, and says so), or a subset of the training or test set (a CPU budget);
+  counts as CIFAR-10, and says so), a subset of the training or test set (a CPU budget), or other conditions the
+  entry names (a language model's tokenizer and vocabulary: a loss per word is not a loss per character);
 - n >= 3 runs with some spread: a two-sided one-sample t-test of the runs' values against the reported number at
   ALPHA = 0.05; not significant -> matched, significant -> beaten (mean above) or below;
 - n < 3, or every run gave the same number: matched when the mean is within TOLERANCE (0.5 points of accuracy)
   of the report, else beaten or below. One seed cannot measure its own spread, so the band is fixed.
+  For a loss (lower is better) "beaten" means a mean below the report.
 
 A report gives one number without its seed spread, so "matched" means "no evidence of a difference", not
 equality; "beaten" is only said when the runs' own spread makes the gap unlikely to be chance.
@@ -22,6 +24,8 @@ from dataclasses import dataclass
 from functools import cache
 from pathlib import Path
 from typing import Any
+
+from dla.report.tables import LOWER_IS_BETTER
 
 REPORTED_FILE = Path(__file__).with_name("reported.yaml")
 ALPHA = 0.05
@@ -42,6 +46,8 @@ class Reported:
     value: float
     report: str
     dataset: str
+    # results.json keys the report's number depends on, e.g. {"tokenizer": "word", "vocab_size": 5549}
+    conditions: tuple[tuple[str, Any], ...] = ()
 
 
 @cache
@@ -51,7 +57,8 @@ def reported_numbers() -> tuple[Reported, ...]:
 
     rows = safe_load_yaml(REPORTED_FILE.read_text(encoding="utf-8"), str(REPORTED_FILE))
     return tuple(Reported(int(r["lab"]), str(r["exercise"]), str(r["experiment"]), str(r.get("config", "")),
-                          str(r["metric"]), float(r["value"]), str(r["report"]), str(r["dataset"])) for r in rows)
+                          str(r["metric"]), float(r["value"]), str(r["report"]), str(r["dataset"]),
+                          tuple(sorted((r.get("conditions") or {}).items()))) for r in rows)
 
 
 def for_experiment(experiment: str) -> list[Reported]:
@@ -67,6 +74,9 @@ def incomparable(entry: Reported, results: Sequence[Mapping[str, Any]]) -> str:
             return f"measured on {name}, the report on {entry.dataset}"
         if data.get("limit_train") or data.get("limit_test"):
             return f"a subset: {int(data.get('train', 0)):,} training / {int(data.get('test', 0)):,} test images"
+        differ = [(k, v, res.get(k)) for k, v in entry.conditions if res.get(k) != v]
+        if differ:
+            return "; ".join(f"{k} {ours!r} here, {theirs!r} in the report" for k, theirs, ours in differ)
     return ""
 
 
@@ -79,14 +89,15 @@ def t_test_p(values: Sequence[float], reference: float) -> float:
     return float(2 * stats.t.sf(abs(t), n - 1))
 
 
-def verdict(reference: float, values: Sequence[float], why_not: str = "") -> tuple[str, str]:
+def verdict(reference: float, values: Sequence[float], why_not: str = "",
+            lower_is_better: bool = False) -> tuple[str, str]:
     """(verdict, its evidence) for runs' `values` against a reported number; see the module docstring."""
     if why_not:
         return "not comparable", why_not
     if not values:
         return "no runs", "no finished run"
     mean = statistics.fmean(values)
-    side = "beaten" if mean > reference else "below"
+    side = "beaten" if (mean < reference if lower_is_better else mean > reference) else "below"
     if len(values) >= 3 and statistics.stdev(values) > 0:
         p = t_test_p(values, reference)
         return ("matched" if p >= ALPHA else side), f"t-test p = {p:.2g}"
@@ -102,7 +113,8 @@ def verdict_rows(experiment: str, groups: Sequence[tuple[str, Sequence[Mapping[s
     for entry in for_experiment(experiment):
         runs = by_label.get(entry.config or experiment, [])
         values = [float(r["test"][entry.metric]) for r in runs if entry.metric in (r.get("test") or {})]
-        word, evidence = verdict(entry.value, values, incomparable(entry, runs) if runs else "")
+        word, evidence = verdict(entry.value, values, incomparable(entry, runs) if runs else "",
+                                 lower_is_better=entry.metric in LOWER_IS_BETTER)
         rows.append({"entry": entry, "values": values, "verdict": word, "evidence": evidence,
                      "data": _data_phrase(runs)})
     return rows
