@@ -297,9 +297,31 @@ def cpu_model() -> str:
 MACHINE_KEYS = ("cpu_model", "cpu_count", "torch_threads", "device", "gpu", "world_size", "torch", "dla", "git_commit")
 
 
+# Every task's results.json opens with these keys, in this order (built by `results_record`, checked by
+# `write_results`), so tables, sweeps, verdicts and the HTML report read an image, text or language-model run
+# alike; each task's own keys follow them, and "machine" closes the file.
+RESULTS_SCHEMA = ("experiment", "run", "model", "dataset", "data", "seed", "parameters", "best_epoch",
+                  "epochs_run", "epochs_configured", "train_seconds", "device", "train", "val", "test")
+
+
+def results_record(cfg: Any, run: RunDir, *, model: str, data: dict[str, Any], parameters: int, best_epoch: int,
+                   epochs_run: int, epochs_configured: int, train_seconds: float, device: str,
+                   train: dict[str, Any], val: dict[str, Any], test: dict[str, Any], **task: Any) -> dict[str, Any]:
+    """The shared part of results.json (RESULTS_SCHEMA; epochs count optimizer steps for a language model), then
+    the task's own keys."""
+    shared = {"experiment": cfg.experiment, "run": run.path.name, "model": model, "dataset": cfg.data.name,
+              "data": data, "seed": cfg.seed, "parameters": parameters, "best_epoch": best_epoch,
+              "epochs_run": epochs_run, "epochs_configured": epochs_configured,
+              "train_seconds": round(train_seconds, 2), "device": device, "train": train, "val": val, "test": test}
+    return {**shared, **task}
+
+
 def write_results(run: RunDir, results: dict[str, Any]) -> None:
     """results.json, with the machine that produced it (from the run's env.json): written last, as it marks the
     run complete. One place for every task, so every result says where it was measured."""
+    missing = [k for k in RESULTS_SCHEMA if k not in results]
+    if missing:  # a task that built its record by hand: a bug in dla, never the user's input
+        raise ValueError(f"results.json for {run.path} lacks {', '.join(missing)}; build it with results_record")
     env: dict[str, Any] = {}
     if run.env.is_file():
         try:

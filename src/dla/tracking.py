@@ -29,6 +29,12 @@ def read_metrics(path: Path) -> list[dict[str, Any]]:
                           "written by dla?") from None
 
 
+def metrics_at(rows: list[dict[str, Any]], split: str, epoch: int) -> dict[str, Any]:
+    """The metrics one split logged at one epoch (or LM step), bookkeeping columns left out; {} if none."""
+    row = next((r for r in rows if r["split"] == split and r["epoch"] == epoch), {})
+    return {k: v for k, v in row.items() if k not in ("epoch", "split", "lr", "time", "seconds") and v is not None}
+
+
 def _parse_row(row: dict[str, Any]) -> dict[str, Any]:
     parsed: dict[str, Any] = {}
     for k, v in row.items():

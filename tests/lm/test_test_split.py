@@ -12,6 +12,7 @@ import torch
 from dla.config import load_config
 from dla.errors import DlaError
 from dla.models import TextInputs, build_model
+from dla.runs import RESULTS_SCHEMA
 from dla.tasks import run_experiment
 from dla.text.bpc import split_nats
 from dla.text.corpus import load_corpus, read_corpus
@@ -84,3 +85,7 @@ def test_a_run_scores_the_whole_test_text_once_with_the_best_checkpoint(tmp_path
     assert test["bpc"] == pytest.approx(nats / len(c.test) / math.log(2))  # char tokens: one per character
     assert res["val"]["loss"] != test["loss"]
     assert "on the test text (lm.test_fraction=0.05)" in run.summary.read_text()
+    assert list(res)[:len(RESULTS_SCHEMA)] == list(RESULTS_SCHEMA)  # the layout every task shares
+    assert res["data"] == {"name": "dante_inferno", "source": "original files", "unit": "char tokens",
+                           "train": len(c.train), "val": len(c.val), "test": len(c.test)}
+    assert res["epochs_configured"] == 20 and res["budget_unit"] == "steps"

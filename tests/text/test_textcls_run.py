@@ -11,6 +11,7 @@ import torch
 
 from dla.config import load_config
 from dla.errors import DlaError
+from dla.runs import RESULTS_SCHEMA
 from dla.tasks import run_experiment
 from dla.train.checkpoint import load_checkpoint
 
@@ -36,6 +37,7 @@ def _cli_run(capsys, tmp_path: Path, experiment: str, *overrides: str) -> tuple[
 
 def _consistent(res: dict) -> None:
     assert set(res) >= KEYS
+    assert list(res)[:len(RESULTS_SCHEMA)] == list(RESULTS_SCHEMA)  # the layout every task shares
     cm = torch.tensor(res["confusion_matrix"])
     assert int(cm.sum()) == 80 and res["test"]["accuracy"] == pytest.approx(float(cm.trace() / cm.sum()))
     assert 0 <= res["train"]["accuracy"] <= 1 and 0 <= res["val"]["accuracy"] <= 1

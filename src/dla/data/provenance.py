@@ -41,7 +41,8 @@ def data_caption(results: Sequence[Mapping[str, Any]]) -> str:
             source = data.get("source", ORIGINAL)
             what = f"{source}; " if source != ORIGINAL else ""
             limited = ", subset" if data.get("limit_train") or data.get("limit_test") else ""
-            phrase = f"{data.get('name')} ({what}{sizes} train/val/test{limited})"
+            unit = f"{data['unit']} " if data.get("unit") else ""  # e.g. "char tokens"; images unnamed
+            phrase = f"{data.get('name')} ({what}{sizes} {unit}train/val/test{limited})"
         if phrase not in phrases:
             phrases.append(phrase)
     return "; ".join(phrases) if phrases else "unknown data"
@@ -56,8 +57,9 @@ def budget_caption(results: Sequence[Mapping[str, Any]]) -> str:
     span = f"{ran[0]}" if len(ran) == 1 else f"{ran[0]}–{ran[-1]}"
     if not conf:
         return f"{span} epochs (or steps) run"
+    unit = "steps" if any(r.get("budget_unit") == "steps" for r in results) else "epochs"  # a language model's
     stopped = " (early stopping)" if ran[0] < conf[-1] else ""
-    return f"{'/'.join(map(str, conf))} epochs configured, {span} run{stopped}"
+    return f"{'/'.join(map(str, conf))} {unit} configured, {span} run{stopped}"
 
 
 def machine_caption(results: Sequence[Mapping[str, Any]]) -> str:

@@ -20,6 +20,7 @@ import torch.nn.functional as F
 
 from dla.config import EarlyStoppingConfig, ExperimentConfig
 from dla.data.files import atomic_write
+from dla.data.provenance import ORIGINAL
 from dla.distributed import (
     SINGLE,
     Dist,
@@ -30,7 +31,7 @@ from dla.distributed import (
 )
 from dla.models import TextInputs, build_model
 from dla.report.lm import plot_lm_curves
-from dla.runs import RunDir, write_json, write_results
+from dla.runs import RunDir, results_record, write_json, write_results
 from dla.runtime import pick_device, seed_everything
 from dla.text.bpc import bits_per_character, estimate_bpc, split_nats
 from dla.text.corpus import BlockSampler, Corpus, load_corpus
@@ -307,16 +308,14 @@ def finish_lm(run: RunDir, cfg: ExperimentConfig, trainer: LMTrainer, prompt: st
     val = {"loss": trainer.best_val, "bpc": trainer.bpc("val", trainer.best_val)}
     # With lm.test_fraction the tail of the text is the test, scored whole once; without, val doubles as it.
     test = full_split(trainer, "test") if trainer.corpus.test is not None else val
-    results: dict[str, Any] = {
-        "experiment": cfg.experiment, "run": run.path.name, "model": model_label(cfg), "dataset": cfg.data.name,
-        "seed": cfg.seed, "parameters": n_params, "tokenizer": tok.name, "vocab_size": tok.vocab_size,
-        "best_epoch": trainer.best_step, "epochs_run": trainer.step, "train_seconds": round(train_seconds, 2),
-        "device": device,
-        "val": val,
-        "train": {"loss": train_at_best, "bpc": trainer.bpc("train", train_at_best)},
-        "val_full": full_split(trainer, "val"),
-        "test": test,
-    }
+    corpus = trainer.corpus
+    sizes = {"name": cfg.data.name, "source": ORIGINAL, "unit": f"{tok.name} tokens", "train": len(corpus.train),
+             "val": len(corpus.val), "test": len(corpus.test) if corpus.test is not None else 0}
+    results = results_record(
+        cfg, run, model=model_label(cfg), data=sizes, parameters=n_params, best_epoch=trainer.best_step,
+        epochs_run=trainer.step, epochs_configured=lm.max_iters, train_seconds=train_seconds, device=device,
+        train={"loss": train_at_best, "bpc": trainer.bpc("train", train_at_best)}, val=val, test=test,
+        budget_unit="steps", tokenizer=tok.name, vocab_size=tok.vocab_size, val_full=full_split(trainer, "val"))
     full = results["val_full"]
     summary = (f"# {cfg.experiment} / {run.path.name}\n\n"
                f"{model_label(cfg)}, {n_params:,} parameters, {tok.name} tokens on {cfg.data.name}; best val loss "

@@ -29,7 +29,7 @@ from dla.distributed import SINGLE, Dist, check_batch, device_for, init_from_env
 from dla.errors import ConfigError, DlaError
 from dla.report.plots import plot_confusion, plot_curves
 from dla.report.tables import markdown_table
-from dla.runs import RunDir, write_results
+from dla.runs import RunDir, results_record, write_results
 from dla.runtime import pick_device, seed_everything
 from dla.text.batching import LengthBucketLoader
 from dla.text.datasets import load_sentence_splits
@@ -37,7 +37,7 @@ from dla.text.encoders import TextClassifier, encode_texts, load_encoder, resolv
 from dla.text.features import build_head, cache_key, cached_features, compute_features
 from dla.text.lora import apply_lora, check_trainable, plan_lora, trainable_parameters
 from dla.text.rotten import SentenceSplits
-from dla.tracking import check_tracking, read_metrics
+from dla.tracking import check_tracking, metrics_at, read_metrics
 from dla.train.checkpoint import save_checkpoint
 from dla.train.loop import Trainer, fit_and_test, open_run_dir, storage_errors
 from dla.train.objectives import active_objectives
@@ -231,36 +231,21 @@ def _finish(run: RunDir, cfg: ExperimentConfig, data: SentenceSplits, trainer: T
     plot_curves(rows, run.plots / "curves.png", title=f"{cfg.experiment} / {run.path.name}")
     plot_confusion(trainer.last_confusion.numpy(), data.classes, run.plots / "confusion_test.png",
                    title=f"test confusion ({100 * test['accuracy']:.2f}% accuracy)")
-    best = trainer.stopper.best_epoch
-    best_val = next((r for r in rows if r["split"] == "val" and r["epoch"] == best), {})
-    best_train = next((r for r in rows if r["split"] == "train" and r["epoch"] == best), {})
-    tc = cfg.textcls
-    results: dict[str, Any] = {
-        "experiment": cfg.experiment,
-        "run": run.path.name,
-        "model": tc.encoder,
-        "dataset": cfg.data.name,
-        # What the run measured on: sizes and limits, as image runs say (dla.data.provenance).
-        "data": {"name": cfg.data.name, "source": ORIGINAL, "train": len(data.train), "val": len(data.val),
-                 "test": len(data.test), "limit_train": cfg.data.limit_train, "limit_test": cfg.data.limit_test},
-        "seed": cfg.seed,
-        "parameters": n_params,
-        "best_epoch": best,
-        "selected_by": cfg.train.early_stopping.metric,  # the validation metric that picked the best epoch
-        "epochs_run": max((r["epoch"] for r in rows), default=0),
-        "train_seconds": round(train_seconds, 2),
-        "device": device,
-        "method": tc.method,
-        "trainable_parameters": n_train,
-        # The best checkpoint in eval mode on the whole training set; without train_eval, that epoch's running
-        # accuracy (dropout on, weights moving).
-        "train": ({k: train_eval[k] for k in ("loss", "accuracy")} if train_eval else
-                  {"accuracy": best_train.get("accuracy")}),
-        "val": {k: v for k, v in best_val.items() if k not in ("epoch", "split", "lr", "time") and v is not None},
-        "test": test,
-        "confusion_matrix": trainer.last_confusion.tolist(),
-        "classes": data.classes,
-    }
+    best, tc = trainer.stopper.best_epoch, cfg.textcls
+    # What the run measured on: sizes and limits, as image runs say (dla.data.provenance).
+    sizes = {"name": cfg.data.name, "source": ORIGINAL, "train": len(data.train), "val": len(data.val),
+             "test": len(data.test), "limit_train": cfg.data.limit_train, "limit_test": cfg.data.limit_test}
+    # The best checkpoint in eval mode on the whole training set; without train_eval, that epoch's running
+    # accuracy (dropout on, weights moving).
+    train = ({k: train_eval[k] for k in ("loss", "accuracy")} if train_eval else
+             {"accuracy": metrics_at(rows, "train", best).get("accuracy")})
+    results = results_record(
+        cfg, run, model=tc.encoder, data=sizes, parameters=n_params, best_epoch=best,
+        epochs_run=max((r["epoch"] for r in rows), default=0), epochs_configured=cfg.train.epochs,
+        train_seconds=train_seconds, device=device, train=train, val=metrics_at(rows, "val", best), test=test,
+        selected_by=cfg.train.early_stopping.metric,  # the validation metric that picked the best epoch
+        method=tc.method, trainable_parameters=n_train, confusion_matrix=trainer.last_confusion.tolist(),
+        classes=data.classes)
     if tc.method == "lora":
         results.update(lora_targets=tc.lora_targets, lora_r=tc.lora_r, lora_alpha=tc.lora_alpha,
                        lora_dropout=tc.lora_dropout, use_dora=tc.use_dora, use_rslora=tc.use_rslora,

@@ -39,9 +39,9 @@ from dla.models import ModelInputs, build_model
 from dla.report.gradflow import plot_gradflow, read_gradflow
 from dla.report.plots import plot_confusion, plot_curves
 from dla.report.tables import runs_table
-from dla.runs import RunDir, env_info, prepare_run_dir, write_config, write_json, write_results
+from dla.runs import RunDir, env_info, prepare_run_dir, results_record, write_config, write_json, write_results
 from dla.runtime import pick_device, seed_everything
-from dla.tracking import check_tracking, progress, read_metrics
+from dla.tracking import check_tracking, metrics_at, progress, read_metrics
 from dla.train.callbacks import Callback, GradFlow, OverfittingGuard
 from dla.train.checkpoint import load_checkpoint, position
 from dla.train.early_stopping import EarlyStopping
@@ -485,25 +485,13 @@ def finish_run(run: RunDir, cfg: ExperimentConfig, splits: Splits, trainer: Trai
                    title=f"test confusion ({100 * test['accuracy']:.2f}% accuracy)")
     if run.gradflow.is_file():
         plot_gradflow([(run.path.name, read_gradflow(run.gradflow))], run.plots)
-    best_val = next((r for r in rows if r["split"] == "val" and r["epoch"] == trainer.stopper.best_epoch), {})
-    results: dict[str, Any] = {
-        "experiment": cfg.experiment,
-        "run": run.path.name,
-        "model": cfg.model.name,
-        "dataset": cfg.data.name,
-        "data": data_provenance(cfg, splits),
-        "seed": cfg.seed,
-        "parameters": n_params,
-        "best_epoch": trainer.stopper.best_epoch,
-        "epochs_run": max((r["epoch"] for r in rows), default=0),
-        "epochs_configured": cfg.train.epochs,
-        "train_seconds": round(train_seconds, 2),
-        "device": device,
-        "val": {k: v for k, v in best_val.items() if k not in ("epoch", "split", "lr", "time") and v is not None},
-        "test": test,
-        "confusion_matrix": trainer.last_confusion.tolist(),
-        "classes": splits.classes,
-    }
+    best = trainer.stopper.best_epoch
+    results = results_record(
+        cfg, run, model=cfg.model.name, data=data_provenance(cfg, splits), parameters=n_params, best_epoch=best,
+        epochs_run=max((r["epoch"] for r in rows), default=0), epochs_configured=cfg.train.epochs,
+        train_seconds=train_seconds, device=device, train=metrics_at(rows, "train", best),
+        val=metrics_at(rows, "val", best), test=test,
+        confusion_matrix=trainer.last_confusion.tolist(), classes=splits.classes)
     summary = (f"# {cfg.experiment} / {run.path.name}\n\n"
                f"{cfg.model.name}, {n_params:,} parameters, {data_caption([results])}; best epoch "
                f"{results['best_epoch']} of {results['epochs_run']}; {train_seconds:.1f} s on {device}.\n\n"
