@@ -25,8 +25,8 @@ import torch
 
 from dla import __version__
 from dla.config import ExperimentConfig, dump_yaml
-from dla.data.files import atomic_write
 from dla.errors import RunDirError
+from dla.io import atomic_write, write_json  # write_json re-exported for older imports
 
 
 @dataclass
@@ -248,12 +248,6 @@ def _find_resumable(base: Path, run_name: str) -> Path:
         raise RunDirError(f"resume=true but no unfinished run with checkpoints/last.pt under {base}; "
                           "name one with run_name=...")
     return max(candidates, key=lambda p: p.stat().st_mtime).parents[1]
-
-
-def write_json(path: Path, obj: Any) -> None:
-    with atomic_write(path, "w") as f:
-        json.dump(obj, f, indent=2, sort_keys=False)
-        f.write("\n")
 
 
 def write_config(run: RunDir, cfg: ExperimentConfig) -> None:

@@ -30,10 +30,10 @@ from pathlib import Path
 from typing import Any
 
 from dla.config import ConfigError, ExperimentConfig, load_config, parse_override, read_experiment
-from dla.data.files import atomic_write
 from dla.data.provenance import budget_caption, data_caption, machine_caption
 from dla.distributed import launched_main
 from dla.errors import DlaError
+from dla.io import atomic_write
 from dla.report.gradflow import plot_gradflow, read_gradflow
 from dla.report.plots import plot_overlay
 from dla.report.tables import fmt, header, mean_std_table, metric_columns, numeric_metrics

@@ -34,11 +34,10 @@ from dla.attacks.common import (
 from dla.attacks.evaluate import evaluate_attack
 from dla.attacks.plots import fmt_eps, plot_accuracy_vs_eps, plot_attack_grid
 from dla.attacks.registry import get_attack
-from dla.data.files import atomic_write
+from dla.io import atomic_write, write_json
 from dla.nn.amp import amp_caption, check_amp, with_amp
 from dla.report.collect import finished_sweep_runs, group_name, is_sweep_dir
 from dla.report.tables import HEADERS, fmt, fmt_mean_std, markdown_table, mean_std
-from dla.runs import write_json
 from dla.tracking import progress
 from dla.train.restore import TrainedRun, load_trained, parse_class
 

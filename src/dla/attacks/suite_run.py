@@ -17,10 +17,9 @@ from dla.attacks.plots import fmt_eps
 from dla.attacks.registry import get_attack
 from dla.attacks.run import parse_eps, run_label
 from dla.attacks.suite import caption, evaluate_suite, suite_attacks
-from dla.data.files import atomic_write
+from dla.io import atomic_write, write_json
 from dla.report.collect import finished_sweep_runs, group_name, is_sweep_dir
 from dla.report.tables import fmt, fmt_mean_std, markdown_table
-from dla.runs import write_json
 from dla.train.restore import TrainedRun, load_trained
 
 Row = dict[str, Any]

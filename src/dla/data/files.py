@@ -12,17 +12,15 @@ import gzip
 import hashlib
 import http.client
 import os
-import tempfile
 import urllib.error
 import urllib.request
 import zlib
-from collections.abc import Iterator
-from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
-from typing import IO
 
 from dla.errors import DataError
+from dla.io import atomic_write as atomic_write  # re-exported: the loaders' callers import it from here
+from dla.io import fsync_dir
 
 _CHUNK = 1 << 20
 
@@ -93,47 +91,6 @@ def file_digest(path: Path, algo: str) -> str:
     return h.hexdigest()
 
 
-def _read_umask() -> int:
-    mask = os.umask(0)  # the only way to read it is to set it; done once, at import
-    os.umask(mask)
-    return mask
-
-
-_UMASK = _read_umask()
-
-
-@contextmanager
-def atomic_write(path: Path, mode: str = "wb") -> Iterator[IO]:
-    """Write to a temp file in the same folder, fsync, then rename over `path` (all or nothing)."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        # mkstemp creates 0600; give the file the mode a plain open() would (0666 minus the umask).
-        os.fchmod(fd, 0o666 & ~_UMASK)
-        with os.fdopen(fd, mode) as f:
-            yield f
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-    _fsync_dir(path.parent)
-
-
-def _fsync_dir(folder: Path) -> None:
-    try:
-        fd = os.open(folder, os.O_RDONLY)
-    except OSError:
-        return
-    try:
-        os.fsync(fd)
-    except OSError:
-        pass
-    finally:
-        os.close(fd)
-
-
 def download(url: str, dest: Path, checksum: Checksum | None = None, timeout: float = 30.0) -> None:
     """Fetch `url` to `dest` via `dest.part`, resuming a partial download, verifying before the rename.
 
@@ -180,4 +137,4 @@ def download(url: str, dest: Path, checksum: Checksum | None = None, timeout: fl
         part.unlink(missing_ok=True)
         raise
     os.replace(part, dest)
-    _fsync_dir(dest.parent)
+    fsync_dir(dest.parent)

@@ -159,10 +159,9 @@ def timed_maps(model: nn.Module, x: torch.Tensor, names: list[str], target: int 
 
 
 def _write_results(out: Path, results: dict[str, Any], labels: dict[str, str]) -> None:
-    from dla.data.files import atomic_write
     from dla.explain.faithfulness import HEADERS, KEYS
+    from dla.io import atomic_write, write_json
     from dla.report.tables import markdown_table
-    from dla.runs import write_json
 
     write_json(out / "results.json", results)
     body = [[labels[m], *(f"{100 * v[k]:.2f}%" for k in KEYS)] for m, v in results["methods"].items()]
@@ -247,11 +246,10 @@ def explain_path(path: str | Path, methods: str | Sequence[str] = "all", n: int 
 
 def _write_sweep(sweep: Path, rows: dict[str, dict[str, Any]], unfinished: list[Path], classmap: bool,
                  n: int, ranking: dict[str, dict[str, dict[str, float]]] | None = None) -> tuple[Path, str]:
-    from dla.data.files import atomic_write
     from dla.explain.faithfulness import HEADERS, KEYS
+    from dla.io import atomic_write, write_json
     from dla.report.collect import group_name
     from dla.report.tables import fmt_mean_std, markdown_table
-    from dla.runs import write_json
 
     configs: dict[str, list[dict[str, Any]]] = {}
     for name, r in rows.items():

@@ -50,7 +50,7 @@ def lab_report(plan: LabPlan, out: Path) -> Report:
 
 
 def write_lab_report(plan: LabPlan, out: Path, target: Path) -> Path:
-    from dla.data.files import atomic_write
+    from dla.io import atomic_write
 
     text = render_html(lab_report(plan, out))
     target.parent.mkdir(parents=True, exist_ok=True)

@@ -47,7 +47,7 @@ def _load_done(path: Path) -> set[str]:
 
 
 def _save_done(path: Path, done: set[str]) -> None:
-    from dla.runs import write_json
+    from dla.io import write_json
 
     path.parent.mkdir(parents=True, exist_ok=True)
     write_json(path, {"done": sorted(done)})

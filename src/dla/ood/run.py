@@ -370,7 +370,7 @@ def _id_results(job: _Job) -> dict[str, Any]:
 def _odin_grids(job: _Job, val_sets: dict[str, tuple[OODSource, ImageSet]], results: dict[str, Any],
                 log: Callable[[str], Any]) -> dict[str, OdinGrid]:
     """One T x eps grid per validation OOD set, on ID *validation* images (the run's val split) only."""
-    from dla.data.files import atomic_write
+    from dla.io import atomic_write
     from dla.ood.plots import plot_odin_grid
 
     req, splits, out = job.req, job.run.splits, job.out
@@ -489,9 +489,8 @@ def detector_caption(options: dict[str, dict[str, Any]]) -> str:
 
 def _write(job: _Job, results: dict[str, Any], rows: list[Row],
            val_sets: dict[str, tuple[OODSource, ImageSet]]) -> OODReport:
-    from dla.data.files import atomic_write
+    from dla.io import atomic_write, write_json
     from dla.ood.reuse import fingerprint, rows_json
-    from dla.runs import write_json
 
     table = ood_table(rows, _caption(job, results, val_sets))
     results["rows"] = rows_json(rows)

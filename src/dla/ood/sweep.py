@@ -21,12 +21,11 @@ def ood_sweep(sweep_dir: Path, req: Any, root: Path, log: Callable[[str], Any] =
               rescore: bool = False) -> tuple[Path, str]:
     """Score every finished run of `sweep_dir` with `req` (`dla.ood.run.OODRequest`): (SWEEP_DIR/ood, summary).
     A run already scored with the same request on the same weights is reused (`dla.ood.reuse`) unless `rescore`."""
-    from dla.data.files import atomic_write
+    from dla.io import atomic_write, write_json
     from dla.ood.reuse import saved_results, saved_rows
     from dla.ood.run import detector_caption, prepare, score_prepared
     from dla.ood.tables import table_rows
     from dla.report.collect import finished_sweep_runs, group_name
-    from dla.runs import write_json
     from dla.train.restore import load_trained
 
     finished, unfinished = finished_sweep_runs(sweep_dir)

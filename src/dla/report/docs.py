@@ -114,7 +114,7 @@ def render(text: str, runs: Path, name: str = "document") -> str:
 
 def refresh(paths: Sequence[Path], runs: Path, check: bool = False) -> list[Path]:
     """Render every document; write the changed ones (unless `check`). Returns the documents that changed."""
-    from dla.data.files import atomic_write
+    from dla.io import atomic_write
 
     if not runs.is_dir():
         raise DocsError(f"--runs {runs} is not a folder; point it at the folder holding the run folders")

@@ -21,8 +21,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from dla.data.files import atomic_write
 from dla.errors import RunDirError
+from dla.io import atomic_write
 from dla.report.collect import Collection, Run, collect, config_differences
 from dla.report.tables import (
     LOWER_IS_BETTER,

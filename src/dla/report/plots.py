@@ -12,7 +12,7 @@ matplotlib.use("Agg")  # no display anywhere we run: CI, servers, GPU machines
 import matplotlib.pyplot as plt
 import numpy as np
 
-from dla.data.files import atomic_write
+from dla.io import atomic_write
 
 
 def save_figure(fig: Any, path: Path) -> None:

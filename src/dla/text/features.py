@@ -17,7 +17,7 @@ from pathlib import Path
 import torch
 from torch import nn
 
-from dla.data.files import atomic_write
+from dla.io import atomic_write
 from dla.text.encoders import encode_texts, pool, trim
 
 

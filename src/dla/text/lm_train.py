@@ -19,7 +19,6 @@ import torch
 import torch.nn.functional as F
 
 from dla.config import EarlyStoppingConfig, ExperimentConfig
-from dla.data.files import atomic_write
 from dla.data.provenance import ORIGINAL
 from dla.distributed import (
     SINGLE,
@@ -29,6 +28,7 @@ from dla.distributed import (
     device_for,
     init_from_env,
 )
+from dla.io import atomic_write
 from dla.models import TextInputs, build_model
 from dla.report.lm import plot_lm_curves
 from dla.runs import RunDir, results_record, write_json, write_results
@@ -37,7 +37,7 @@ from dla.text.bpc import bits_per_character, estimate_bpc, split_nats
 from dla.text.corpus import BlockSampler, Corpus, load_corpus
 from dla.text.generate import Sampling, generate
 from dla.tracking import check_tracking, progress, read_metrics
-from dla.train.callbacks import Callback
+from dla.train.callbacks import Callback, GradFlow
 from dla.train.checkpoint import load_checkpoint
 from dla.train.early_stopping import EarlyStopping
 from dla.train.engine import Engine
@@ -61,7 +61,10 @@ class LMTrainer(Engine):
         # Under torchrun every rank draws the same global batch of blocks and trains on its rows `rank::world`;
         # DDP averages the gradients, so N processes take the steps of one (dla.distributed).
         self.setup(model, run, dist, device)
-        self.callbacks = callbacks or []
+        if callbacks is None:  # what the config asks for: gradient flow (the image loop's callback, unchanged)
+            every = cfg.train.grad_flow_every
+            callbacks = [GradFlow(self, every)] if every and dist.main else []
+        self.callbacks = callbacks
         self.step, self.resumed_at = 0, -1
         if cfg.resume:
             self.restore(run.last)
@@ -107,8 +110,10 @@ class LMTrainer(Engine):
         with self.autocast():
             logits = self.forward(x)  # (B / world, T, V)
         loss = F.cross_entropy(logits.float().view(-1, logits.shape[-1]), y.reshape(-1))
+        self.emit("on_loss", step + 1, loss)  # optimizer steps counted from 1, as in the image loop
         self.optimizer.zero_grad(set_to_none=True)
         loss.backward()
+        self.emit("before_update", step + 1, 0)  # no epochs: gradient-flow rows say epoch 0
         self.clip_gradients()
         # Stop at the first non-finite loss, before it reaches the weights. (`.item()` syncs a GPU once
         # per step; at these model sizes that costs little next to training on garbage.)
@@ -117,8 +122,10 @@ class LMTrainer(Engine):
                                    f"checkpoint is {self.run.last if self.run.last.is_file() else 'none'}; "
                                    "lower optim.lr or set train.grad_clip")
         self.optimizer.step()
+        self.emit("after_update", step + 1)
         save, stop = self.clock.poll()
         if save:  # taken after step's update: the resumed run goes on at step + 1, with no evaluation first
+            self.emit("before_checkpoint", 0)
             self.save(self.run.last, at=step + 1, evaluated=False)
             self.clock.saved()
         if stop:
@@ -296,6 +303,10 @@ def finish_lm(run: RunDir, cfg: ExperimentConfig, trainer: LMTrainer, prompt: st
     rows = read_metrics(run.metrics)
     run.plots.mkdir(exist_ok=True)
     plot_lm_curves(rows, run.plots / "curves.png", title=f"{cfg.experiment} / {run.path.name}")
+    if run.gradflow.is_file():
+        from dla.report.gradflow import plot_gradflow, read_gradflow
+
+        plot_gradflow([(run.path.name, read_gradflow(run.gradflow))], run.plots)
     sample = ""
     if lm.sample_tokens:
         ids = torch.tensor([tok.encode(prompt)], device=trainer.device)

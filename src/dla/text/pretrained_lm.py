@@ -17,8 +17,8 @@ from typing import Any
 import torch
 from torch import nn
 
-from dla.data.files import atomic_write
 from dla.errors import ConfigError, DlaError
+from dla.io import atomic_write
 from dla.text.hf import from_pretrained_checked, require_transformers, resolve_pretrained
 
 FOLDER = "pretrained"  # inside the run folder: config.json + tokenizer files

@@ -23,10 +23,10 @@ from torch import nn
 
 from dla.config import ExperimentConfig
 from dla.data import ImageSet, Splits
-from dla.data.files import atomic_write
 from dla.data.provenance import ORIGINAL
 from dla.distributed import SINGLE, Dist, check_batch, device_for, init_from_env
 from dla.errors import ConfigError, DlaError
+from dla.io import atomic_write
 from dla.report.plots import plot_confusion, plot_curves
 from dla.report.tables import markdown_table
 from dla.runs import RunDir, results_record, write_results

@@ -19,8 +19,8 @@ import re
 from collections import Counter
 from pathlib import Path
 
-from dla.data.files import atomic_write
 from dla.errors import DlaError
+from dla.io import atomic_write
 
 UNK = "<unk>"
 _PIECE = re.compile(r" ?\w+| ?[^\w\s]|\s+(?!\S)|\s+")

@@ -11,7 +11,8 @@ one optimizer step and one validation meet them:
     after_update(step)               after the optimizer step
     before_checkpoint(epoch)         before a mid-epoch checkpoint is written (may raise)
     on_epoch_end(epoch)              image loops, after the epoch's last batch, before validation
-    on_validate(epoch, val)          may add metrics to `val`
+    on_validate(epoch, val)          may add metrics to `val` (TensorBoard / W&B log every one; metrics.csv
+                                     keeps its fixed columns)
     stop_reason(epoch) -> str | None a message stops the loop after this epoch is logged
 
 Built-in callbacks: gradient flow (`train.grad_flow_every`, here), the catastrophic-overfitting guard

@@ -21,8 +21,8 @@ from typing import Any
 import numpy as np
 import torch
 
-from dla.data.files import atomic_write
 from dla.errors import CheckpointError
+from dla.io import atomic_write
 
 FORMAT = "dla-checkpoint"
 VERSION = 1

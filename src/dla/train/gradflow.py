@@ -43,7 +43,7 @@ class GradFlowRecorder:
             return
         import io
 
-        from dla.data.files import atomic_write
+        from dla.io import atomic_write
 
         text = io.StringIO(newline="")
         csv.writer(text).writerows([rows[0], *kept])

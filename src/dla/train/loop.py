@@ -21,7 +21,6 @@ from torch import nn
 
 from dla.config import ExperimentConfig, from_dict, read_yaml, to_dict
 from dla.data import Splits, load_splits
-from dla.data.files import atomic_write
 from dla.data.loader import TensorLoader, augment
 from dla.data.provenance import data_caption, data_provenance
 from dla.distributed import (
@@ -35,6 +34,7 @@ from dla.distributed import (
     init_from_env,
 )
 from dla.errors import DlaError, RunDirError
+from dla.io import atomic_write
 from dla.models import ModelInputs, build_model
 from dla.report.gradflow import plot_gradflow, read_gradflow
 from dla.report.plots import plot_confusion, plot_curves
