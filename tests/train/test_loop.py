@@ -212,16 +212,16 @@ def test_a_full_disk_mid_run_is_one_clear_error_and_the_last_checkpoint_survives
         tmp_path: Path, data_root: Path, monkeypatch: pytest.MonkeyPatch):
     import errno
 
-    import dla.train.loop as loop
+    import dla.train.engine as engine
 
-    real_save = loop.save_checkpoint
+    real_save = engine.save_checkpoint  # every loop writes its checkpoints through the engine
 
     def save_until_disk_fills(path, state):
         if state["epoch"] >= 2:
             raise OSError(errno.ENOSPC, "No space left on device", str(path))
         real_save(path, state)
 
-    monkeypatch.setattr(loop, "save_checkpoint", save_until_disk_fills)
+    monkeypatch.setattr(engine, "save_checkpoint", save_until_disk_fills)
     with pytest.raises(DlaError, match=r"No space left on device; the last complete checkpoint is .*epoch 1") as e:
         _run(tmp_path, data_root, "run_name=full")
     assert "\n" not in str(e.value)
