@@ -58,7 +58,7 @@ def test_a_rerun_changes_the_numbers_and_check_says_so(runs: Path, tmp_path: Pat
 
 @pytest.mark.parametrize(("body", "message"), [
     ("<!-- dla:table exp/s3/summary.md -->\n| a |\n", "lab.md:1: dla:table is not closed"),
-    ("<!-- dla:table exp/s3/missing.md -->\n<!-- /dla:table -->\n", "quoted file .*missing.md cannot be read"),
+    ("<!-- dla:table exp/s3/missing.md -->\n<!-- /dla:table -->\n", "quoted file .*missing.md does not exist"),
     ("<!-- dla:table ../../etc/passwd -->\n<!-- /dla:table -->\n", "is outside --runs"),
     ("<!-- dla:table /etc/passwd -->\n<!-- /dla:table -->\n", "is outside --runs"),
     ("<!-- dla:table exp/s3/summary.md 3 -->\n<!-- /dla:table -->\n", "has 2 table\\(s\\), not a table 3"),
@@ -89,3 +89,20 @@ def test_the_cli_error_is_one_line(runs: Path, tmp_path: Path, capsys: pytest.Ca
     assert code == 2 and err.count("\n") == 1 and "dla:verdicts needs sweep folders" in err
     code, _, err = _cli(capsys, "docs", str(doc), "--runs", str(tmp_path / "nope"))
     assert code == 2 and "is not a folder" in err
+
+
+def test_keep_missing_leaves_blocks_of_runs_measured_elsewhere_and_refreshes_the_rest(
+        runs: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    body = ("<!-- dla:table old/s3/summary.md -->\n| measured elsewhere |\n<!-- /dla:table -->\n"
+            "<!-- dla:verdicts old/s3 -->\n| verdicts elsewhere |\n<!-- /dla:verdicts -->\n"
+            "<!-- dla:table exp/s3/summary.md -->\n| stale |\n<!-- /dla:table -->\n")
+    doc = _doc(tmp_path, body)
+    with pytest.raises(DocsError, match=r"old/s3/summary\.md does not exist"):
+        refresh([doc], runs)  # by default a missing run is an error
+    code, out, _ = _cli(capsys, "docs", str(doc), "--runs", str(runs), "--keep-missing")
+    assert code == 0 and f"kept as it is (its runs are not under {runs}): {doc}:1" in out and f"{doc}:4" in out
+    assert doc.read_text() == body.replace("| stale |\n", "| a | b |\n|---|---:|\n| x | 1.00 |\n")
+    # Other errors still stop it: an unclosed marker writes nothing.
+    bad = _doc(tmp_path, "<!-- dla:table old/s3/summary.md -->\n")
+    with pytest.raises(DocsError, match="is not closed"):
+        refresh([bad], runs, kept=[])

@@ -30,6 +30,9 @@ def add_parser(sub: Subparsers) -> None:
     p.add_argument("files", nargs="+", help="Markdown documents to refresh in place")
     p.add_argument("--runs", default="runs", help="the folder the markers' paths are relative to (default: runs)")
     p.add_argument("--check", action="store_true", help="change nothing; exit 1 when a document is out of date")
+    p.add_argument("--keep-missing", action="store_true",
+                   help="leave a block whose run folder is not under --runs as it is (runs measured elsewhere) "
+                        "instead of stopping; the blocks kept are listed")
     p.set_defaults(func=cmd_docs)
 
 
@@ -49,7 +52,10 @@ def cmd_verdicts(args: argparse.Namespace) -> None:
 def cmd_docs(args: argparse.Namespace) -> int:
     from dla.report.docs import refresh
 
-    changed = refresh([Path(f) for f in args.files], Path(args.runs), check=args.check)
+    kept: list[str] | None = [] if args.keep_missing else None
+    changed = refresh([Path(f) for f in args.files], Path(args.runs), check=args.check, kept=kept)
+    for where in kept or []:
+        print(f"kept as it is (its runs are not under {args.runs}): {where}")
     for path in changed:
         print(f"{'out of date' if args.check else 'refreshed'}: {path}")
     if not changed:

@@ -13,6 +13,8 @@ number up to date, and a test can check that the documents regenerate identicall
 
 Every marker is resolved before any file is written, and each file is replaced whole (a temp file renamed over
 it): a missing source, a path outside `--runs` or an unclosed marker is one line and leaves every file as it was.
+With `--keep-missing` a block whose run folders are not under `--runs` (measured elsewhere, not rerun here)
+keeps its table as it is and is named on the output; every other error still stops the command.
 """
 
 from __future__ import annotations
@@ -33,6 +35,10 @@ class DocsError(DlaError):
     """A document or a marker `dla docs` cannot resolve."""
 
 
+class MissingSource(DocsError):
+    """A marker's run folder or quoted file does not exist under --runs."""
+
+
 @dataclass(frozen=True)
 class Marker:
     kind: str  # "table" or "verdicts"
@@ -41,6 +47,8 @@ class Marker:
 
 
 def _read(path: Path, what: str) -> str:
+    if not path.exists():
+        raise MissingSource(f"{what} {path} does not exist; run the command that writes it, or fix the marker")
     try:
         if path.stat().st_size > MAX_BYTES:
             raise DocsError(f"{what} {path} is larger than {MAX_BYTES >> 20} MiB; it is not a file dla wrote")
@@ -76,7 +84,11 @@ def _generate(marker: Marker, runs: Path, where: str) -> str:
 
         if not marker.args:
             raise DocsError(f"{where}: dla:verdicts needs sweep folders, e.g. <!-- dla:verdicts cnn_cifar10/s3 -->")
-        found = tables(verdicts_text([_inside(runs, a, where) for a in marker.args]))
+        folders = [_inside(runs, a, where) for a in marker.args]
+        absent = [a for a, f in zip(marker.args, folders, strict=True) if not f.is_dir()]
+        if absent:
+            raise MissingSource(f"{where}: sweep folder {absent[0]} does not exist under --runs {runs}")
+        found = tables(verdicts_text(folders))
         if not found:
             raise DocsError(f"{where}: no verdicts for {' '.join(marker.args)}; are they finished sweeps?")
         return found[0]
@@ -91,8 +103,9 @@ def _generate(marker: Marker, runs: Path, where: str) -> str:
     return found[n - 1]
 
 
-def render(text: str, runs: Path, name: str = "document") -> str:
-    """text with every marked block replaced by its table from `runs`; DocsError names the first bad marker."""
+def render(text: str, runs: Path, name: str = "document", kept: list[str] | None = None) -> str:
+    """text with every marked block replaced by its table from `runs`; DocsError names the first bad marker.
+    With a `kept` list, a block whose source is missing stays as it is and its place is appended to `kept`."""
     lines, out, i = text.splitlines(keepends=True), [], 0
     while i < len(lines):
         m = _OPEN.match(lines[i].rstrip("\n"))
@@ -106,14 +119,21 @@ def render(text: str, runs: Path, name: str = "document") -> str:
         end = next((j for j in range(i, len(lines)) if lines[j].rstrip("\n") == close), None)
         if end is None:
             raise DocsError(f"{where}: dla:{marker.kind} is not closed; add a line {close} after its table")
-        out.append(_generate(marker, runs, where))
+        try:
+            out.append(_generate(marker, runs, where))
+        except MissingSource:
+            if kept is None:
+                raise
+            out.extend(lines[i:end])
+            kept.append(where)
         out.append(lines[end])
         i = end + 1
     return "".join(out)
 
 
-def refresh(paths: Sequence[Path], runs: Path, check: bool = False) -> list[Path]:
-    """Render every document; write the changed ones (unless `check`). Returns the documents that changed."""
+def refresh(paths: Sequence[Path], runs: Path, check: bool = False, kept: list[str] | None = None) -> list[Path]:
+    """Render every document; write the changed ones (unless `check`). Returns the documents that changed.
+    `kept`: see `render` (the blocks left as they were, for want of their sources)."""
     from dla.io import atomic_write
 
     if not runs.is_dir():
@@ -121,7 +141,7 @@ def refresh(paths: Sequence[Path], runs: Path, check: bool = False) -> list[Path
     rendered = {}
     for path in paths:
         old = _read(path, "document")
-        rendered[path] = (old, render(old, runs, str(path)))  # every marker resolved before anything is written
+        rendered[path] = (old, render(old, runs, str(path), kept))  # every marker resolved before anything is written
     changed = [p for p, (old, new) in rendered.items() if old != new]
     for path in [] if check else changed:
         with atomic_write(path, "w") as f:
