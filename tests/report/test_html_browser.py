@@ -47,7 +47,7 @@ def test_report_in_headless_chromium(tmp_path: Path) -> None:
     metrics = ["loss", "accuracy", "precision", "recall", "f1"]
     rendered = {row[0].text: [(c.text, float(c.value)) for c in row[1:]] for row in page.tables["results"]}
     assert rendered == {split: [(fmt(m, results[split][m]), results[split][m]) for m in metrics]
-                        for split in ("val", "test")}
+                        for split in ("train", "val", "test")}
 
     shot = tmp_path / "shot.png"
     _, console = _chromium(report, f"--screenshot={shot}", "--window-size=1200,900", "--hide-scrollbars",

@@ -48,7 +48,7 @@ def test_report_of_one_run(sweep: Path, capsys: pytest.CaptureFixture[str]) -> N
     res = _results(run)
     # The results table: one row per split, every cell the number of results.json (exactly) and its usual text.
     assert page.headers["results"] == ["Split", *(HEAD[m] for m in METRICS)]
-    assert [r[0].text for r in page.tables["results"]] == ["val", "test"]
+    assert [r[0].text for r in page.tables["results"]] == ["train", "val", "test"]  # train: the best epoch's
     for row in page.tables["results"]:
         for m, cell in zip(METRICS, row[1:], strict=True):
             assert float(cell.value) == res[row[0].text][m]
@@ -108,7 +108,8 @@ def _fake_lm_run(src: Path, dst: Path, width: int, bpc: float, samples: str) -> 
     res = _results(src)
     for key in ("confusion_matrix", "classes"):
         res.pop(key)
-    res.update(run=dst.name, val={"loss": 1.5, "bpc": bpc + 0.1}, test={"loss": bpc * 0.69, "bpc": bpc})
+    res.update(run=dst.name, train={"loss": 1.4, "bpc": bpc - 0.1}, val={"loss": 1.5, "bpc": bpc + 0.1},
+               test={"loss": bpc * 0.69, "bpc": bpc})
     (dst / "results.json").write_text(json.dumps(res))
     (dst / "samples.txt").write_text(samples)
     return dst
@@ -124,7 +125,7 @@ def test_report_takes_its_columns_from_the_results(sweep: Path, tmp_path: Path,
     page = read_page(text)
     assert page.errors == []
     assert page.headers["results"] == ["Split", "Loss", "BPC"]
-    assert [float(c.value) for c in column(page, "results", "BPC")] == [2.35, 2.25]
+    assert [float(c.value) for c in column(page, "results", "BPC")] == [2.15, 2.35, 2.25]
     assert "<script>alert" not in text and html.escape(sample) in text
     assert len(png_sizes(page)) >= 1  # curves drawn from metrics.csv (the run has no plots/)
 
