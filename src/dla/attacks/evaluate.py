@@ -130,11 +130,12 @@ def evaluate_attack(
             raise AttackError(f"target has {target_all.shape[0]} labels but the data has {offset} examples")
 
     rows: list[dict[str, float | int | str | bool]] = []
+    n_eligible = int(eligible)  # the counts come back to the host here, after the last batch
     for i, eps in enumerate(eps_list):
         row: dict[str, float | int | str | bool] = {"attack": attack, "eps": eps, "n": offset}
         row.update(accs[i].compute())
         row["targeted"] = targeted
         if targeted:
-            row["success_rate"] = int(hits[i]) / int(eligible) if int(eligible) else 0.0
+            row["success_rate"] = int(hits[i]) / n_eligible if n_eligible else 0.0
         rows.append(row)
     return rows

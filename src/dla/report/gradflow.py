@@ -47,6 +47,11 @@ def _log10(a: np.ndarray) -> np.ndarray:
     return np.log10(np.maximum(a, 1e-12))
 
 
+def plot_run_gradflow(run_path: Path, gradflow_csv: Path, plots: Path) -> list[Path]:
+    """The figures of one run's gradflow.csv into its plots folder, if it recorded one (any task)."""
+    return plot_gradflow([(run_path.name, read_gradflow(gradflow_csv))], plots) if gradflow_csv.is_file() else []
+
+
 def plot_gradflow(runs: Sequence[tuple[str, GradFlow]], folder: Path) -> list[Path]:
     """Write the three figures for `runs` (label, data) into `folder`; returns their paths."""
     runs = [(label, g) for label, g in runs if len(g.steps)]

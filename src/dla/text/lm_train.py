@@ -30,14 +30,15 @@ from dla.distributed import (
 )
 from dla.io import atomic_write
 from dla.models import TextInputs, build_model
+from dla.report.gradflow import plot_run_gradflow
 from dla.report.lm import plot_lm_curves
 from dla.runs import RunDir, results_record, write_json, write_results
 from dla.runtime import pick_device, seed_everything
 from dla.text.bpc import bits_per_character, estimate_bpc, split_nats
 from dla.text.corpus import BlockSampler, Corpus, load_corpus
 from dla.text.generate import Sampling, generate
-from dla.tracking import check_tracking, progress, read_metrics
-from dla.train.callbacks import Callback, GradFlow
+from dla.tracking import check_tracking, metrics_at, progress, read_metrics
+from dla.train.callbacks import Callback, gradflow_callbacks
 from dla.train.checkpoint import load_checkpoint
 from dla.train.early_stopping import EarlyStopping
 from dla.train.engine import Engine
@@ -61,10 +62,8 @@ class LMTrainer(Engine):
         # Under torchrun every rank draws the same global batch of blocks and trains on its rows `rank::world`;
         # DDP averages the gradients, so N processes take the steps of one (dla.distributed).
         self.setup(model, run, dist, device)
-        if callbacks is None:  # what the config asks for: gradient flow (the image loop's callback, unchanged)
-            every = cfg.train.grad_flow_every
-            callbacks = [GradFlow(self, every)] if every and dist.main else []
-        self.callbacks = callbacks
+        # What the config asks for: gradient flow, with the image loop's callback.
+        self.callbacks = gradflow_callbacks(self) if callbacks is None else callbacks
         self.step, self.resumed_at = 0, -1
         if cfg.resume:
             self.restore(run.last)
@@ -303,10 +302,7 @@ def finish_lm(run: RunDir, cfg: ExperimentConfig, trainer: LMTrainer, prompt: st
     rows = read_metrics(run.metrics)
     run.plots.mkdir(exist_ok=True)
     plot_lm_curves(rows, run.plots / "curves.png", title=f"{cfg.experiment} / {run.path.name}")
-    if run.gradflow.is_file():
-        from dla.report.gradflow import plot_gradflow, read_gradflow
-
-        plot_gradflow([(run.path.name, read_gradflow(run.gradflow))], run.plots)
+    plot_run_gradflow(run.path, run.gradflow, run.plots)
     sample = ""
     if lm.sample_tokens:
         ids = torch.tensor([tok.encode(prompt)], device=trainer.device)
@@ -314,8 +310,7 @@ def finish_lm(run: RunDir, cfg: ExperimentConfig, trainer: LMTrainer, prompt: st
         sample = tok.decode(out.ids[0].tolist())
         with atomic_write(run.path / "samples.txt", "w") as f:
             f.write(sample + "\n")
-    train_at_best = next((r["loss"] for r in rows if r["split"] == "train" and r["epoch"] == trainer.best_step),
-                         math.nan)
+    train_at_best = metrics_at(rows, "train", trainer.best_step).get("loss", math.nan)
     val = {"loss": trainer.best_val, "bpc": trainer.bpc("val", trainer.best_val)}
     # With lm.test_fraction the tail of the text is the test, scored whole once; without, val doubles as it.
     test = full_split(trainer, "test") if trainer.corpus.test is not None else val

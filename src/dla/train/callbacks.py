@@ -73,6 +73,12 @@ class GradFlow(Callback):
         self.recorder.after_step()
 
 
+def gradflow_callbacks(engine: Engine) -> list[Callback]:
+    """[GradFlow] when the config asks for it (`train.grad_flow_every`), on rank 0 only; else []."""
+    every = engine.cfg.train.grad_flow_every
+    return [GradFlow(engine, every)] if every and engine.dist.main else []
+
+
 class OverfittingGuard(Callback):
     """`train.adversarial.guard`: PGD accuracy on fixed validation images after each epoch; at a collapse the
     weights of the last good epoch come back and training stops (dla.train.guard)."""

@@ -36,13 +36,13 @@ from dla.distributed import (
 from dla.errors import DlaError, RunDirError
 from dla.io import atomic_write
 from dla.models import ModelInputs, build_model
-from dla.report.gradflow import plot_gradflow, read_gradflow
+from dla.report.gradflow import plot_run_gradflow
 from dla.report.plots import plot_confusion, plot_curves
 from dla.report.tables import runs_table
 from dla.runs import RunDir, env_info, prepare_run_dir, results_record, write_config, write_json, write_results
 from dla.runtime import pick_device, seed_everything
 from dla.tracking import check_tracking, metrics_at, progress, read_metrics
-from dla.train.callbacks import Callback, GradFlow, OverfittingGuard
+from dla.train.callbacks import Callback, OverfittingGuard, gradflow_callbacks
 from dla.train.checkpoint import load_checkpoint, position
 from dla.train.early_stopping import EarlyStopping
 from dla.train.engine import Engine
@@ -130,9 +130,7 @@ def default_callbacks(trainer: Trainer) -> list[Callback]:
     if cfg.adversarial.guarded:  # FGSM training: stop at catastrophic overfitting (dla.train.guard)
         val = trainer.splits.val
         out.append(OverfittingGuard(AdversarialGuard(cfg.adversarial, val.x, val.y, trainer.cfg.seed)))
-    if cfg.grad_flow_every and trainer.dist.main:
-        out.append(GradFlow(trainer, cfg.grad_flow_every))
-    return out
+    return out + gradflow_callbacks(trainer)
 
 
 class Trainer(Engine):
@@ -483,8 +481,7 @@ def finish_run(run: RunDir, cfg: ExperimentConfig, splits: Splits, trainer: Trai
     plot_curves(rows, run.plots / "curves.png", title=f"{cfg.experiment} / {run.path.name}")
     plot_confusion(trainer.last_confusion.numpy(), splits.classes, run.plots / "confusion_test.png",
                    title=f"test confusion ({100 * test['accuracy']:.2f}% accuracy)")
-    if run.gradflow.is_file():
-        plot_gradflow([(run.path.name, read_gradflow(run.gradflow))], run.plots)
+    plot_run_gradflow(run.path, run.gradflow, run.plots)
     best = trainer.stopper.best_epoch
     results = results_record(
         cfg, run, model=cfg.model.name, data=data_provenance(cfg, splits), parameters=n_params, best_epoch=best,
