@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from dla.report.docs import DocsError, refresh, render, tables
+from dla.report.docs import DocsError, captioned_tables, refresh, render, tables
 
 from ..conftest import run_cli as _cli
 
@@ -30,6 +30,23 @@ def _doc(tmp_path: Path, body: str) -> Path:
 
 def test_tables_are_the_runs_of_pipe_lines() -> None:
     assert tables(SUMMARY) == ["| a | b |\n|---|---:|\n| x | 1.00 |\n", "| c |\n|---|\n| 2 |\n"]
+
+
+def test_each_table_has_the_paragraph_before_it_as_its_caption() -> None:
+    text = ("# Title\n\nA caption\nover two lines.\n\n| a |\n|---|\n| 1 |\n| b |\n\n## Heading\n\n| c |\n"
+            "Right above:\n| d |\n")
+    assert captioned_tables(text) == [("A caption over two lines.\n", "| a |\n|---|\n| 1 |\n| b |\n"),
+                                      ("", "| c |\n"), ("Right above:\n", "| d |\n")]
+
+
+def test_caption_brings_the_quoted_caption_with_the_table(runs: Path, tmp_path: Path) -> None:
+    doc = _doc(tmp_path, "<!-- dla:table exp/s3/summary.md 2 caption -->\n<!-- /dla:table -->\n"
+                         "<!-- dla:table exp/s3/summary.md caption -->\n<!-- /dla:table -->\n")
+    refresh([doc], runs)
+    assert doc.read_text() == ("<!-- dla:table exp/s3/summary.md 2 caption -->\nText.\n\n| c |\n|---|\n| 2 |\n"
+                               "<!-- /dla:table -->\n<!-- dla:table exp/s3/summary.md caption -->\nCaption.\n\n"
+                               "| a | b |\n|---|---:|\n| x | 1.00 |\n<!-- /dla:table -->\n")
+    assert refresh([doc], runs) == []
 
 
 def test_a_marked_block_gets_the_quoted_table_and_the_rest_is_kept(runs: Path, tmp_path: Path) -> None:
@@ -62,7 +79,8 @@ def test_a_rerun_changes_the_numbers_and_check_says_so(runs: Path, tmp_path: Pat
     ("<!-- dla:table ../../etc/passwd -->\n<!-- /dla:table -->\n", "is outside --runs"),
     ("<!-- dla:table /etc/passwd -->\n<!-- /dla:table -->\n", "is outside --runs"),
     ("<!-- dla:table exp/s3/summary.md 3 -->\n<!-- /dla:table -->\n", "has 2 table\\(s\\), not a table 3"),
-    ("<!-- dla:table exp/s3/summary.md two -->\n<!-- /dla:table -->\n", "write <!-- dla:table PATH \\[N\\] -->"),
+    ("<!-- dla:table exp/s3/summary.md two -->\n<!-- /dla:table -->\n",
+     "write <!-- dla:table PATH \\[N\\] \\[caption\\] -->"),
 ])
 def test_bad_markers_are_one_line_and_no_file_is_written(runs: Path, tmp_path: Path, body: str,
                                                          message: str) -> None:

@@ -7,7 +7,9 @@ A document marks each generated table with a pair of comments; what lies between
     <!-- /dla:table -->
 
 The first word is a Markdown file that `dla` wrote (a sweep's summary.md, an attack's or OOD run's table.md),
-relative to `--runs`; the optional number picks its N-th table (default 1). `dla:verdicts SWEEP...` instead
+relative to `--runs`; the optional number picks its N-th table (default 1), and a last word `caption` brings the
+paragraph that precedes the table in that file too (a summary's caption: its data, budget and machine), so the
+document's caption can never drift from the run it quotes. `dla:verdicts SWEEP...` instead
 inserts `dla verdicts`' table for those sweep folders. So after a rerun, one command brings every quoted
 number up to date, and a test can check that the documents regenerate identically.
 
@@ -68,13 +70,28 @@ def _inside(runs: Path, rel: str, where: str) -> Path:
 
 def tables(text: str) -> list[str]:
     """The Markdown tables of text, in order: runs of lines that start with '|', each ending in a newline."""
-    out, block = [], []
+    return [table for _, table in captioned_tables(text)]
+
+
+def captioned_tables(text: str) -> list[tuple[str, str]]:
+    """(caption, table) for each Markdown table of text. The caption is the paragraph just before the table, its
+    lines joined and newline-terminated, or "" where a heading or another table comes first."""
+    out, block, para, last, caption = [], [], [], "", ""
     for line in [*text.splitlines(), ""]:
         if line.startswith("|"):
+            if not block:
+                caption = " ".join(para) or last
             block.append(line)
-        elif block:
-            out.append("\n".join(block) + "\n")
-            block = []
+            continue
+        if block:
+            out.append((caption + "\n" if caption else "", "\n".join(block) + "\n"))
+            block, para, last = [], [], ""
+        if line.startswith("#"):
+            para, last = [], ""
+        elif line.strip():
+            para.append(line.strip())
+        elif para:
+            last, para = " ".join(para), []
     return out
 
 
@@ -92,15 +109,20 @@ def _generate(marker: Marker, runs: Path, where: str) -> str:
         if not found:
             raise DocsError(f"{where}: no verdicts for {' '.join(marker.args)}; are they finished sweeps?")
         return found[0]
-    if not 1 <= len(marker.args) <= 2 or (len(marker.args) == 2 and not marker.args[1].isdigit()):
-        raise DocsError(f"{where}: write <!-- dla:table PATH [N] --> (PATH relative to --runs, N the table's "
-                        f"number, 1 = the first); got {' '.join(marker.args)!r}")
-    path = _inside(runs, marker.args[0], where)
-    n = int(marker.args[1]) if len(marker.args) == 2 else 1
-    found = tables(_read(path, "quoted file"))
+    args = list(marker.args)
+    with_caption = len(args) > 1 and args[-1] == "caption"
+    if with_caption:
+        args.pop()
+    if not 1 <= len(args) <= 2 or (len(args) == 2 and not args[1].isdigit()):
+        raise DocsError(f"{where}: write <!-- dla:table PATH [N] [caption] --> (PATH relative to --runs, N the "
+                        f"table's number, 1 = the first); got {' '.join(marker.args)!r}")
+    path = _inside(runs, args[0], where)
+    n = int(args[1]) if len(args) == 2 else 1
+    found = captioned_tables(_read(path, "quoted file"))
     if not 1 <= n <= len(found):
-        raise DocsError(f"{where}: {marker.args[0]} has {len(found)} table(s), not a table {n}")
-    return found[n - 1]
+        raise DocsError(f"{where}: {args[0]} has {len(found)} table(s), not a table {n}")
+    caption, table = found[n - 1]
+    return f"{caption}\n{table}" if with_caption and caption else table
 
 
 def render(text: str, runs: Path, name: str = "document", kept: list[str] | None = None) -> str:
