@@ -149,6 +149,7 @@ def test_targeted_attacks_report_their_success_rate(capsys: pytest.CaptureFixtur
                                              "--restarts)"]),
     (["--method", "square", "--queries", "0"], ["--queries must be an integer >= 1; got 0"]),
     (["--suite", "autoattack", "--eps", "0,2"], ["--eps values are L_inf radii of [0, 1] images"]),
+    (["--suite", "autoattack", "--rescore"], ["--suite runs its own attacks: drop --rescore"]),
     (["--eps", "0,abc"], ["--eps takes numbers such as 0.1 or 8/255; got 'abc'"]),
     (["--eps", "0,1/0"], ["--eps takes numbers such as 0.1 or 8/255; got '1/0'"]),
     (["--eps", "0,2"], ["--eps values are L_inf radii of [0, 1] images, between 0 and 1; got 2"]),
@@ -222,6 +223,34 @@ def test_a_sweep_folder_attacks_every_finished_run_and_averages_over_seeds(
     assert out.index("| variant=b |") < out.index("| variant=a |")
     assert "| Config | eps 0 (clean) | eps 0.1 | n |" in out
     png_size(folder / "accuracy_vs_eps.png")
+
+
+@needs_mnist
+def test_a_sweep_attacked_again_reuses_the_runs_already_attacked_with_the_same_request(
+        capsys: pytest.CaptureFixture[str], mlp_run: RunDir, tmp_path: Path) -> None:
+    sweep = tmp_path / "adv" / "s"
+    for name in ("seed=0", "seed=1"):
+        shutil.copytree(mlp_run.path, sweep / name)
+    argv = ["attack", str(sweep), "--method", "fgsm", "--eps", "0,0.1", "--n", "50", "--grid", "0"]
+    code, first, _ = _cli(capsys, *argv)
+    assert code == 0
+    saved = sweep / "seed=0" / "attacks" / "fgsm" / "results.json"
+    rows = json.loads(saved.read_text())["rows"]
+    rows[1]["accuracy"] = 0.123456  # a planted number: only a reuse can bring it into the table
+    saved.write_text(json.dumps({**json.loads(saved.read_text()), "rows": rows}))
+    summary = sweep / "attacks" / "fgsm" / "results.json"
+    code, out, err = _cli(capsys, *argv)
+    assert code == 0 and "seed=0: reusing" in err and "seed=1: reusing" in err and out != first
+    assert json.loads(summary.read_text())["runs"]["seed=0"][1]["accuracy"] == 0.123456
+    code, out, err = _cli(capsys, *argv, "--n", "40")  # another request: attacked again, not reused
+    assert code == 0 and "reusing" not in err
+    assert json.loads(summary.read_text())["runs"]["seed=0"][1]["accuracy"] != 0.123456
+    code, out, err = _cli(capsys, *argv, "--rescore")
+    assert code == 0 and "reusing" not in err and out == first
+    ckpt = sweep / "seed=1" / "checkpoints" / "best.pt"
+    ckpt.write_bytes(ckpt.read_bytes() + b"\0")  # other weights (a retrained run) are never reused
+    _, _, err = _cli(capsys, *argv)
+    assert "seed=0: reusing" in err and "seed=1: reusing" not in err
 
 
 def test_robustness_table_is_mean_and_sample_std_per_config() -> None:

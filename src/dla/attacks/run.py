@@ -4,9 +4,10 @@ A run folder gets RUN_DIR/attacks/<name>/ (name = the method, plus the target, v
 results.json (one row per eps, from `evaluate_attack`), table.md, accuracy_vs_eps.png and grid.png (original,
 adversarial at each eps, difference amplified to the full range, with labels). A sweep folder gets that for each
 finished run, and SWEEP_DIR/attacks/<name>/summary.md: accuracy at each eps, mean ± std over the seeds of each
-config (the sweep's groups), with results.json and a mean ± std plot.
+config (the sweep's groups), with results.json and a mean ± std plot. A run already attacked with the same
+request on the same weights keeps its folder and is not attacked again (`dla.attacks.reuse`; `--rescore`).
 
-Everything is checked and computed before anything is written, so a bad request (an unknown class, an option
+Everything is checked before anything is attacked or written, so a bad request (an unknown class, an option
 the method does not have, eps out of range) is one line and leaves no folder behind.
 """
 
@@ -14,6 +15,7 @@ from __future__ import annotations
 
 import inspect
 import math
+import sys
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from fractions import Fraction
@@ -34,6 +36,7 @@ from dla.attacks.common import (
 from dla.attacks.evaluate import evaluate_attack
 from dla.attacks.plots import fmt_eps, plot_accuracy_vs_eps, plot_attack_grid
 from dla.attacks.registry import get_attack
+from dla.attacks.reuse import fingerprint, saved_rows
 from dla.io import atomic_write, write_json
 from dla.nn.amp import amp_caption, check_amp, with_amp
 from dla.report.collect import finished_sweep_runs, group_name, is_sweep_dir
@@ -211,8 +214,7 @@ def _attack_kw(request: AttackRequest, target: int | None) -> dict[str, Any]:
 
 def attack_trained(run: TrainedRun, request: AttackRequest) -> Outcome:
     """`evaluate_attack` on the run's first n test images (all by default), then the grid's examples; no writes."""
-    target = parse_class(request.targeted, run.classes, "--targeted", AttackError) \
-        if request.targeted is not None else None
+    target = _target(run, request)
     n = len(run.test_y) if request.n is None else min(request.n, len(run.test_y))
     x, y = run.test_x[:n], run.test_y[:n]  # uint8 (n, C, H, W), (n,)
     model = with_amp(run.model.to(request.device), request.amp)
@@ -288,6 +290,7 @@ def write_outcome(out: Outcome) -> Path:
         "device": r.device,
         "amp": r.amp,
         "rows": out.rows,
+        "fingerprint": fingerprint(r, out.run.path),
     }
     write_json(folder / "results.json", results)
     text = (f"# {label}: {out.describe()}\n\nFirst {out.rows[0]['n']} test images, best checkpoint, seed "
@@ -370,8 +373,29 @@ def _write_sweep(sweep_dir: Path, outcomes: list[Outcome], unfinished: list[Path
     return folder, text
 
 
-def attack_path(path: str | Path, request: AttackRequest, data_root: Path | None = None) -> tuple[Path, str]:
-    """Attack a run folder, or every finished run of a sweep folder; returns (output folder, Markdown text)."""
+def _target(run: TrainedRun, request: AttackRequest) -> int | None:
+    return parse_class(request.targeted, run.classes, "--targeted", AttackError) \
+        if request.targeted is not None else None
+
+
+def attack_or_reuse(run: TrainedRun, request: AttackRequest, rescore: bool = False) -> Outcome:
+    """The run's saved outcome for this request and weights, else the run attacked and its folder written."""
+    target = _target(run, request)
+    folder = run.path / "attacks" / request.folder(target)
+    rows = None if rescore else saved_rows(folder, request, run.path)
+    if rows is not None:
+        print(f"{run_label(run)}: reusing {folder} (same request, same checkpoint; --rescore attacks it again)",
+              file=sys.stderr)
+        return Outcome(run, request, target, rows, None)
+    out = attack_trained(run, request)
+    write_outcome(out)
+    return out
+
+
+def attack_path(path: str | Path, request: AttackRequest, data_root: Path | None = None,
+                rescore: bool = False) -> tuple[Path, str]:
+    """Attack a run folder, or every finished run of a sweep folder; returns (output folder, Markdown text).
+    In a sweep, a run attacked before with this request on its current weights is reused unless `rescore`."""
     from dla.data import resolve_data_root
 
     path = Path(path)
@@ -379,13 +403,9 @@ def attack_path(path: str | Path, request: AttackRequest, data_root: Path | None
     if is_sweep_dir(path):
         finished, unfinished = finished_sweep_runs(path)
         runs = [load_trained(p, root) for p in finished]  # every run checked before any is attacked
-        if request.targeted is not None:
-            targets = {parse_class(request.targeted, run.classes, "--targeted", AttackError) for run in runs}
-            if len(targets) > 1:
-                raise AttackError(f"--targeted {request.targeted!r} names different classes in this sweep's runs")
-        outcomes = [attack_trained(run, request) for run in runs]
-        for out in outcomes:
-            write_outcome(out)
+        if len({_target(run, request) for run in runs}) > 1:
+            raise AttackError(f"--targeted {request.targeted!r} names different classes in this sweep's runs")
+        outcomes = [attack_or_reuse(run, request, rescore) for run in runs]
         return _write_sweep(path, outcomes, unfinished)
     out = attack_trained(load_trained(path, root), request)
     folder = write_outcome(out)

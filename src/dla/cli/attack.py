@@ -40,6 +40,9 @@ def add_parser(sub: Subparsers) -> None:
     p.add_argument("--amp", default="off", choices=["off", "bf16"],
                    help="bf16: the model under bf16 autocast, faster and not exact, never the reference for robust "
                         "accuracy; recorded in results.json, the table and the folder name (default: off)")
+    p.add_argument("--rescore", action="store_true",
+                   help="a sweep: attack every run again, even one already attacked with this request on the same "
+                        "checkpoint (by default such a run is reused)")
     add_device(p)
     add_data_root(p)
     p.set_defaults(func=cmd_attack)
@@ -57,7 +60,7 @@ def cmd_attack(args: argparse.Namespace) -> None:
                            restarts=args.restarts, targeted=args.targeted, variant=args.variant,
                            least_likely=args.least_likely, n=args.n, batch_size=args.batch_size, grid=args.grid,
                            seed=args.seed, device=args.device, amp=args.amp, queries=args.queries)
-    folder, text = attack_path(Path(args.run_dir), request, resolve_data_root(args.data_root))
+    folder, text = attack_path(Path(args.run_dir), request, resolve_data_root(args.data_root), rescore=args.rescore)
     print(text, end="")
     print(f"attack folder: {folder}")
 
@@ -70,7 +73,8 @@ def cmd_attack_suite(args: argparse.Namespace) -> None:
     given = {"--method": args.method, "--alpha": args.alpha, "--restarts": args.restarts,
              "--targeted": args.targeted, "--least-likely": args.least_likely or None,
              "--variant": None if args.variant == "standard" else args.variant,
-             "--amp": None if args.amp == "off" else args.amp}  # the suite's robust accuracy stays float32
+             "--amp": None if args.amp == "off" else args.amp,
+             "--rescore": args.rescore or None}  # the suite's robust accuracy stays float32
     clash = [k for k, v in given.items() if v is not None]
     if clash:
         raise AttackError(f"--suite runs its own attacks: drop {', '.join(clash)} (--steps, --queries, --eps, --n, "
