@@ -222,6 +222,8 @@ def test_a_sweep_folder_attacks_every_finished_run_and_averages_over_seeds(
     assert f"| variant=b | {100 * acc[0]:.2f} ± 0.00% | {100 * acc[1]:.2f} ± 0.00% | 1 |" in out
     assert out.index("| variant=b |") < out.index("| variant=a |")
     assert "| Config | eps 0 (clean) | eps 0.1 | n |" in out
+    assert " Models trained on mnist (" in out and "epochs configured" in out  # the training data and budget
+    assert " Models trained on mnist (" in (sweep / "variant=a,seed=0" / "attacks" / "fgsm" / "table.md").read_text()
     png_size(folder / "accuracy_vs_eps.png")
 
 

@@ -46,6 +46,8 @@ def test_a_sweep_folder_is_one_table_of_mean_and_std_over_its_runs(capsys: pytes
     folder = copy / "ood"
     assert out == (folder / "summary.md").read_text() + f"ood folder: {folder}\n"
     assert "Not scored (unfinished runs): depth=3,seed=0" in out and not (unfinished / "ood").exists()
+    trained = json.loads((copy / RUNS[0] / "results.json").read_text())
+    assert f" Models trained on {trained['data']['name']} (" in out  # the training data named, as in a summary
     per_run = json.loads((folder / "results.json").read_text())["runs"]
     assert list(per_run) == RUNS  # the sweep's order
     mine = {name: json.loads((copy / name / "ood" / "results.json").read_text()) for name in RUNS}

@@ -16,7 +16,7 @@ from __future__ import annotations
 import inspect
 import math
 import sys
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from fractions import Fraction
 from pathlib import Path
@@ -37,9 +37,10 @@ from dla.attacks.evaluate import evaluate_attack
 from dla.attacks.plots import fmt_eps, plot_accuracy_vs_eps, plot_attack_grid
 from dla.attacks.registry import get_attack
 from dla.attacks.reuse import fingerprint, saved_rows
+from dla.data.provenance import models_caption
 from dla.io import atomic_write, write_json
 from dla.nn.amp import amp_caption, check_amp, with_amp
-from dla.report.collect import finished_sweep_runs, group_name, is_sweep_dir
+from dla.report.collect import finished_sweep_runs, group_name, is_sweep_dir, read_json
 from dla.report.tables import HEADERS, fmt, fmt_mean_std, markdown_table, mean_std
 from dla.tracking import progress
 from dla.train.restore import TrainedRun, load_trained, parse_class
@@ -272,6 +273,12 @@ def run_label(run: TrainedRun) -> str:
     return f"{run.path.parent.name}/{run.path.name}"
 
 
+def _models_caption(runs: Iterable[TrainedRun]) -> str:
+    """What the attacked models were trained on (data, budget), from their results.json."""
+    found = [read_json(run.path / "results.json") for run in runs]
+    return models_caption([r for r in found if r])
+
+
 def write_outcome(out: Outcome) -> Path:
     """results.json, table.md, accuracy_vs_eps.png and grid.png under the run's attacks/<name>/."""
     r, folder, label = out.request, out.folder, run_label(out.run)
@@ -294,7 +301,8 @@ def write_outcome(out: Outcome) -> Path:
     }
     write_json(folder / "results.json", results)
     text = (f"# {label}: {out.describe()}\n\nFirst {out.rows[0]['n']} test images, best checkpoint, seed "
-            f"{r.seed}; eps in pixel units of [0, 1] images.{amp_caption(r.amp)}\n\n" + table(out.rows))
+            f"{r.seed}; eps in pixel units of [0, 1] images.{_models_caption([out.run])}{amp_caption(r.amp)}\n\n"
+            + table(out.rows))
     with atomic_write(folder / "table.md", "w") as f:
         f.write(text)
     eps = [float(row["eps"]) for row in out.rows]
@@ -351,7 +359,8 @@ def _write_sweep(sweep_dir: Path, outcomes: list[Outcome], unfinished: list[Path
     text = (f"# {sweep_dir.parent.name}/{sweep_dir.name}: {outcomes[0].describe()}\n\n"
             f"Test {what} under attack at each eps (eps 0 = clean), first {outcomes[0].rows[0]['n']} test images, "
             f"best checkpoint of each run, attack seed {request.seed}; mean ± std (sample std) over n runs."
-            f"{amp_caption(request.amp)}\n\n" + robustness_table(list(groups.items()), metric))
+            f"{_models_caption(out.run for out in outcomes)}{amp_caption(request.amp)}\n\n"
+            + robustness_table(list(groups.items()), metric))
     for label, runs in groups.items():  # the lab's table: loss and macro precision / recall beside accuracy
         text += f"\n{label}, every metric ({len(runs)} runs):\n\n" + metrics_by_eps(
             runs, [*LAB_METRICS, "success_rate"] if request.is_targeted else LAB_METRICS)

@@ -76,3 +76,12 @@ def machine_caption(results: Sequence[Mapping[str, Any]]) -> str:
         if phrase not in phrases:
             phrases.append(phrase)
     return "; ".join(phrases)
+
+
+def models_caption(results: Sequence[Mapping[str, Any]]) -> str:
+    """" Models trained on <data>, <budget>." for a table measured on trained runs (an attack's, an OOD score's),
+    so it names the training data as a sweep summary does; "" when no run's results.json was read."""
+    if not results:
+        return ""
+    budget = budget_caption(results)
+    return f" Models trained on {data_caption(results)}" + (f", {budget}" if budget else "") + "."

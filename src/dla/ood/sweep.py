@@ -21,11 +21,12 @@ def ood_sweep(sweep_dir: Path, req: Any, root: Path, log: Callable[[str], Any] =
               rescore: bool = False) -> tuple[Path, str]:
     """Score every finished run of `sweep_dir` with `req` (`dla.ood.run.OODRequest`): (SWEEP_DIR/ood, summary).
     A run already scored with the same request on the same weights is reused (`dla.ood.reuse`) unless `rescore`."""
+    from dla.data.provenance import models_caption
     from dla.io import atomic_write, write_json
     from dla.ood.reuse import saved_results, saved_rows
     from dla.ood.run import detector_caption, prepare, score_prepared
     from dla.ood.tables import table_rows
-    from dla.report.collect import finished_sweep_runs, group_name
+    from dla.report.collect import finished_sweep_runs, group_name, read_json
     from dla.train.restore import load_trained
 
     finished, unfinished = finished_sweep_runs(sweep_dir)
@@ -51,7 +52,8 @@ def ood_sweep(sweep_dir: Path, req: Any, root: Path, log: Callable[[str], Any] =
                "OOD set, best checkpoint of each run. Each cell: mean ± sample std over the config's n runs; a "
                "group's mean row is each run's mean over the group's sets, then mean ± std over the runs."
                + (" odin tuned: each run's own validation-chosen (T, eps)." if req.odin_grid else "")
-               + detector_caption(next(iter(per_run.values()))["detectors"]) + amp_caption(req.amp))
+               + detector_caption(next(iter(per_run.values()))["detectors"]) + amp_caption(req.amp)
+               + models_caption([r for r in (read_json(p / "results.json") for p in finished) if r]))
     name = f"{sweep_dir.parent.name}/{sweep_dir.name}"
     text = f"# {name}: OOD detection\n\n" + sweep_table(list(configs.items()), caption)
     for label, runs in configs.items():  # OpenOOD's layout: a method per row, its group means side by side
