@@ -105,6 +105,19 @@ def read_json_mapping(path: Path) -> dict[str, Any]:
     return data
 
 
+def read_fingerprinted(path: Path, fingerprint: dict[str, Any], max_bytes: int) -> dict[str, Any] | None:
+    """The JSON object at path when it was written for this fingerprint (its "fingerprint" key), else None:
+    absent, larger than max_bytes, unreadable or for another request / other weights. What `dla attack` and
+    `dla ood` reuse of a sweep's runs rests on."""
+    try:
+        if path.stat().st_size > max_bytes:
+            return None
+        saved = read_json_mapping(path)
+    except (OSError, RunDirError):
+        return None
+    return saved if saved.get("fingerprint") == fingerprint else None
+
+
 def is_run_folder(path: Path) -> bool:
     """A folder `dla run` wrote into: its config (written first), checkpoints or results."""
     return any((path / name).exists() for name in ("config.yaml", "env.json", "checkpoints", "results.json"))

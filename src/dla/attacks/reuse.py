@@ -27,13 +27,8 @@ def fingerprint(request: Any, run_dir: Path) -> dict[str, Any]:
 
 def saved_rows(folder: Path, request: Any, run_dir: Path) -> list[dict[str, Any]] | None:
     """The rows of folder/results.json when it holds this request's results for the run's current weights."""
-    path = folder / "results.json"
-    try:
-        if path.stat().st_size > MAX_RESULTS_BYTES:
-            return None
-        saved = json.loads(path.read_text())
-    except (OSError, ValueError, UnicodeDecodeError):
-        return None  # absent or unreadable: attacked again, and rewritten
-    if not isinstance(saved, dict) or not isinstance(saved.get("rows"), list) or not saved["rows"]:
-        return None
-    return saved["rows"] if saved.get("fingerprint") == fingerprint(request, run_dir) else None
+    from dla.runs import read_fingerprinted
+
+    saved = read_fingerprinted(folder / "results.json", fingerprint(request, run_dir), MAX_RESULTS_BYTES)
+    rows = saved.get("rows") if saved else None
+    return rows if isinstance(rows, list) and rows else None

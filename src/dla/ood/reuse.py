@@ -38,16 +38,10 @@ def rows_json(rows: list[Row]) -> list[dict[str, Any]]:
 
 def saved_results(run_dir: Path, req: Any) -> dict[str, Any] | None:
     """RUN/ood/results.json when it holds this request's results for the run's current weights, else None."""
-    path = run_dir / "ood" / "results.json"
-    try:
-        if path.stat().st_size > MAX_RESULTS_BYTES:
-            return None
-        saved = json.loads(path.read_text())
-    except (OSError, ValueError, UnicodeDecodeError):
-        return None  # absent or unreadable: scored again, and rewritten
-    if not isinstance(saved, dict) or not isinstance(saved.get("rows"), list):
-        return None
-    return saved if saved.get("fingerprint") == fingerprint(req, run_dir) else None
+    from dla.runs import read_fingerprinted
+
+    saved = read_fingerprinted(run_dir / "ood" / "results.json", fingerprint(req, run_dir), MAX_RESULTS_BYTES)
+    return saved if saved and isinstance(saved.get("rows"), list) else None
 
 
 def saved_rows(saved: dict[str, Any]) -> list[Row]:
