@@ -34,9 +34,9 @@ def test_tables_are_the_runs_of_pipe_lines() -> None:
 
 def test_each_table_has_the_paragraph_before_it_as_its_caption() -> None:
     text = ("# Title\n\nA caption\nover two lines.\n\n| a |\n|---|\n| 1 |\n| b |\n\n## Heading\n\n| c |\n"
-            "Right above:\n| d |\n")
+            "Right above:\n| d |\n\n| e |\n")
     assert captioned_tables(text) == [("A caption over two lines.\n", "| a |\n|---|\n| 1 |\n| b |\n"),
-                                      ("", "| c |\n"), ("Right above:\n", "| d |\n")]
+                                      ("Heading\n", "| c |\n"), ("Right above:\n", "| d |\n"), ("", "| e |\n")]
 
 
 def test_caption_brings_the_quoted_caption_with_the_table(runs: Path, tmp_path: Path) -> None:

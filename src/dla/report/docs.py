@@ -75,7 +75,8 @@ def tables(text: str) -> list[str]:
 
 def captioned_tables(text: str) -> list[tuple[str, str]]:
     """(caption, table) for each Markdown table of text. The caption is the paragraph just before the table, its
-    lines joined and newline-terminated, or "" where a heading or another table comes first."""
+    lines joined and newline-terminated; where a heading comes right before, the heading's text (a sweep
+    summary's "## variant=pgd: group means ..." names whose table it is); "" after another table."""
     out, block, para, last, caption = [], [], [], "", ""
     for line in [*text.splitlines(), ""]:
         if line.startswith("|"):
@@ -87,7 +88,7 @@ def captioned_tables(text: str) -> list[tuple[str, str]]:
             out.append((caption + "\n" if caption else "", "\n".join(block) + "\n"))
             block, para, last = [], [], ""
         if line.startswith("#"):
-            para, last = [], ""
+            para, last = [], line.lstrip("#").strip()
         elif line.strip():
             para.append(line.strip())
         elif para:
