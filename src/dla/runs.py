@@ -304,6 +304,13 @@ def cpu_model() -> str:
 MACHINE_KEYS = ("cpu_model", "cpu_count", "torch_threads", "device", "gpu", "world_size", "torch", "dla", "git_commit")
 
 
+def machine_here(device: str | torch.device = "cpu") -> dict[str, Any]:
+    """The machine this process measures on, with MACHINE_KEYS: what an evaluation (an attack, an OOD score, an
+    explanation) writes to its results.json, since it may run elsewhere than the training did."""
+    info = env_info(torch.device(device), seed=0)
+    return {k: info[k] for k in MACHINE_KEYS if k in info}
+
+
 # Every task's results.json opens with these keys, in this order (built by `results_record`, checked by
 # `write_results`), so tables, sweeps, verdicts and the HTML report read an image, text or language-model run
 # alike; each task's own keys follow them, and "machine" closes the file.

@@ -16,7 +16,7 @@ from dla.attacks.plots import fmt_eps
 from dla.attacks.run import group_name, parse_eps, robustness_table
 from dla.attacks.suite import evaluate_suite
 from dla.config import load_config
-from dla.runs import RunDir
+from dla.runs import RunDir, cpu_model
 from dla.train import run_experiment
 from dla.train.restore import TrainedRun, load_trained
 
@@ -224,6 +224,13 @@ def test_a_sweep_folder_attacks_every_finished_run_and_averages_over_seeds(
     assert "| Config | eps 0 (clean) | eps 0.1 | n |" in out
     assert " Models trained on mnist (" in out and "epochs configured" in out  # the training data and budget
     assert " Models trained on mnist (" in (sweep / "variant=a,seed=0" / "attacks" / "fgsm" / "table.md").read_text()
+    # where the attack was measured, which need not be where the model trained: results.json, table and summary
+    machine = json.loads((sweep / "variant=a,seed=0" / "attacks" / "fgsm" / "results.json").read_text())["machine"]
+    assert machine["cpu_model"] == cpu_model() and machine["torch"] == torch.__version__
+    assert machine["torch_threads"] == torch.get_num_threads() and machine["device"] == "cpu"
+    measured = f" Measured on: {cpu_model()}, {torch.get_num_threads()} threads, cpu, torch {torch.__version__}."
+    assert measured in out
+    assert measured in (sweep / "variant=a,seed=0" / "attacks" / "fgsm" / "table.md").read_text()
     png_size(folder / "accuracy_vs_eps.png")
 
 

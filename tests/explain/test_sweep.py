@@ -13,6 +13,7 @@ import torch
 
 from dla.explain import explain
 from dla.explain.faithfulness import confidence_change
+from dla.runs import cpu_model
 from dla.sweep import run_sweep
 from dla.train.restore import load_trained
 
@@ -59,6 +60,13 @@ def test_a_sweep_folder_is_one_table_of_mean_and_std_over_its_runs(capsys: pytes
     assert out == (folder / "summary.md").read_text() + f"explain folder: {folder}\n"
     per_run = {n: json.loads((copy / n / "explain" / "results.json").read_text())["methods"] for n in RUNS}
     assert json.loads((folder / "results.json").read_text())["runs"] == per_run
+    # the models' training data and where the maps were measured, in the summary's caption and each run's table
+    trained = json.loads((copy / RUNS[0] / "results.json").read_text())
+    assert f" Models trained on {trained['data']['name']} (" in out and "epochs configured" in out
+    machine = json.loads((copy / RUNS[0] / "explain" / "results.json").read_text())["machine"]
+    assert machine["cpu_model"] == cpu_model() and machine["torch"] == torch.__version__
+    measured = f" Measured on: {cpu_model()}, {torch.get_num_threads()} threads, cpu, torch {torch.__version__}."
+    assert measured in out and measured in (copy / RUNS[0] / "explain" / "table.md").read_text()
     for name, title in (("cam", "CAM"), ("gradcam", "Grad-CAM"), ("saliency", "saliency")):
         assert (copy / RUNS[0] / "explain" / f"{name}.png").is_file()
         cells = [_pct([per_run[n][name][k] for n in RUNS]) for k in ("average_drop", "increase")]

@@ -9,7 +9,9 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+import torch
 
+from dla.runs import cpu_model
 from dla.sweep import run_sweep
 
 from ..conftest import DATA_ROOT, QUICK, needs_mnist, one_line_error, run_cli
@@ -52,6 +54,11 @@ def test_a_sweep_folder_is_one_table_of_mean_and_std_over_its_runs(capsys: pytes
     assert list(per_run) == RUNS  # the sweep's order
     mine = {name: json.loads((copy / name / "ood" / "results.json").read_text()) for name in RUNS}
     assert all(per_run[n]["ood"] == mine[n]["ood"] for n in RUNS)  # each run has its own ood/ folder too
+    # where the scores were measured: each run's results.json and table, and the summary's caption
+    assert all(mine[n]["machine"]["cpu_model"] == cpu_model() for n in RUNS)
+    assert all(mine[n]["machine"]["torch"] == torch.__version__ for n in RUNS)
+    measured = f" Measured on: {cpu_model()}, {torch.get_num_threads()} threads, cpu, torch {torch.__version__}."
+    assert measured in out and measured in (copy / RUNS[0] / "ood" / "table.md").read_text()
     for config, names in (("depth=1", RUNS[:2]), ("depth=2", RUNS[2:])):
         for s, group in (("noise", "far"), ("gaussian", "far"), ("fgsm:8/255", "adversarial")):
             for method in ("msp", "energy"):

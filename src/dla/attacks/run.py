@@ -37,11 +37,12 @@ from dla.attacks.evaluate import evaluate_attack
 from dla.attacks.plots import fmt_eps, plot_accuracy_vs_eps, plot_attack_grid
 from dla.attacks.registry import get_attack
 from dla.attacks.reuse import fingerprint, saved_rows
-from dla.data.provenance import models_caption
+from dla.data.provenance import measured_caption, models_caption
 from dla.io import atomic_write, write_json
 from dla.nn.amp import amp_caption, check_amp, with_amp
 from dla.report.collect import finished_sweep_runs, group_name, is_sweep_dir, read_json
 from dla.report.tables import HEADERS, fmt, fmt_mean_std, markdown_table, mean_std
+from dla.runs import machine_here
 from dla.tracking import progress
 from dla.train.restore import TrainedRun, load_trained, parse_class
 
@@ -298,11 +299,12 @@ def write_outcome(out: Outcome) -> Path:
         "amp": r.amp,
         "rows": out.rows,
         "fingerprint": fingerprint(r, out.run.path),
+        "machine": machine_here(r.device),
     }
     write_json(folder / "results.json", results)
     text = (f"# {label}: {out.describe()}\n\nFirst {out.rows[0]['n']} test images, best checkpoint, seed "
-            f"{r.seed}; eps in pixel units of [0, 1] images.{_models_caption([out.run])}{amp_caption(r.amp)}\n\n"
-            + table(out.rows))
+            f"{r.seed}; eps in pixel units of [0, 1] images.{_models_caption([out.run])}{amp_caption(r.amp)}"
+            f"{measured_caption([results])}\n\n" + table(out.rows))
     with atomic_write(folder / "table.md", "w") as f:
         f.write(text)
     eps = [float(row["eps"]) for row in out.rows]
@@ -359,7 +361,8 @@ def _write_sweep(sweep_dir: Path, outcomes: list[Outcome], unfinished: list[Path
     text = (f"# {sweep_dir.parent.name}/{sweep_dir.name}: {outcomes[0].describe()}\n\n"
             f"Test {what} under attack at each eps (eps 0 = clean), first {outcomes[0].rows[0]['n']} test images, "
             f"best checkpoint of each run, attack seed {request.seed}; mean ± std (sample std) over n runs."
-            f"{_models_caption(out.run for out in outcomes)}{amp_caption(request.amp)}\n\n"
+            f"{_models_caption(out.run for out in outcomes)}{amp_caption(request.amp)}"
+            f"{measured_caption([r for r in (read_json(o.folder / 'results.json') for o in outcomes) if r])}\n\n"
             + robustness_table(list(groups.items()), metric))
     for label, runs in groups.items():  # the lab's table: loss and macro precision / recall beside accuracy
         text += f"\n{label}, every metric ({len(runs)} runs):\n\n" + metrics_by_eps(

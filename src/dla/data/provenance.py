@@ -78,6 +78,13 @@ def machine_caption(results: Sequence[Mapping[str, Any]]) -> str:
     return "; ".join(phrases)
 
 
+def measured_caption(results: Sequence[Mapping[str, Any]]) -> str:
+    """" Measured on <machine>." for an evaluation's table, from its results.json files' "machine"; "" when none
+    says (an evaluation saved by an older dla)."""
+    machine = machine_caption(results)
+    return f" Measured on: {machine}." if machine else ""
+
+
 def models_caption(results: Sequence[Mapping[str, Any]]) -> str:
     """" Models trained on <data>, <budget>." for a table measured on trained runs (an attack's, an OOD score's),
     so it names the training data as a sweep summary does; "" when no run's results.json was read."""

@@ -489,10 +489,13 @@ def detector_caption(options: dict[str, dict[str, Any]]) -> str:
 
 def _write(job: _Job, results: dict[str, Any], rows: list[Row],
            val_sets: dict[str, tuple[OODSource, ImageSet]]) -> OODReport:
+    from dla.data.provenance import measured_caption
     from dla.io import atomic_write, write_json
     from dla.ood.reuse import fingerprint, rows_json
+    from dla.runs import machine_here
 
-    table = ood_table(rows, _caption(job, results, val_sets))
+    results["machine"] = machine_here()  # OOD scoring runs on the CPU
+    table = ood_table(rows, _caption(job, results, val_sets) + measured_caption([results]))
     results["rows"] = rows_json(rows)
     results["fingerprint"] = fingerprint(job.req, job.run.path)  # lets `dla ood SWEEP_DIR` reuse this run
     with atomic_write(job.out / "table.md", "w") as f:

@@ -21,7 +21,7 @@ def ood_sweep(sweep_dir: Path, req: Any, root: Path, log: Callable[[str], Any] =
               rescore: bool = False) -> tuple[Path, str]:
     """Score every finished run of `sweep_dir` with `req` (`dla.ood.run.OODRequest`): (SWEEP_DIR/ood, summary).
     A run already scored with the same request on the same weights is reused (`dla.ood.reuse`) unless `rescore`."""
-    from dla.data.provenance import models_caption
+    from dla.data.provenance import measured_caption, models_caption
     from dla.io import atomic_write, write_json
     from dla.ood.reuse import saved_results, saved_rows
     from dla.ood.run import detector_caption, prepare, score_prepared
@@ -53,7 +53,8 @@ def ood_sweep(sweep_dir: Path, req: Any, root: Path, log: Callable[[str], Any] =
                "group's mean row is each run's mean over the group's sets, then mean ± std over the runs."
                + (" odin tuned: each run's own validation-chosen (T, eps)." if req.odin_grid else "")
                + detector_caption(next(iter(per_run.values()))["detectors"]) + amp_caption(req.amp)
-               + models_caption([r for r in (read_json(p / "results.json") for p in finished) if r]))
+               + models_caption([r for r in (read_json(p / "results.json") for p in finished) if r])
+               + measured_caption([r for r in (read_json(p / "ood" / "results.json") for p in finished) if r]))
     name = f"{sweep_dir.parent.name}/{sweep_dir.name}"
     text = f"# {name}: OOD detection\n\n" + sweep_table(list(configs.items()), caption)
     for label, runs in configs.items():  # OpenOOD's layout: a method per row, its group means side by side
