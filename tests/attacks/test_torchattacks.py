@@ -212,7 +212,9 @@ def test_fab_t_equals_torchattacks(eps: float, restarts: int) -> None:
     # torchattacks' FAB with multi_targeted=True is FAB-T: n_classes - 1 targets (all 4 wrong classes here). One
     # restart is deterministic (it starts at x); later ones start at random points, seeded as for APGD. Ours
     # projects onto the linearised boundary by sorting (torchattacks bisects): the same steps to ~1e-7, the same
-    # examples fooled, the same images to a few ulps. float32 only: torchattacks' FAB fails on float64 inputs.
+    # examples fooled, the same images to 1e-5 (under 1/300 of a grey level; the sort and the bisection round
+    # differently, by 7e-6 at most on an AMD EPYC's kernels, 1e-6 on a Xeon's). float32 only: torchattacks' FAB
+    # fails on float64 inputs.
     model, x, y = _model_and_data(torch.float32)
     ours = get_attack("fab-t")(model, x, y, eps, steps=20, targets=4, restarts=restarts, seed=3)
     theirs = torchattacks.FAB(model, eps=eps, steps=20, n_restarts=restarts, multi_targeted=True, n_classes=CLASSES,
@@ -221,7 +223,7 @@ def test_fab_t_equals_torchattacks(eps: float, restarts: int) -> None:
     assert abs(int(f_ours.sum()) - int(f_theirs.sum())) <= 1  # the requirement; in fact equal:
     assert torch.equal(f_ours, f_theirs)
     assert (f_theirs & (model.eval()(x).argmax(1) == y)).any()
-    torch.testing.assert_close(ours[f_theirs], theirs[f_theirs], rtol=0, atol=1e-6)
+    torch.testing.assert_close(ours[f_theirs], theirs[f_theirs], rtol=0, atol=1e-5)
 
 
 def test_fab_projection_equals_torchattacks() -> None:
