@@ -40,7 +40,7 @@ from dla.attacks.reuse import fingerprint, saved_rows
 from dla.data.provenance import measured_caption, models_caption
 from dla.io import atomic_write, write_json
 from dla.nn.amp import amp_caption, check_amp, with_amp
-from dla.report.collect import finished_sweep_runs, group_name, is_sweep_dir, read_json
+from dla.report.collect import finished_sweep_runs, group_name, is_sweep_dir, read_jsons
 from dla.report.tables import HEADERS, fmt, fmt_mean_std, markdown_table, mean_std
 from dla.runs import machine_here
 from dla.tracking import progress
@@ -276,8 +276,7 @@ def run_label(run: TrainedRun) -> str:
 
 def _models_caption(runs: Iterable[TrainedRun]) -> str:
     """What the attacked models were trained on (data, budget), from their results.json."""
-    found = [read_json(run.path / "results.json") for run in runs]
-    return models_caption([r for r in found if r])
+    return models_caption(read_jsons(run.path / "results.json" for run in runs))
 
 
 def write_outcome(out: Outcome) -> Path:
@@ -362,7 +361,7 @@ def _write_sweep(sweep_dir: Path, outcomes: list[Outcome], unfinished: list[Path
             f"Test {what} under attack at each eps (eps 0 = clean), first {outcomes[0].rows[0]['n']} test images, "
             f"best checkpoint of each run, attack seed {request.seed}; mean ± std (sample std) over n runs."
             f"{_models_caption(out.run for out in outcomes)}{amp_caption(request.amp)}"
-            f"{measured_caption([r for r in (read_json(o.folder / 'results.json') for o in outcomes) if r])}\n\n"
+            f"{measured_caption(read_jsons(o.folder / 'results.json' for o in outcomes))}\n\n"
             + robustness_table(list(groups.items()), metric))
     for label, runs in groups.items():  # the lab's table: loss and macro precision / recall beside accuracy
         text += f"\n{label}, every metric ({len(runs)} runs):\n\n" + metrics_by_eps(

@@ -238,23 +238,23 @@ def explain_path(path: str | Path, methods: str | Sequence[str] = "all", n: int 
     loaded = [(p, load_run_model(p, root)) for p in finished]  # every run checked before any is explained
     if classmap:
         rows = {p.name: {"quadrant_agreement": _classmap_loaded(p, *run, min(n, 8))[1]} for p, run in loaded}
-        return _write_sweep(path, rows, unfinished, classmap, n, runs=finished)
+        return _write_sweep(path, rows, unfinished, classmap, n, runs=finished)  # class maps: no machine record
     from dla.explain.checks import ranking_values, run_means
 
     results = {p.name: _explain_loaded(p, *run, names, n, target, layer, checks)[1] for p, run in loaded}
     rows = {name: r["methods"] for name, r in results.items()}
     ranking = ({name: run_means(ranking_values(r)) for name, r in results.items()}
                if checks is not None and any(checks) else None)
-    return _write_sweep(path, rows, unfinished, classmap, n, ranking, runs=finished)
+    return _write_sweep(path, rows, unfinished, classmap, n, ranking, runs=finished, measured=list(results.values()))
 
 
 def _write_sweep(sweep: Path, rows: dict[str, dict[str, Any]], unfinished: list[Path], classmap: bool,
                  n: int, ranking: dict[str, dict[str, dict[str, float]]] | None = None,
-                 runs: Sequence[Path] = ()) -> tuple[Path, str]:
+                 runs: Sequence[Path] = (), measured: Sequence[dict[str, Any]] = ()) -> tuple[Path, str]:
     from dla.data.provenance import measured_caption, models_caption
     from dla.explain.faithfulness import HEADERS, KEYS
     from dla.io import atomic_write, write_json
-    from dla.report.collect import group_name, read_json
+    from dla.report.collect import group_name, read_jsons
     from dla.report.tables import fmt_mean_std, markdown_table
 
     configs: dict[str, list[dict[str, Any]]] = {}
@@ -272,10 +272,9 @@ def _write_sweep(sweep: Path, rows: dict[str, dict[str, Any]], unfinished: list[
                 for c, rs in configs.items() for m in methods]
         what = (f"The first {n} test images; each map masks its image (x * map) and the model's confidence in the "
                 "explained class is read on both (Chattopadhay et al. 2018)")
-    trained = [r for r in (read_json(p / "results.json") for p in runs) if r]  # data and budget of the models
-    measured = [r for r in (read_json(p / "explain" / "results.json") for p in runs) if r]  # where they were explained
     text = (f"# {sweep.parent.name}/{sweep.name}: explanations\n\n{what}; best checkpoint of each run; mean ± std "
-            f"(sample std) over n runs.{models_caption(trained)}{'' if classmap else measured_caption(measured)}\n\n"
+            f"(sample std) over n runs.{models_caption(read_jsons(p / 'results.json' for p in runs))}"
+            f"{measured_caption(measured)}\n\n"
             + markdown_table(header, body))
     if ranking:
         text += sweep_ranking_text(ranking, n)

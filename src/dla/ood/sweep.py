@@ -26,7 +26,7 @@ def ood_sweep(sweep_dir: Path, req: Any, root: Path, log: Callable[[str], Any] =
     from dla.ood.reuse import saved_results, saved_rows
     from dla.ood.run import detector_caption, prepare, score_prepared
     from dla.ood.tables import table_rows
-    from dla.report.collect import finished_sweep_runs, group_name, read_json
+    from dla.report.collect import finished_sweep_runs, group_name, read_jsons
     from dla.train.restore import load_trained
 
     finished, unfinished = finished_sweep_runs(sweep_dir)
@@ -35,6 +35,7 @@ def ood_sweep(sweep_dir: Path, req: Any, root: Path, log: Callable[[str], Any] =
     prepared = {p: prepare(load_trained(p, root), req, root) for p in finished if saved[p] is None}
     configs: dict[str, list[list[Row]]] = {}
     per_run: dict[str, dict[str, Any]] = {}
+    scored: list[dict[str, Any]] = []  # each run's ood/results.json, saved or fresh: where it was measured
     for i, path in enumerate(finished):
         if saved[path] is not None:
             log(f"run {i + 1} of {len(finished)}: {path.name}: reusing its ood/results.json (same request, same "
@@ -45,6 +46,7 @@ def ood_sweep(sweep_dir: Path, req: Any, root: Path, log: Callable[[str], Any] =
             report = score_prepared(prepared[path], log)
             results, rows = report.results, report.rows
         configs.setdefault(group_name(path.name), []).append(rows)
+        scored.append(results)
         per_run[path.name] = {k: results[k] for k in ("id", "ood", "groups")}
         per_run[path.name]["detectors"] = results["settings"].get("detectors", {})
     first = next(iter(per_run.values()))["id"]
@@ -53,8 +55,7 @@ def ood_sweep(sweep_dir: Path, req: Any, root: Path, log: Callable[[str], Any] =
                "group's mean row is each run's mean over the group's sets, then mean ± std over the runs."
                + (" odin tuned: each run's own validation-chosen (T, eps)." if req.odin_grid else "")
                + detector_caption(next(iter(per_run.values()))["detectors"]) + amp_caption(req.amp)
-               + models_caption([r for r in (read_json(p / "results.json") for p in finished) if r])
-               + measured_caption([r for r in (read_json(p / "ood" / "results.json") for p in finished) if r]))
+               + models_caption(read_jsons(p / "results.json" for p in finished)) + measured_caption(scored))
     name = f"{sweep_dir.parent.name}/{sweep_dir.name}"
     text = f"# {name}: OOD detection\n\n" + sweep_table(list(configs.items()), caption)
     for label, runs in configs.items():  # OpenOOD's layout: a method per row, its group means side by side

@@ -7,7 +7,7 @@ Only files are read: no model is rebuilt and no dataset is touched, so a report 
 from __future__ import annotations
 
 import csv
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -235,3 +235,8 @@ def read_json(path: Path) -> dict[str, Any] | None:
         return read_json_mapping(path)
     except RunDirError:
         return None
+
+
+def read_jsons(paths: Iterable[Path]) -> list[dict[str, Any]]:
+    """The JSON objects among these files, in order, skipping the missing or unreadable ones (read_json)."""
+    return [r for r in map(read_json, paths) if r]
